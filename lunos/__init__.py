@@ -1,0 +1,42 @@
+"""Lunos: a self-hosted, OpenAI-compatible LLM API gateway."""
+import logging
+import os
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+
+def create_app(config=None):
+    """Build the app: embedded defaults, then LUNOS_* environment variables, then ``config``."""
+    from lunos import cli, config as settings_module
+    from lunos.api import register_blueprints
+    from lunos.errors import register_error_handlers
+    from lunos.extensions import db, migrate
+    from lunos.gateway import Gateway
+    from lunos import models  # noqa: F401  (registers the tables with db.metadata)
+
+    app = Flask(__name__, instance_relative_config=True)
+    settings = settings_module.load_settings(overrides=config)
+    app.config.update(settings)
+    app.config.update(
+        SECRET_KEY=settings["SECRET_KEY"] or settings_module.instance_secret(app.instance_path),
+        SQLALCHEMY_DATABASE_URI=settings_module.database_uri(settings["DATABASE_URL"], app.instance_path),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        MAX_CONTENT_LENGTH=settings["MAX_BODY_BYTES"],
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    app.json.compact = True
+    logging.basicConfig(level=settings["LOG_LEVEL"].upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
+        os.makedirs(app.instance_path, exist_ok=True)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=settings_module.MIGRATIONS_DIR)
+    Gateway(settings).init_app(app)
+    register_error_handlers(app)
+    register_blueprints(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,22 @@
+"""HTTP blueprints: thin layers that parse, call a service and serialise."""
+import uuid
+
+from flask import g
+
+from lunos.api.chat import bp as chat_bp
+from lunos.api.health import bp as health_bp
+from lunos.api.models import bp as models_bp
+
+
+def register_blueprints(app):
+    for blueprint in (health_bp, models_bp, chat_bp):
+        app.register_blueprint(blueprint)
+
+    @app.before_request
+    def _assign_request_id():
+        g.request_id = uuid.uuid4().hex
+
+    @app.after_request
+    def _tag_response(response):
+        response.headers["x-request-id"] = g.get("request_id") or uuid.uuid4().hex
+        return response

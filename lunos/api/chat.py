@@ -1,0 +1,39 @@
+"""POST /v1/chat/completions."""
+from flask import Blueprint, Response, g, jsonify, request, stream_with_context
+
+from lunos.api.auth import require_key
+from lunos.errors import InvalidRequest
+from lunos.gateway import current_gateway
+from lunos.schemas import load
+from lunos.schemas.chat import ChatCompletionRequest
+from lunos.services import chat
+
+bp = Blueprint("chat", __name__, url_prefix="/v1")
+_schema = ChatCompletionRequest()
+
+
+def json_body():
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise InvalidRequest("We could not parse the JSON body of your request: send a JSON object "
+                             "with Content-Type: application/json.")
+    return body
+
+
+@bp.post("/chat/completions")
+@require_key
+def chat_completions():
+    body = load(_schema, json_body())
+    completion_id = f"chatcmpl-{g.request_id}"
+    gateway = current_gateway()
+    if not body.get("stream"):
+        answer, _attempts = chat.complete(gateway, body, completion_id)
+        return jsonify(answer)
+
+    stream = chat.ChatStream(gateway, body, completion_id)
+    response = Response(stream_with_context(stream.events()), mimetype="text/event-stream")
+    # A response closed before its body started never runs the generator's finally.
+    response.call_on_close(stream.close)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass chunks on as they come
+    return response

@@ -1,0 +1,109 @@
+"""Typed settings: embedded defaults, then LUNOS_* environment variables, then a test mapping.
+
+Bad values stop start-up with a message naming the variable.
+"""
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+SHIPPED_CATALOG = Path(__file__).with_name("catalog.toml")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _bool(text):
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: object
+    default: object
+    help: str
+
+
+SETTINGS = [
+    Setting("DATABASE_URL", str, None, "SQLAlchemy URL; default sqlite under instance/"),
+    Setting("REDIS_URL", str, None, "Redis URL for shared state (rate limits); optional"),
+    Setting("CATALOG", str, str(SHIPPED_CATALOG), "path of the TOML model catalog"),
+    Setting("SECRET_KEY", str, None, "server secret for key hashing; default: generated in instance/"),
+    Setting("MAX_BODY_BYTES", _positive(int), 10 * 1024 * 1024, "largest request body accepted"),
+    Setting("UPSTREAM_MAX_RETRIES", _positive(int), 2, "retries per candidate model"),
+    Setting("RETRY_BACKOFF_S", _positive(float), 0.5, "base of the jittered exponential backoff"),
+    Setting("RETRY_AFTER_CAP_S", _positive(float), 10.0, "longest Retry-After honoured"),
+    Setting("CONNECT_TIMEOUT_S", _positive(float), 10.0, "upstream connect timeout"),
+    Setting("STREAM_KEEPALIVE_S", _positive(float), 15.0, "keep-alive comment interval on silent streams"),
+    Setting("UPSTREAM_POOL_SIZE", _positive(int), 1000, "pooled upstream connections per host"),
+    Setting("AUTO_MIGRATE", _bool, True, "migrate the schema when the development server starts"),
+    Setting("LOG_LEVEL", str, "INFO", "logging level"),
+]
+
+
+def load_settings(environ=None, overrides=None):
+    """Return {name: value}; raise ConfigError naming the first bad variable."""
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    values = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            values[setting.name] = overrides[setting.name]
+            continue
+        raw = environ.get("LUNOS_" + setting.name)
+        if raw is None or raw == "":
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"LUNOS_{setting.name}={raw!r}: {exc}") from None
+    return values
+
+
+def database_uri(url, instance_path):
+    if not url:
+        return "sqlite:///" + str(Path(instance_path) / "lunos.db")
+    # SQLAlchemy picks psycopg2 for a bare postgresql:// URL; the stack uses psycopg 3.
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def instance_secret(instance_path):
+    """A secret generated once and kept under instance/, for installs that set none."""
+    path = Path(instance_path) / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".secret_key.{os.getpid()}")
+    draft.write_text(secrets.token_urlsafe(48))
+    os.chmod(draft, 0o600)
+    try:
+        os.link(draft, path)  # atomic: of two processes starting together, one secret wins
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")

@@ -1,0 +1,123 @@
+"""The error tree and the one place that turns errors into OpenAI-shaped HTTP responses.
+
+Domain code raises these; only ``register_error_handlers`` knows about HTTP.
+"""
+import logging
+
+from flask import jsonify
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class LunosError(Exception):
+    status = 500
+    type = "api_error"
+    code = None
+
+    def __init__(self, message, *, param=None, code=None, headers=None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self):
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(LunosError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ModelNotFound(InvalidRequest):
+    code = "model_not_found"
+
+
+class AuthenticationFailed(LunosError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class InsufficientCredits(LunosError):
+    status = 402
+    type = "insufficient_credits"
+
+    def __init__(self, message, **kw):
+        super().__init__(message, **kw)
+        self.headers.setdefault("x-should-retry", "false")
+
+
+class PermissionDenied(LunosError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(LunosError):
+    status = 404
+    type = "not_found_error"
+
+
+class RateLimited(LunosError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamFailed(LunosError):
+    """Every candidate model failed."""
+    status = 502
+    type = "upstream_error"
+
+
+class UpstreamTimedOut(UpstreamFailed):
+    """Every candidate model timed out."""
+    status = 504
+    type = "timeout_error"
+
+
+class ServiceUnavailable(LunosError):
+    status = 503
+    type = "service_unavailable"
+
+
+# Werkzeug's own errors (routing, body size) keep their status; only the shape changes.
+_HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
+               429: "rate_limit_error"}
+
+
+def error_response(err: LunosError):
+    response = jsonify(err.body())
+    response.status_code = err.status
+    response.headers.update(err.headers)
+    return response
+
+
+def register_error_handlers(app):
+    app.register_error_handler(LunosError, error_response)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc):
+        err = LunosError(exc.description or exc.name)
+        err.status = exc.code or 500
+        err.type = _HTTP_TYPES.get(err.status, "invalid_request_error" if err.status < 500 else "api_error")
+        response = error_response(err)
+        if err.status == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(OperationalError)
+    def _database_down(exc):
+        log.error("database error: %s", exc)
+        return error_response(ServiceUnavailable("The database is unavailable; try again shortly."))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        log.exception("unhandled error")
+        return error_response(LunosError("The server had an error while processing your request."))

@@ -1,0 +1,24 @@
+"""The gateway's per-app machinery: catalog, pooled HTTP client, providers and router."""
+from flask import current_app
+
+from lunos.catalog import load_catalog
+from lunos.providers import build_providers
+from lunos.providers.http import UpstreamHTTP
+from lunos.providers.router import RetryPolicy, Router
+
+
+class Gateway:
+    def __init__(self, settings):
+        self.catalog = load_catalog(settings["CATALOG"])
+        self.http = UpstreamHTTP(settings["UPSTREAM_POOL_SIZE"], settings["CONNECT_TIMEOUT_S"])
+        self.router = Router(build_providers(self.catalog, self.http), RetryPolicy(
+            max_retries=settings["UPSTREAM_MAX_RETRIES"], backoff_s=settings["RETRY_BACKOFF_S"],
+            retry_after_cap_s=settings["RETRY_AFTER_CAP_S"]))
+        self.keepalive_s = settings["STREAM_KEEPALIVE_S"]
+
+    def init_app(self, app):
+        app.extensions["lunos"] = self
+
+
+def current_gateway():
+    return current_app.extensions["lunos"]

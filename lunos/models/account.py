@@ -1,0 +1,34 @@
+"""An account holds credits; its balance is the sum of its append-only ledger."""
+from datetime import datetime, timezone
+
+from sqlalchemy import BigInteger, ForeignKey, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from lunos.extensions import Timestamp, db
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+class Account(db.Model):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # Cached sum of ledger_entries.amount_micros, updated in the same transaction as each row.
+    balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
+
+
+class LedgerEntry(db.Model):
+    """One change of balance, in micro-USD. ``source_ref`` is unique so a replay cannot apply twice."""
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    source_ref: Mapped[str] = mapped_column(String(255), unique=True)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())

@@ -1,0 +1,77 @@
+"""What every provider adapter implements, and the failures it reports to the router."""
+import time
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+class ProviderError(Exception):
+    """One failed upstream attempt. The router decides whether to retry or move on."""
+
+    def __init__(self, message, *, status=None, retryable=False, timed_out=False, retry_after=None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.timed_out = timed_out
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_status(cls, status, message, retry_after=None):
+        retryable = status in RETRYABLE_STATUSES or status >= 500
+        return cls(f"HTTP {status}: {message}", status=status, retryable=retryable,
+                   retry_after=retry_after)
+
+
+def parse_retry_after(value):
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class Provider:
+    """One configured upstream. Adapters translate the OpenAI request and answer both ways.
+
+    ``complete`` returns a ``chat.completion`` dict. ``open_stream`` returns a ChunkStream once the
+    upstream has accepted the request; failures before that raise ProviderError so the router
+    can still retry or fall back.
+    """
+    kind = None
+
+    def __init__(self, config, http):
+        self.config = config
+        self.http = http
+
+    def complete(self, model, body):
+        raise NotImplementedError
+
+    def open_stream(self, model, body):
+        raise NotImplementedError
+
+
+class ChunkStream:
+    """Iterates chat.completion.chunk dicts; ``close`` releases the upstream connection.
+
+    ``close`` may be called from another greenlet while one is blocked reading: it closes the
+    transport, which wakes the reader with an error, instead of closing the generator under it.
+    """
+
+    def __init__(self, chunks, close=lambda: None):
+        self._chunks = chunks
+        self._close = close
+        self.closed = False
+
+    def __iter__(self):
+        return iter(self._chunks)
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self._close()

@@ -1,0 +1,80 @@
+"""Any OpenAI-compatible Chat Completions server: OpenAI, vLLM, Ollama, llama.cpp, Groq..."""
+import json
+import os
+
+import requests
+
+from lunos.providers.base import ChunkStream, Provider, ProviderError
+from lunos.providers.http import iter_sse
+
+
+def read_api_key(config):
+    """The provider key from its environment variable; None when the provider needs none."""
+    if not config.api_key_env:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise ProviderError(f"provider {config.name!r} is not configured: {config.api_key_env} is not set")
+    return key
+
+
+def stream_errors(chunks):
+    """Turn transport failures while reading a stream into ProviderError."""
+    try:
+        yield from chunks
+    except requests.RequestException as exc:
+        timed_out = "timed out" in str(exc).lower()
+        raise ProviderError(f"stream broke: {exc.__class__.__name__}", retryable=True,
+                            timed_out=timed_out) from None
+
+
+class OpenAIProvider(Provider):
+    kind = "openai"
+
+    def _headers(self):
+        headers = {"Content-Type": "application/json", **self.config.headers}
+        key = read_api_key(self.config)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _post(self, body, stream):
+        return self.http.post_json(f"{self.config.base_url}/chat/completions", body,
+                                   headers=self._headers(), timeout_s=self.config.timeout_s,
+                                   stream=stream)
+
+    def complete(self, model, body):
+        response = self._post({**body, "model": model.upstream_model, "stream": False}, stream=False)
+        try:
+            answer = response.json()
+        except ValueError:
+            raise ProviderError("upstream answered with invalid JSON", retryable=True) from None
+        if not isinstance(answer, dict) or "choices" not in answer:
+            raise ProviderError(f"upstream answered without choices: {str(answer)[:200]}", retryable=True)
+        return answer
+
+    def open_stream(self, model, body):
+        stream_options = {**(body.get("stream_options") or {}), "include_usage": True}
+        upstream = {**body, "model": model.upstream_model, "stream": True,
+                    "stream_options": stream_options}
+        response = self._post(upstream, stream=True)
+        return ChunkStream(stream_errors(self._chunks(response)), close=response.close)
+
+    @staticmethod
+    def _chunks(response):
+        finished = False
+        for _event, data in iter_sse(response):
+            if data.strip() == "[DONE]":
+                return
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise ProviderError(f"upstream sent an invalid event: {data[:200]}", retryable=True) from None
+            if isinstance(chunk, dict) and "error" in chunk:
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else str(error)
+                raise ProviderError(f"upstream error mid-stream: {message}", retryable=True)
+            finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+            yield chunk
+        if not finished:  # a server that omits [DONE] still sends a finish_reason
+            raise ProviderError("stream ended before the answer finished", retryable=True)

@@ -1,0 +1,52 @@
+"""API key creation and authentication.
+
+Secrets look like ``sk-lunos-<random>``. Only HMAC-SHA256(server secret, key) and a short
+display prefix are stored, so a database leak does not leak usable keys.
+"""
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+
+from lunos.errors import AuthenticationFailed
+from lunos.extensions import db
+from lunos.models import ApiKey
+
+KEY_PREFIX = "sk-lunos-"
+
+
+def hash_secret(secret, server_secret):
+    return hmac.new(server_secret.encode(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def create_key(account, server_secret, name="default", expires_at=None):
+    """Return (ApiKey, secret). The secret is not kept anywhere: show it once."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(account_id=account.id, name=name or "default", prefix=secret[:len(KEY_PREFIX) + 6],
+                 secret_hash=hash_secret(secret, server_secret), expires_at=expires_at)
+    db.session.add(key)
+    db.session.commit()
+    return key, secret
+
+
+def _as_utc(moment):
+    # SQLite hands back naive datetimes; they were written as UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def authenticate(secret, server_secret):
+    if not secret:
+        raise AuthenticationFailed(
+            "Missing API key: send 'Authorization: Bearer sk-lunos-...' or 'X-API-Key'.")
+    if not secret.startswith(KEY_PREFIX):
+        raise AuthenticationFailed("Incorrect API key provided.")
+    key = db.session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret, server_secret)))
+    if key is None:
+        raise AuthenticationFailed("Incorrect API key provided.")
+    if key.revoked_at is not None:
+        raise AuthenticationFailed("This API key has been revoked.")
+    if key.expires_at is not None and _as_utc(key.expires_at) <= datetime.now(timezone.utc):
+        raise AuthenticationFailed("This API key has expired.")
+    return key
