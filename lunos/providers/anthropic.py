@@ -3,8 +3,8 @@ import json
 import time
 
 from lunos.providers.base import ChunkStream, Provider, ProviderError
-from lunos.providers.http import iter_sse
-from lunos.providers.openai import read_api_key, stream_errors
+from lunos.providers.http import iter_sse, read_json
+from lunos.providers.openai import read_api_key, read_stream
 from lunos.tokens import message_text
 
 API_VERSION = "2023-06-01"
@@ -186,24 +186,26 @@ class AnthropicProvider(Provider):
 
     def complete(self, model, body):
         response = self._post(model, body, stream=False)
-        try:
-            return to_completion(response.json())
-        except (ValueError, AttributeError):
-            raise ProviderError("upstream answered with invalid JSON", retryable=True) from None
+        answer = read_json(response)
+        if not isinstance(answer, dict) or "content" not in answer:
+            raise ProviderError(f"upstream answered without content: {str(answer)[:200]}", retryable=True)
+        return to_completion(answer)
 
     def open_stream(self, model, body):
         response = self._post(model, body, stream=True)
-        return ChunkStream(stream_errors(self._chunks(response)), close=response.close)
+        return ChunkStream(read_stream(response, self._chunks(response)), response)
 
     @staticmethod
     def _chunks(response):
-        translator = StreamTranslator()
+        translator, stopped = StreamTranslator(), False
         for _event, data in iter_sse(response):
+            if stopped:
+                continue  # read to the end so the connection goes back to the pool
             try:
                 event = json.loads(data)
             except ValueError:
                 raise ProviderError(f"upstream sent an invalid event: {data[:200]}", retryable=True) from None
             yield from translator.translate(event)
-            if event.get("type") == "message_stop":
-                return
-        raise ProviderError("stream ended before message_stop", retryable=True)
+            stopped = event.get("type") == "message_stop"
+        if not stopped:
+            raise ProviderError("stream ended before message_stop", retryable=True)

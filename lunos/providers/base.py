@@ -1,4 +1,5 @@
 """What every provider adapter implements, and the failures it reports to the router."""
+import socket
 import time
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -57,21 +58,36 @@ class Provider:
 
 
 class ChunkStream:
-    """Iterates chat.completion.chunk dicts; ``close`` releases the upstream connection.
+    """Iterates chat.completion.chunk dicts from one upstream response.
 
-    ``close`` may be called from another greenlet while one is blocked reading: it closes the
-    transport, which wakes the reader with an error, instead of closing the generator under it.
+    ``close`` may come from another greenlet while the reader is blocked: it then shuts the
+    socket down, which wakes the reader with an error, and the reader closes the response
+    itself (closing a buffered reader under another reader is not safe).
     """
 
-    def __init__(self, chunks, close=lambda: None):
+    def __init__(self, chunks, response=None):
         self._chunks = chunks
-        self._close = close
-        self.closed = False
+        self.response = response
+        self.started = False
 
     def __iter__(self):
+        self.started = True
         return iter(self._chunks)
 
     def close(self):
-        if not self.closed:
-            self.closed = True
-            self._close()
+        if self.response is None:
+            return
+        if self.started:
+            abort(self.response)
+        else:
+            self.response.close()
+
+
+def abort(response):
+    """Shut down the socket under a streamed response still being read, to end that read."""
+    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -42,6 +42,20 @@ class UpstreamHTTP:
         self.session.close()
 
 
+def read_json(response):
+    """The body of a non-streamed answer as JSON; a broken or unparsable body is a ProviderError."""
+    try:
+        return response.json()
+    except requests.Timeout:
+        raise ProviderError("timed out reading the answer", retryable=True, timed_out=True) from None
+    except (requests.RequestException, OSError) as exc:
+        raise ProviderError(f"answer broke off: {exc.__class__.__name__}", retryable=True) from None
+    except ValueError:
+        raise ProviderError("upstream answered with invalid JSON", retryable=True) from None
+    finally:
+        response.close()
+
+
 def error_message(response):
     """The upstream's own error text when it sent one (OpenAI and Anthropic shapes), else the body."""
     try:

@@ -5,7 +5,7 @@ import os
 import requests
 
 from lunos.providers.base import ChunkStream, Provider, ProviderError
-from lunos.providers.http import iter_sse
+from lunos.providers.http import iter_sse, read_json
 
 
 def read_api_key(config):
@@ -18,14 +18,17 @@ def read_api_key(config):
     return key
 
 
-def stream_errors(chunks):
-    """Turn transport failures while reading a stream into ProviderError."""
+def read_stream(response, chunks):
+    """Run ``chunks`` over a streamed response: transport failures become ProviderError, and
+    the response is closed by whoever reads it, when reading ends."""
     try:
         yield from chunks
-    except requests.RequestException as exc:
+    except (requests.RequestException, OSError) as exc:
         timed_out = "timed out" in str(exc).lower()
         raise ProviderError(f"stream broke: {exc.__class__.__name__}", retryable=True,
                             timed_out=timed_out) from None
+    finally:
+        response.close()
 
 
 class OpenAIProvider(Provider):
@@ -45,10 +48,7 @@ class OpenAIProvider(Provider):
 
     def complete(self, model, body):
         response = self._post({**body, "model": model.upstream_model, "stream": False}, stream=False)
-        try:
-            answer = response.json()
-        except ValueError:
-            raise ProviderError("upstream answered with invalid JSON", retryable=True) from None
+        answer = read_json(response)
         if not isinstance(answer, dict) or "choices" not in answer:
             raise ProviderError(f"upstream answered without choices: {str(answer)[:200]}", retryable=True)
         return answer
@@ -58,14 +58,17 @@ class OpenAIProvider(Provider):
         upstream = {**body, "model": model.upstream_model, "stream": True,
                     "stream_options": stream_options}
         response = self._post(upstream, stream=True)
-        return ChunkStream(stream_errors(self._chunks(response)), close=response.close)
+        return ChunkStream(read_stream(response, self._chunks(response)), response)
 
     @staticmethod
     def _chunks(response):
-        finished = False
+        finished = done = False
         for _event, data in iter_sse(response):
+            if done:
+                continue  # read to the end so the connection goes back to the pool
             if data.strip() == "[DONE]":
-                return
+                finished = done = True
+                continue
             try:
                 chunk = json.loads(data)
             except ValueError:

@@ -1,0 +1,271 @@
+"""POST /v1/chat/completions against the loopback upstream."""
+import json
+
+import pytest
+
+from tests.upstream import Reply
+
+
+def chat(client, auth, **body):
+    body.setdefault("messages", [{"role": "user", "content": "Hi there"}])
+    return client.post("/v1/chat/completions", json=body, headers=auth)
+
+
+def sse_events(response):
+    """The data payloads of an SSE body, parsed; comments are returned as ':' markers."""
+    events = []
+    for block in response.get_data(as_text=True).split("\n\n"):
+        if not block.strip():
+            continue
+        if block.startswith(":"):
+            events.append(":")
+        elif block.startswith("data: "):
+            data = block[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def test_echo_default_model_answers_without_any_provider_key(client, auth):
+    response = chat(client, auth, messages=[{"role": "user", "content": "ping pong"}])
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert answer["object"] == "chat.completion"
+    assert answer["model"] == "test/echo" and answer["provider"] == "echo"
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "ping pong"}
+    assert answer["usage"]["completion_tokens"] > 0
+    assert response.headers["x-request-id"] in answer["id"]
+
+
+def test_non_streaming_proxies_to_upstream_and_renames_model(client, auth, upstream):
+    response = chat(client, auth, model="test/primary", temperature=0.3, logit_bias={"42": 1})
+    answer = response.get_json()
+    assert response.status_code == 200, answer
+    assert answer["model"] == "test/primary" and answer["provider"] == "fake"
+    assert answer["choices"][0]["message"]["content"] == "Hello from upstream"
+    assert answer["usage"] == {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    sent = upstream.requests_for("primary")[0]
+    assert sent.body["temperature"] == 0.3
+    assert sent.body["logit_bias"] == {"42": 1}, "unknown parameters pass through"
+    assert sent.headers["Authorization"] == "Bearer upstream-secret"
+    assert "fallback_model" not in sent.body
+
+
+def test_alias_resolves_to_catalog_model(client, auth):
+    assert chat(client, auth, model="primary-alias").get_json()["model"] == "test/primary"
+
+
+def test_streaming_forwards_chunks_and_done(client, auth, upstream):
+    response = chat(client, auth, model="test/primary", stream=True)
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"])
+    assert text == "Hello from upstream"
+    assert all(e["model"] == "test/primary" for e in events[:-1])
+    assert not any("usage" in e for e in events[:-1]), "usage is forwarded only when asked for"
+    sent = upstream.requests_for("primary")[0].body
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+def test_streaming_forwards_usage_when_asked(client, auth):
+    events = sse_events(chat(client, auth, model="test/primary", stream=True,
+                             stream_options={"include_usage": True}))
+    usage_chunks = [e for e in events[:-1] if e.get("usage")]
+    assert len(usage_chunks) == 1 and usage_chunks[0]["choices"] == []
+    assert usage_chunks[0]["usage"]["total_tokens"] == 18
+
+
+def test_keepalive_comments_while_upstream_is_silent(make_app, upstream, account):
+    app = make_app(STREAM_KEEPALIVE_S=0.05)
+    from lunos.extensions import db
+    from lunos.models import Account
+    from lunos.services import keys
+    with app.app_context():
+        _, secret = keys.create_key(db.session.get(Account, account), app.config["SECRET_KEY"])
+    upstream.script("primary", Reply(chunk_delay_s=0.3))
+    events = sse_events(chat(app.test_client(), {"X-API-Key": secret}, model="test/primary", stream=True))
+    assert ":" in events, "a keep-alive comment was sent during the silence"
+    assert events[-1] == "[DONE]"
+
+
+def test_retry_then_success_on_same_model(client, auth, upstream):
+    upstream.script("primary", Reply(status=500), Reply(status=429, retry_after="0"), Reply())
+    answer = chat(client, auth, model="test/primary").get_json()
+    assert answer["model"] == "test/primary"
+    assert len(upstream.requests_for("primary")) == 3
+
+
+def test_fallback_model_answers_when_primary_keeps_failing(client, auth, upstream):
+    upstream.script("primary", Reply(status=503))
+    answer = chat(client, auth, model="test/primary", fallback_model="test/backup").get_json()
+    assert answer["model"] == "test/backup"
+    assert len(upstream.requests_for("primary")) == 3, "1 try + 2 retries before falling back"
+
+
+def test_models_list_is_tried_in_order(client, auth, upstream):
+    upstream.script("primary", Reply(status=500))
+    upstream.script("backup", Reply(status=502))
+    answer = chat(client, auth, models=["test/primary", "test/backup", "test/third"]).get_json()
+    assert answer["model"] == "test/third"
+
+
+def test_non_retryable_error_moves_on_without_retrying(client, auth, upstream):
+    upstream.script("primary", Reply(status=401, message="bad provider key"))
+    answer = chat(client, auth, model="test/primary", fallback_model="test/backup").get_json()
+    assert answer["model"] == "test/backup"
+    assert len(upstream.requests_for("primary")) == 1
+
+
+def test_retry_after_beyond_cap_skips_to_next_candidate(client, auth, upstream):
+    upstream.script("primary", Reply(status=429, retry_after="3600"))
+    answer = chat(client, auth, model="test/primary", fallback_model="test/backup").get_json()
+    assert answer["model"] == "test/backup"
+    assert len(upstream.requests_for("primary")) == 1
+
+
+def test_all_candidates_fail_is_502_naming_each(client, auth, upstream):
+    upstream.script("primary", Reply(status=500, message="primary exploded"))
+    upstream.script("backup", Reply(status=429, message="backup busy"))
+    response = chat(client, auth, model="test/primary", fallback_model="test/backup")
+    assert response.status_code == 502
+    error = response.get_json()["error"]
+    assert error["type"] == "upstream_error"
+    assert "test/primary" in error["message"] and "primary exploded" in error["message"]
+    assert "test/backup" in error["message"] and "backup busy" in error["message"]
+
+
+def test_all_candidates_time_out_is_504(client, auth, upstream):
+    upstream.script("primary", Reply(wait_s=2.0))
+    response = chat(client, auth, model="test/primary")
+    assert response.status_code == 504
+    assert response.get_json()["error"]["type"] == "timeout_error"
+
+
+def test_upstream_rejecting_the_request_is_400(client, auth, upstream):
+    upstream.script("primary", Reply(status=400, message="messages too long"))
+    upstream.script("backup", Reply(status=400, message="context exceeded"))
+    response = chat(client, auth, model="test/primary", fallback_model="test/backup")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "messages too long" in error["message"] and "context exceeded" in error["message"]
+    assert len(upstream.requests_for("primary")) == 1, "a rejected request is not retried"
+
+
+def test_unreachable_upstream_is_502(make_app, auth, tmp_path):
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text("""
+default_model = "dead/model"
+[providers.dead]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+[[models]]
+id = "dead/model"
+provider = "dead"
+input_usd_per_mtok = 1
+output_usd_per_mtok = 1
+context_length = 10
+max_output_tokens = 10
+""")
+    response = chat(make_app(CATALOG=str(catalog)).test_client(), auth)
+    assert response.status_code == 502
+    assert "connection failed" in response.get_json()["error"]["message"]
+
+
+def test_stream_falls_back_when_primary_breaks_before_any_output(client, auth, upstream):
+    upstream.script("primary", Reply(reset_after=0))
+    events = sse_events(chat(client, auth, model="test/primary", fallback_model="test/backup", stream=True))
+    assert events[-1] == "[DONE]"
+    assert {e["model"] for e in events[:-1]} == {"test/backup"}, "the client never sees the broken model"
+
+
+def test_stream_reset_after_output_ends_with_error_event(client, auth, upstream):
+    upstream.script("primary", Reply(words=("one", " two", " three"), reset_after=2))
+    events = sse_events(chat(client, auth, model="test/primary", fallback_model="test/backup", stream=True))
+    assert "[DONE]" not in events, "a broken stream is never reported as a success"
+    assert events[-1]["error"]["type"] == "upstream_error"
+    contents = [e["choices"][0]["delta"].get("content") for e in events[:-1] if e.get("choices")]
+    assert "one" in contents and " two" in contents
+    assert not upstream.requests_for("backup"), "no switch after content reached the client"
+
+
+def test_stream_error_event_from_upstream_is_forwarded_as_error(client, auth, upstream):
+    upstream.script("primary", Reply(error_after=1))
+    events = sse_events(chat(client, auth, model="test/primary", stream=True))
+    assert events[-1]["error"]["type"] == "upstream_error"
+    assert "overloaded" in events[-1]["error"]["message"]
+
+
+def test_stream_all_fail_before_opening_is_http_error(client, auth, upstream):
+    upstream.script("primary", Reply(status=500))
+    response = chat(client, auth, model="test/primary", stream=True)
+    assert response.status_code == 502
+    assert response.get_json()["error"]["type"] == "upstream_error"
+
+
+def test_client_disconnect_closes_upstream(client, auth, upstream):
+    upstream.script("primary", Reply(words=tuple(f" w{i}" for i in range(50)), chunk_delay_s=0.02))
+    response = client.post("/v1/chat/completions", headers=auth, buffered=False, json={
+        "model": "test/primary", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    body = iter(response.response)
+    first = next(body)
+    assert b"w0" in first
+    response.close()  # what the WSGI server does when the client goes away
+    import time
+    deadline = time.monotonic() + 3
+    while upstream.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert upstream.disconnects == 1
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
+    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content[0]"),
+    ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}, "tool_choice"),
+    ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
+])
+def test_schema_violation_is_400_naming_param(client, auth, body, param):
+    response = client.post("/v1/chat/completions", json=body, headers=auth)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+
+
+def test_unknown_model_is_400_model_not_found(client, auth):
+    response = chat(client, auth, model="nope/nothing")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "model_not_found"
+    response = chat(client, auth, model="test/primary", models=["test/backup", "nope"])
+    assert response.get_json()["error"]["param"] == "models[1]"
+
+
+def test_malformed_json_is_400(client, auth):
+    response = client.post("/v1/chat/completions", data="{not json", headers=auth,
+                           content_type="application/json")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["type"] == "invalid_request_error"
+
+
+def test_body_over_limit_is_413(make_app, auth):
+    client = make_app(MAX_BODY_BYTES=1000).test_client()
+    response = chat(client, auth, messages=[{"role": "user", "content": "x" * 2000}])
+    assert response.status_code == 413
+    assert response.get_json()["error"]["type"] == "invalid_request_error"
+
+
+def test_images_and_tools_pass_through(client, auth, upstream):
+    messages = [{"role": "user", "content": [{"type": "text", "text": "what is this"},
+                                             {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    upstream.script("primary", Reply(tool_call={"id": "call_1", "name": "lookup", "arguments": '{"q": 1}'}))
+    answer = chat(client, auth, model="test/primary", messages=messages, tools=tools, tool_choice="auto").get_json()
+    assert answer["choices"][0]["finish_reason"] == "tool_calls"
+    assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
+    sent = upstream.requests_for("primary")[0].body
+    assert sent["messages"] == messages and sent["tools"] == tools

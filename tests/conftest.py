@@ -1,0 +1,196 @@
+"""Test fixtures: the app built from a test mapping, on SQLite and (when configured) PostgreSQL.
+
+Set LUNOS_TEST_DATABASE_URL to run every database-backed test on PostgreSQL too; without it
+those runs are skipped and say so.
+"""
+import os
+import threading
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+from werkzeug.serving import make_server
+
+from lunos import create_app
+from lunos.extensions import db
+from lunos.models import Account
+from lunos.services import accounts, keys
+from tests.upstream import FakeUpstream
+
+PG_SCHEMA = "lunos_test"
+CATALOG = """
+default_model = "test/echo"
+
+[providers.fake]
+kind = "openai"
+base_url = "{url}/v1"
+api_key_env = "LUNOS_TEST_UPSTREAM_KEY"
+timeout_s = 1.5
+
+[providers.fake-anthropic]
+kind = "anthropic"
+base_url = "{url}/v1"
+api_key_env = "LUNOS_TEST_UPSTREAM_KEY"
+timeout_s = 1.5
+
+[providers.echo]
+kind = "echo"
+
+[[models]]
+id = "test/echo"
+provider = "echo"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+context_length = 8000
+max_output_tokens = 1000
+
+[[models]]
+id = "test/primary"
+aliases = ["primary-alias"]
+provider = "fake"
+upstream_model = "primary"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+context_length = 8000
+max_output_tokens = 1000
+
+[[models]]
+id = "test/backup"
+provider = "fake"
+upstream_model = "backup"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+context_length = 8000
+max_output_tokens = 1000
+
+[[models]]
+id = "test/third"
+provider = "fake"
+upstream_model = "third"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+context_length = 8000
+max_output_tokens = 1000
+
+[[models]]
+id = "test/claude"
+provider = "fake-anthropic"
+upstream_model = "claude"
+input_usd_per_mtok = 3.0
+output_usd_per_mtok = 15.0
+context_length = 200000
+max_output_tokens = 2048
+"""
+
+
+def pytest_configure(config):
+    os.environ["LUNOS_TEST_UPSTREAM_KEY"] = "upstream-secret"
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    server = FakeUpstream()
+    yield server
+    server.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream(upstream):
+    upstream.reset()
+
+
+@pytest.fixture(scope="session")
+def catalog_path(upstream, tmp_path_factory):
+    path = tmp_path_factory.mktemp("catalog") / "catalog.toml"
+    path.write_text(CATALOG.format(url=upstream.url))
+    return str(path)
+
+
+def _postgres_url():
+    url = os.environ.get("LUNOS_TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("PostgreSQL run skipped: LUNOS_TEST_DATABASE_URL is not set")
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+        conn.execute(sa.text(f"CREATE SCHEMA {PG_SCHEMA}"))
+    engine.dispose()
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(f'-csearch_path={PG_SCHEMA}')}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory, catalog_path):
+    """A migrated, empty database of each backend, once per session."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'lunos.db'}"
+    else:
+        url = _postgres_url()
+    app = create_app({"DATABASE_URL": url, "CATALOG": catalog_path, "SECRET_KEY": "test-secret"})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
+@pytest.fixture
+def make_app(database_url, catalog_path):
+    apps = []
+
+    def build(**overrides):
+        settings = {"DATABASE_URL": database_url, "CATALOG": catalog_path, "SECRET_KEY": "test-secret",
+                    "RETRY_BACKOFF_S": 0.01, "RETRY_AFTER_CAP_S": 2.0, "STREAM_KEEPALIVE_S": 5.0,
+                    "CONNECT_TIMEOUT_S": 1.0, **overrides}
+        app = create_app(settings)
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        with app.app_context():
+            for table in reversed(db.metadata.sorted_tables):
+                db.session.execute(table.delete())
+            db.session.commit()
+            db.engine.dispose()
+        app.extensions["lunos"].http.close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def account(app):
+    with app.app_context():
+        return accounts.create_account("acme", accounts.usd_to_micros("10")).id
+
+
+@pytest.fixture
+def api_key(app, account):
+    """A fresh key's secret for the ``acme`` account."""
+    with app.app_context():
+        _key, secret = keys.create_key(db.session.get(Account, account), app.config["SECRET_KEY"])
+    return secret
+
+
+@pytest.fixture
+def auth(api_key):
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def live_server(app):
+    """The app on a real loopback HTTP server, for real clients (the openai SDK, raw sockets)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
