@@ -149,6 +149,8 @@ def make_app(database_url, catalog_path):
 
     yield build
     for app in apps:
+        if app.config["DATABASE_URL"] != database_url:
+            continue
         with app.app_context():
             for table in reversed(db.metadata.sorted_tables):
                 db.session.execute(table.delete())

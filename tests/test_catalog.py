@@ -1,0 +1,69 @@
+"""Catalog loading: a bad catalog stops start-up naming the file, the entry and the problem."""
+import pytest
+
+from lunos import create_app
+from lunos.catalog import CatalogError, load_catalog
+from lunos.config import SHIPPED_CATALOG
+
+GOOD = """
+default_model = "a/one"
+[providers.a]
+kind = "openai"
+base_url = "http://localhost:1/v1"
+[[models]]
+id = "a/one"
+provider = "a"
+input_usd_per_mtok = 0.15
+output_usd_per_mtok = 0.6
+context_length = 100
+max_output_tokens = 10
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "catalog.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_shipped_catalog_loads_with_echo_default():
+    catalog = load_catalog(SHIPPED_CATALOG)
+    assert catalog.models[catalog.default_model].provider == "echo"
+    assert catalog.find("gpt-4o-mini").id == "openai/gpt-4o-mini"
+
+
+def test_cost_is_integer_micro_usd(tmp_path):
+    model = load_catalog(write(tmp_path, GOOD)).models["a/one"]
+    assert model.cost_micros(1_000_000, 1_000_000) == 750_000
+    assert model.cost_micros(1000, 100) == 210
+
+
+@pytest.mark.parametrize("change, words", [
+    (('kind = "openai"', 'kind = "carrier-pigeon"'), ["[providers.a]", "kind must be one of"]),
+    (('provider = "a"', 'provider = "b"'), ["#1 (a/one)", "'b' is not defined"]),
+    (("input_usd_per_mtok = 0.15", 'input_usd_per_mtok = "cheap"'), ["#1 (a/one)", "input_usd_per_mtok"]),
+    (("context_length = 100\n", ""), ["missing 'context_length'"]),
+    (('default_model = "a/one"', 'default_model = "a/two"'), ["default_model 'a/two'"]),
+    (('base_url = "http://localhost:1/v1"', ""), ["missing 'base_url'"]),
+    (("[[models]]", "[[models]"), ["invalid TOML"]),
+])
+def test_bad_catalog_names_file_entry_and_problem(tmp_path, change, words):
+    path = write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(CatalogError) as failed:
+        load_catalog(path)
+    message = str(failed.value)
+    assert path in message
+    for word in words:
+        assert word in message
+
+
+def test_duplicate_model_id_is_refused(tmp_path):
+    models = GOOD[GOOD.index("[[models]]"):]
+    with pytest.raises(CatalogError, match="defined twice"):
+        load_catalog(write(tmp_path, GOOD + models))
+
+
+def test_app_does_not_start_on_a_missing_catalog(tmp_path):
+    with pytest.raises(CatalogError, match="file not found"):
+        create_app({"CATALOG": str(tmp_path / "absent.toml"), "SECRET_KEY": "x",
+                    "DATABASE_URL": f"sqlite:///{tmp_path}/db"})

@@ -1,0 +1,33 @@
+"""Settings from the environment: typed, and bad values name the variable."""
+import pytest
+
+from lunos.config import ConfigError, database_uri, instance_secret, load_settings
+
+
+def test_environment_is_read_and_typed():
+    settings = load_settings({"LUNOS_UPSTREAM_MAX_RETRIES": "5", "LUNOS_AUTO_MIGRATE": "off",
+                              "LUNOS_REDIS_URL": "redis://localhost:6379/0"})
+    assert settings["UPSTREAM_MAX_RETRIES"] == 5
+    assert settings["AUTO_MIGRATE"] is False
+    assert settings["REDIS_URL"] == "redis://localhost:6379/0"
+
+
+def test_mapping_overrides_environment():
+    assert load_settings({"LUNOS_STREAM_KEEPALIVE_S": "3"}, {"STREAM_KEEPALIVE_S": 1.0})["STREAM_KEEPALIVE_S"] == 1.0
+
+
+@pytest.mark.parametrize("name, value", [("LUNOS_UPSTREAM_MAX_RETRIES", "many"),
+                                         ("LUNOS_RETRY_BACKOFF_S", "-1"), ("LUNOS_AUTO_MIGRATE", "maybe")])
+def test_bad_value_names_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+
+
+def test_postgres_urls_use_psycopg3(tmp_path):
+    assert database_uri("postgresql://u@h/db", tmp_path) == "postgresql+psycopg://u@h/db"
+    assert database_uri(None, tmp_path) == f"sqlite:///{tmp_path}/lunos.db"
+
+
+def test_instance_secret_is_generated_once(tmp_path):
+    first = instance_secret(tmp_path)
+    assert len(first) > 40 and instance_secret(tmp_path) == first

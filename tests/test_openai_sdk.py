@@ -1,0 +1,62 @@
+"""The official openai SDK, unmodified but for its base URL, against a live gateway."""
+import openai
+import pytest
+
+from tests.upstream import Reply
+
+
+@pytest.fixture
+def sdk(live_server, api_key):
+    return openai.OpenAI(base_url=f"{live_server}/v1", api_key=api_key, max_retries=0, timeout=10)
+
+
+def test_non_streaming(sdk):
+    completion = sdk.chat.completions.create(model="test/primary",
+                                             messages=[{"role": "user", "content": "hi"}])
+    assert completion.choices[0].message.content == "Hello from upstream"
+    assert completion.model == "test/primary"
+    assert completion.usage.total_tokens == 18
+
+
+def test_streaming_with_usage(sdk):
+    stream = sdk.chat.completions.create(model="test/primary", stream=True,
+                                         stream_options={"include_usage": True},
+                                         messages=[{"role": "user", "content": "hi"}])
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from upstream"
+    assert chunks[-1].usage.completion_tokens == 7
+
+
+def test_echo_streaming_default_model(sdk):
+    stream = sdk.chat.completions.create(model="test/echo", stream=True,
+                                         messages=[{"role": "user", "content": "one two three"}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "one two three"
+
+
+def test_models_list(sdk):
+    ids = [m.id for m in sdk.models.list()]
+    assert "test/primary" in ids and "test/claude" in ids
+    assert sdk.models.retrieve("test/claude").owned_by == "fake-anthropic"
+
+
+def test_error_classes(sdk, live_server, upstream):
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk.chat.completions.create(model="test/primary", messages=[], temperature=1)
+    assert bad.value.body["param"] == "messages"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{live_server}/v1", api_key="sk-lunos-wrong", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve("nope/nothing")
+    upstream.script("primary", Reply(status=500))
+    with pytest.raises(openai.InternalServerError) as failed:
+        sdk.chat.completions.create(model="test/primary", messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 502
+
+
+def test_mid_stream_failure_raises_in_sdk(sdk, upstream):
+    upstream.script("primary", Reply(words=("a", " b", " c"), reset_after=2))
+    stream = sdk.chat.completions.create(model="test/primary", stream=True,
+                                         messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.APIError) as failed:
+        list(stream)
+    assert "mid-stream" in str(failed.value)
