@@ -1,6 +1,8 @@
-"""Development entry: ``python app.py`` migrates the schema and serves on 127.0.0.1:8000.
+"""Development entry: ``python app.py`` serves on http://127.0.0.1:8000.
 
-It serves through gevent, like production, so streaming behaves the same way.
+On first start it migrates the schema and, on an empty database, creates a ``demo`` account
+whose key it writes to instance/demo-key. It serves through gevent, like production, so
+streaming behaves the same way.
 """
 from gevent import monkey
 
@@ -8,18 +10,27 @@ monkey.patch_all()
 
 import os  # noqa: E402
 
+from flask_migrate import upgrade  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from lunos import create_app  # noqa: E402
+from lunos.services.demo import ensure_demo_key  # noqa: E402
 
 app = create_app()
 
-if __name__ == "__main__":
-    if app.config["AUTO_MIGRATE"]:
-        from flask_migrate import upgrade
-        with app.app_context():
+
+def main():
+    with app.app_context():
+        if app.config["AUTO_MIGRATE"]:
             upgrade()
+        key_file = ensure_demo_key(app.instance_path, app.config["SECRET_KEY"])
+    if key_file:
+        print(f"Created account 'demo' with its API key in {key_file}", flush=True)
     host = os.environ.get("LUNOS_HOST", "127.0.0.1")
     port = int(os.environ.get("LUNOS_PORT", "8000"))
     print(f"Lunos serving on http://{host}:{port} (Ctrl-C to stop)", flush=True)
-    WSGIServer((host, port), app).serve_forever()
+    WSGIServer((host, port), app, log=None).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

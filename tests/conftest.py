@@ -88,6 +88,18 @@ def pytest_configure(config):
     os.environ["LUNOS_TEST_UPSTREAM_KEY"] = "upstream-secret"
 
 
+def pytest_terminal_summary(terminalreporter):
+    """One clear line per service whose tests were skipped because it is not configured."""
+    reasons = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else ""
+        if "LUNOS_TEST_" in reason:
+            reason = reason.removeprefix("Skipped: ")
+            reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in sorted(reasons.items()):
+        terminalreporter.write_line(f"SKIPPED {count} tests: {reason}", yellow=True)
+
+
 @pytest.fixture(scope="session")
 def upstream():
     server = FakeUpstream()

@@ -1,8 +1,10 @@
 """Liveness, readiness and version."""
-from flask import Blueprint, jsonify
+import redis
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from lunos import __version__
+from lunos.errors import ServiceUnavailable
 from lunos.extensions import db
 
 bp = Blueprint("health", __name__)
@@ -16,6 +18,13 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     db.session.execute(text("SELECT 1"))  # OperationalError becomes a 503 in the error handler
+    redis_url = current_app.config["REDIS_URL"]
+    if redis_url:
+        try:
+            with redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2) as client:
+                client.ping()
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(f"Redis is unavailable: {exc}") from None
     return jsonify({"status": "ready"})
 
 

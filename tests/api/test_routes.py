@@ -1,4 +1,6 @@
 """Models, health, version, authentication and the error shape of every route."""
+import os
+
 import pytest
 from sqlalchemy import update
 
@@ -28,6 +30,15 @@ def test_readyz_is_503_when_database_is_unreachable(make_app):
     response = app.test_client().get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["error"]["type"] == "service_unavailable"
+
+
+def test_readyz_checks_redis_when_configured(make_app):
+    down = make_app(REDIS_URL="redis://127.0.0.1:1/0").test_client().get("/readyz")
+    assert down.status_code == 503 and "Redis" in down.get_json()["error"]["message"]
+    url = os.environ.get("LUNOS_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("Redis check skipped: LUNOS_TEST_REDIS_URL is not set")
+    assert make_app(REDIS_URL=url).test_client().get("/readyz").status_code == 200
 
 
 def test_every_response_has_a_request_id(client, auth):

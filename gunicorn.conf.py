@@ -1,0 +1,28 @@
+"""gunicorn settings for Lunos: gevent workers so thousands of SSE streams share one process.
+
+Every value can be overridden on the command line or with GUNICORN_CMD_ARGS.
+"""
+import multiprocessing
+import os
+import subprocess
+import sys
+
+bind = os.environ.get("LUNOS_BIND", "0.0.0.0:8000")
+worker_class = "gevent"
+workers = int(os.environ.get("LUNOS_WORKERS", multiprocessing.cpu_count()))
+worker_connections = int(os.environ.get("LUNOS_WORKER_CONNECTIONS", 2000))
+# gevent workers heartbeat from the event loop, so a long stream does not trip this.
+timeout = 60
+graceful_timeout = 30
+keepalive = 75
+preload_app = False  # psycopg must be imported after gevent patches, in each worker
+accesslog = "-"
+errorlog = "-"
+
+
+def on_starting(server):
+    """Migrate the schema once, in a child process, before workers start."""
+    if os.environ.get("LUNOS_AUTO_MIGRATE", "true").lower() in ("0", "false", "no", "off"):
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=here, check=True)
