@@ -20,4 +20,4 @@ class ApiKey(db.Model):
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
-    account: Mapped[Account] = relationship(lazy="joined")
+    account: Mapped[Account] = relationship()

@@ -4,7 +4,7 @@ import time
 
 from lunos.providers.base import ChunkStream, Provider, ProviderError
 from lunos.providers.http import iter_sse, read_json
-from lunos.providers.openai import read_api_key, read_stream
+from lunos.providers.openai import parse_event, read_api_key, read_stream
 from lunos.tokens import message_text
 
 API_VERSION = "2023-06-01"
@@ -201,10 +201,7 @@ class AnthropicProvider(Provider):
         for _event, data in iter_sse(response):
             if stopped:
                 continue  # read to the end so the connection goes back to the pool
-            try:
-                event = json.loads(data)
-            except ValueError:
-                raise ProviderError(f"upstream sent an invalid event: {data[:200]}", retryable=True) from None
+            event = parse_event(data)
             yield from translator.translate(event)
             stopped = event.get("type") == "message_stop"
         if not stopped:

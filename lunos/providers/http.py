@@ -1,8 +1,11 @@
 """The one pooled HTTP client every provider shares, and its mapping of failures."""
 import json
+import os
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 from lunos.providers.base import ProviderError, parse_retry_after
 
@@ -11,6 +14,11 @@ class UpstreamHTTP:
     def __init__(self, pool_size, connect_timeout_s):
         self.connect_timeout_s = connect_timeout_s
         self.session = requests.Session()
+        # requests would re-read proxy and CA variables from the environment on every call (a
+        # large share of its per-request cost); they are read once here instead, per upstream host.
+        self.session.trust_env = False
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self._proxies = {}
         # Retries belong to the router (it knows about fallbacks), so urllib3 does none.
         adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
@@ -23,6 +31,7 @@ class UpstreamHTTP:
         """
         try:
             response = self.session.post(url, json=body, headers=headers, stream=stream,
+                                         proxies=self._proxies_for(url),
                                          timeout=(self.connect_timeout_s, timeout_s))
         except requests.Timeout as exc:
             raise ProviderError(f"timed out: {exc.__class__.__name__}", retryable=True,
@@ -37,6 +46,13 @@ class UpstreamHTTP:
             raise ProviderError.from_status(response.status_code, message,
                                             parse_retry_after(response.headers.get("Retry-After")))
         return response
+
+    def _proxies_for(self, url):
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._proxies:
+            self._proxies[origin] = get_environ_proxies(origin)  # honours HTTPS_PROXY and NO_PROXY
+        return self._proxies[origin]
 
     def close(self):
         self.session.close()
@@ -76,23 +92,32 @@ def _reason(exc):
     return text if len(text) < 300 else text[:300] + "..."
 
 
+def iter_blocks(response):
+    """Yield the body of a streamed response in blocks as they arrive, without waiting to fill
+    a buffer: HTTP chunks when chunked, else whatever one read returns."""
+    raw = response.raw
+    if raw.chunked and raw.supports_chunked_reads():
+        yield from raw.read_chunked(decode_content=True)
+        return
+    while block := raw.read1(65536):
+        yield block
+
+
 def iter_sse(response):
     """Yield (event, data) pairs from a text/event-stream response as they arrive."""
-    event, data = None, []
-    for raw in response.iter_lines(chunk_size=None, decode_unicode=False):
-        line = raw.decode("utf-8")
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = None, []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "data":
-                data.append(value)
-            elif field == "event":
-                event = value
+    buffer, event, data = b"", None, []
+    for block in iter_blocks(response):
+        buffer += block
+        *lines, buffer = buffer.split(b"\n")
+        for raw_line in lines:
+            line = raw_line.rstrip(b"\r")
+            if not line:
+                if data:
+                    yield event, b"\n".join(data)
+                event, data = None, []
+            elif line.startswith(b"data:"):
+                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode()
     if data:
-        yield event, "\n".join(data)
+        yield event, b"\n".join(data)

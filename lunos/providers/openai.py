@@ -1,11 +1,19 @@
 """Any OpenAI-compatible Chat Completions server: OpenAI, vLLM, Ollama, llama.cpp, Groq..."""
-import json
 import os
 
+import orjson
 import requests
+import urllib3
 
 from lunos.providers.base import ChunkStream, Provider, ProviderError
 from lunos.providers.http import iter_sse, read_json
+
+
+def parse_event(data):
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProviderError(f"upstream sent an invalid event: {data[:200]!r}", retryable=True) from None
 
 
 def read_api_key(config):
@@ -23,8 +31,8 @@ def read_stream(response, chunks):
     the response is closed by whoever reads it, when reading ends."""
     try:
         yield from chunks
-    except (requests.RequestException, OSError) as exc:
-        timed_out = "timed out" in str(exc).lower()
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        timed_out = isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError))
         raise ProviderError(f"stream broke: {exc.__class__.__name__}", retryable=True,
                             timed_out=timed_out) from None
     finally:
@@ -66,13 +74,10 @@ class OpenAIProvider(Provider):
         for _event, data in iter_sse(response):
             if done:
                 continue  # read to the end so the connection goes back to the pool
-            if data.strip() == "[DONE]":
+            if data.strip() == b"[DONE]":
                 finished = done = True
                 continue
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise ProviderError(f"upstream sent an invalid event: {data[:200]}", retryable=True) from None
+            chunk = parse_event(data)
             if isinstance(chunk, dict) and "error" in chunk:
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else str(error)

@@ -6,6 +6,7 @@ display prefix are stored, so a database leak does not leak usable keys.
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import select
@@ -15,6 +16,18 @@ from lunos.extensions import db
 from lunos.models import ApiKey
 
 KEY_PREFIX = "sk-lunos-"
+
+
+@dataclass(frozen=True)
+class KeyIdentity:
+    """Who is calling: what a request needs of its key, read in one small query."""
+    id: int
+    account_id: int
+    name: str
+
+
+# Selected as plain columns, not an ORM entity: this runs on every request.
+_LOOKUP = select(ApiKey.id, ApiKey.account_id, ApiKey.name, ApiKey.revoked_at, ApiKey.expires_at)
 
 
 def hash_secret(secret, server_secret):
@@ -42,11 +55,12 @@ def authenticate(secret, server_secret):
             "Missing API key: send 'Authorization: Bearer sk-lunos-...' or 'X-API-Key'.")
     if not secret.startswith(KEY_PREFIX):
         raise AuthenticationFailed("Incorrect API key provided.")
-    key = db.session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret, server_secret)))
-    if key is None:
+    row = db.session.connection().execute(
+        _LOOKUP.where(ApiKey.secret_hash == hash_secret(secret, server_secret))).first()
+    if row is None:
         raise AuthenticationFailed("Incorrect API key provided.")
-    if key.revoked_at is not None:
+    if row.revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
-    if key.expires_at is not None and _as_utc(key.expires_at) <= datetime.now(timezone.utc):
+    if row.expires_at is not None and _as_utc(row.expires_at) <= datetime.now(timezone.utc):
         raise AuthenticationFailed("This API key has expired.")
-    return key
+    return KeyIdentity(row.id, row.account_id, row.name)

@@ -1,14 +1,15 @@
 """Server-Sent Events framing, and keep-alives while an upstream is silent."""
-import json
 import queue
 import threading
+
+import orjson
 
 KEEPALIVE = object()
 _ITEM, _END, _ERROR = range(3)
 
 
 def sse_event(payload):
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 SSE_KEEPALIVE = b": keep-alive\n\n"
@@ -34,10 +35,13 @@ def with_keepalive(iterable, interval_s):
     threading.Thread(target=pump, daemon=True, name="lunos-stream-pump").start()
     while True:
         try:
-            kind, value = inbox.get(timeout=interval_s)
+            kind, value = inbox.get_nowait()  # the common case under load; no timer needed
         except queue.Empty:
-            yield KEEPALIVE
-            continue
+            try:
+                kind, value = inbox.get(timeout=interval_s)
+            except queue.Empty:
+                yield KEEPALIVE
+                continue
         if kind == _END:
             return
         if kind == _ERROR:

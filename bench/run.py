@@ -1,0 +1,144 @@
+"""Gateway against direct upstream, in one run: python bench/run.py [--database-url URL] [--redis-url URL]
+
+Starts bench/upstream.py (a fixed-answer upstream), the gateway under gunicorn with one gevent
+worker, and bench/load.py as the client, each in its own process, then prints:
+non-streaming requests/s at 16 connections, p50 latency at 1 connection, and 1,000 concurrent
+streams (20 chunks, 50 ms apart): failures, time-to-first-chunk and total time p50/p99.
+"""
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+
+CATALOG = """
+default_model = "bench"
+[providers.bench]
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+timeout_s = 60
+[[models]]
+id = "bench"
+provider = "bench"
+upstream_model = "bench"
+input_usd_per_mtok = 1.0
+output_usd_per_mtok = 2.0
+context_length = 8000
+max_output_tokens = 100
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"not ready: {url}")
+
+
+def load(*args):
+    output = subprocess.run([sys.executable, str(BENCH / "load.py"), *map(str, args)], check=True,
+                            capture_output=True, text=True).stdout
+    return json.loads(output)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", help="default: SQLite in a temporary folder")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--streams", type=int, default=1000)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="lunos-bench-"))
+    up_port, gw_port = free_port(), free_port()
+    (tmp / "catalog.toml").write_text(CATALOG.format(port=up_port))
+    env = {**os.environ, "LUNOS_DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.db",
+           "LUNOS_CATALOG": str(tmp / "catalog.toml"), "LUNOS_SECRET_KEY": "bench-secret",
+           "LUNOS_WORKERS": "1", "LUNOS_BIND": f"127.0.0.1:{gw_port}", "LUNOS_LOG_LEVEL": "WARNING"}
+    if args.redis_url:
+        env["LUNOS_REDIS_URL"] = args.redis_url
+    processes = []
+    try:
+        processes.append(subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), str(up_port)]))
+        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
+                       check=True, capture_output=True)
+        account = f"bench-{int(time.time())}"
+        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "lunos", "create-account", account,
+                        "--credits", "1000000"], cwd=ROOT, env=env, check=True, capture_output=True)
+        key = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "lunos", "create-key", "--account",
+                              account], cwd=ROOT, env=env, check=True, capture_output=True,
+                             text=True).stdout.strip().splitlines()[-1]
+        processes.append(subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                          cwd=ROOT, env={**env, "LUNOS_AUTO_MIGRATE": "false"},
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_ready(f"http://127.0.0.1:{up_port}/")
+        wait_ready(f"http://127.0.0.1:{gw_port}/readyz")
+
+        results = {}
+        for name, port in (("direct", up_port), ("gateway", gw_port)):
+            # Warm up: connection pools filled, code paths exercised, as in a server that has been up.
+            load("throughput", "--port", port, "--key", key, "--connections", 16, "--seconds", 2)
+            load("streams", "--port", port, "--key", key, "--count", args.streams)
+            results[name] = {
+                "throughput": load("throughput", "--port", port, "--key", key, "--connections", 16,
+                                   "--seconds", args.seconds),
+                "latency": load("throughput", "--port", port, "--key", key, "--connections", 1,
+                                "--seconds", args.seconds / 2),
+                "streams": load("streams", "--port", port, "--key", key, "--count", args.streams),
+            }
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+    report(results, args)
+
+
+def report(results, args):
+    d, g = results["direct"], results["gateway"]
+    backend = "PostgreSQL" if args.database_url and "postgres" in args.database_url else "SQLite"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"database: {backend}; redis: {'yes' if args.redis_url else 'no'}")
+    print(f"{'':38}{'direct':>12}{'gateway':>12}{'ratio':>9}")
+    rows = [
+        ("requests/s, 16 connections", d["throughput"]["rps"], g["throughput"]["rps"]),
+        ("p50 latency ms, 1 connection", d["latency"]["p50_ms"], g["latency"]["p50_ms"]),
+        (f"{args.streams} streams: failures", d["streams"]["failures"], g["streams"]["failures"]),
+        ("streams: first chunk p50 ms", d["streams"]["ttft_p50_ms"], g["streams"]["ttft_p50_ms"]),
+        ("streams: first chunk p99 ms", d["streams"]["ttft_p99_ms"], g["streams"]["ttft_p99_ms"]),
+        ("streams: total p50 ms", d["streams"]["total_p50_ms"], g["streams"]["total_p50_ms"]),
+        ("streams: total p99 ms", d["streams"]["total_p99_ms"], g["streams"]["total_p99_ms"]),
+    ]
+    for label, direct, gateway in rows:
+        ratio = f"{gateway / direct:.2f}x" if direct else "-"
+        print(f"{label:38}{direct:>12.1f}{gateway:>12.1f}{ratio:>9}")
+    print(f"added p50 latency: {g['latency']['p50_ms'] - d['latency']['p50_ms']:.2f} ms")
+    if g["streams"]["failure_kinds"]:
+        print("gateway stream failures:", g["streams"]["failure_kinds"])
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"gateway-{int(time.time())}.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
