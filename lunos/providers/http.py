@@ -3,34 +3,43 @@ import json
 import os
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
+from lunos import __version__
 from lunos.providers.base import ProviderError, parse_retry_after
+
+USER_AGENT = f"lunos/{__version__}"
 
 
 class UpstreamHTTP:
+    """One pooled requests transport for every provider.
+
+    Requests go straight to the HTTPAdapter: a Session would merge cookies, hooks and the proxy
+    and CA environment on every call, most of requests' per-call cost, and none of it applies
+    to upstream APIs. The environment is read once instead: proxies per upstream host
+    (HTTPS_PROXY, NO_PROXY), the CA bundle at start.
+    """
+
     def __init__(self, pool_size, connect_timeout_s):
         self.connect_timeout_s = connect_timeout_s
-        self.session = requests.Session()
-        # requests would re-read proxy and CA variables from the environment on every call (a
-        # large share of its per-request cost); they are read once here instead, per upstream host.
-        self.session.trust_env = False
-        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._proxies = {}
         # Retries belong to the router (it knows about fallbacks), so urllib3 does none.
-        adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
 
     def post_json(self, url, body, *, headers, timeout_s, stream=False):
         """POST ``body``; return the response when 2xx, raise ProviderError otherwise.
 
         ``timeout_s`` bounds every wait for bytes, so on a stream it is the longest silence.
         """
+        request = requests.PreparedRequest()
+        request.prepare(method="POST", url=url, headers={"User-Agent": USER_AGENT, **headers},
+                        data=orjson.dumps(body))
         try:
-            response = self.session.post(url, json=body, headers=headers, stream=stream,
+            response = self.adapter.send(request, stream=stream, verify=self.verify,
                                          proxies=self._proxies_for(url),
                                          timeout=(self.connect_timeout_s, timeout_s))
         except requests.Timeout as exc:
@@ -55,7 +64,7 @@ class UpstreamHTTP:
         return self._proxies[origin]
 
     def close(self):
-        self.session.close()
+        self.adapter.close()
 
 
 def read_json(response):
@@ -93,12 +102,9 @@ def _reason(exc):
 
 
 def iter_blocks(response):
-    """Yield the body of a streamed response in blocks as they arrive, without waiting to fill
-    a buffer: HTTP chunks when chunked, else whatever one read returns."""
+    """Yield the body of a streamed response in blocks as they arrive: whatever is available at
+    each read (several events at once when they queued up), never waiting to fill a buffer."""
     raw = response.raw
-    if raw.chunked and raw.supports_chunked_reads():
-        yield from raw.read_chunked(decode_content=True)
-        return
     while block := raw.read1(65536):
         yield block
 

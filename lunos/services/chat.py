@@ -108,28 +108,32 @@ class ChatStream:
         chunk.update(id=self.completion_id, model=self.model.id, provider=self.model.provider)
         return chunk
 
+    def _accept(self, chunk, held):
+        """Note usage and output of one upstream chunk; queue what the client should see."""
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+            if not self.include_usage:
+                if not chunk.get("choices"):
+                    return
+                chunk = {k: v for k, v in chunk.items() if k != "usage"}
+        self.output_text.append(_output_text(chunk))
+        held.append(sse_event(self._shape(chunk)))
+
     def events(self):
         held, sent_output = [], False
         try:
             while True:
                 try:
-                    for chunk in with_keepalive(self.upstream, self.gateway.keepalive_s):
-                        if chunk is KEEPALIVE:
+                    for batch in with_keepalive(self.upstream, self.gateway.keepalive_s):
+                        if batch is KEEPALIVE:
                             yield SSE_KEEPALIVE
                             continue
-                        if chunk.get("usage"):
-                            self.usage = chunk["usage"]
-                            if not chunk.get("choices"):
-                                if self.include_usage:
-                                    held.append(self._shape(chunk))
-                                continue
-                            if not self.include_usage:
-                                chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                        self.output_text.append(_output_text(chunk))
-                        held.append(self._shape(chunk))
-                        if sent_output or _has_output(chunk):
-                            sent_output = True
-                            yield b"".join(sse_event(c) for c in held)
+                        for chunk in batch:
+                            self._accept(chunk, held)
+                            sent_output = sent_output or _has_output(chunk)
+                        if sent_output and held:
+                            yield b"".join(held)
                             held = []
                     break
                 except ProviderError as error:
@@ -140,10 +144,8 @@ class ChatStream:
                                                        self.opened_at)
                     held, self.output_text, self.usage = [], [], None
                     self._open()
-            if held:
-                yield b"".join(sse_event(c) for c in held)
+            yield b"".join(held) + SSE_DONE
             self.status = "ok"
-            yield SSE_DONE
         except ProviderError as error:
             self.status = "upstream_error"
             yield sse_event(UpstreamFailed(

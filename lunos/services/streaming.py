@@ -17,10 +17,13 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 def with_keepalive(iterable, interval_s):
-    """Yield the items of ``iterable``, and KEEPALIVE whenever none came for ``interval_s``.
+    """Yield lists of the items of ``iterable`` as they come, or KEEPALIVE when none came for
+    ``interval_s``.
 
     A pump thread (a greenlet under gevent) reads the upstream so this generator can wake on a
-    timer. Closing the upstream transport ends the pump; errors are re-raised here.
+    timer. Items that queued up while the consumer was busy come out together, so a busy server
+    writes them to the client at once. Closing the upstream transport ends the pump; its error
+    is re-raised here, after the items read before it.
     """
     inbox = queue.SimpleQueue()
 
@@ -35,15 +38,17 @@ def with_keepalive(iterable, interval_s):
     threading.Thread(target=pump, daemon=True, name="lunos-stream-pump").start()
     while True:
         try:
-            kind, value = inbox.get_nowait()  # the common case under load; no timer needed
+            messages = [inbox.get(timeout=interval_s)]
         except queue.Empty:
-            try:
-                kind, value = inbox.get(timeout=interval_s)
-            except queue.Empty:
-                yield KEEPALIVE
-                continue
+            yield KEEPALIVE
+            continue
+        while not inbox.empty():
+            messages.append(inbox.get_nowait())
+        items = [value for kind, value in messages if kind == _ITEM]
+        if items:
+            yield items
+        kind, value = messages[-1]
         if kind == _END:
             return
         if kind == _ERROR:
             raise value
-        yield value
