@@ -12,7 +12,7 @@ def create_app(config=None):
     from lunos import cli, config as settings_module
     from lunos.api import register_blueprints
     from lunos.errors import register_error_handlers
-    from lunos.extensions import db, migrate
+    from lunos.extensions import db, limiter, migrate
     from lunos.gateway import Gateway
     from lunos import models  # noqa: F401  (registers the tables with db.metadata)
 
@@ -24,7 +24,9 @@ def create_app(config=None):
         SQLALCHEMY_DATABASE_URI=settings_module.database_uri(settings["DATABASE_URL"], app.instance_path),
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         MAX_CONTENT_LENGTH=settings["MAX_BODY_BYTES"],
-        JSON_SORT_KEYS=False,
+        RATELIMIT_STORAGE_URI=settings["REDIS_URL"] or "memory://",
+        RATELIMIT_STRATEGY="fixed-window",
+        RATELIMIT_HEADERS_ENABLED=False,  # lunos sets the OpenAI-style x-ratelimit-* headers itself
     )
     app.json.sort_keys = False
     app.json.compact = True
@@ -35,6 +37,7 @@ def create_app(config=None):
 
     db.init_app(app)
     migrate.init_app(app, db, directory=settings_module.MIGRATIONS_DIR)
+    limiter.init_app(app)
     Gateway(settings).init_app(app)
     register_error_handlers(app)
     register_blueprints(app)

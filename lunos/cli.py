@@ -1,10 +1,14 @@
 """Operator commands: ``flask --app app lunos ...``."""
+import uuid
+from datetime import timedelta
+
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
 from lunos.errors import LunosError
-from lunos.services import accounts, keys
+from lunos.extensions import db
+from lunos.services import accounts, credits, keys
 
 lunos_cli = AppGroup("lunos", help="Manage Lunos accounts and keys.")
 
@@ -42,6 +46,31 @@ def create_key(account_name, label):
     click.echo(f"created key {key.name!r} ({key.prefix}...) for account {account.name!r}; "
                "store it now, it is not shown again:")
     click.echo(secret)
+
+
+@lunos_cli.command("grant-credits")
+@click.option("--account", "account_name", required=True, help="Name of the account.")
+@click.option("--usd", "amount_usd", required=True, help="USD to add; negative to take away.")
+@click.option("--reason", required=True, help="Why: kept with the ledger row.")
+def grant_credits(account_name, amount_usd, reason):
+    """Write a manual adjustment to an account's ledger."""
+    try:
+        account = accounts.get_account(account_name)
+        accounts.grant(account, accounts.usd_to_micros(amount_usd), reason,
+                       source_ref=f"adjustment:{uuid.uuid4().hex}")
+    except LunosError as error:
+        _fail(error)
+    db.session.refresh(account)
+    click.echo(f"adjusted {account.name!r} by {amount_usd} USD; balance now "
+               f"{account.balance_micros / 1_000_000:.6f} USD")
+
+
+@lunos_cli.command("release-reservations")
+@click.option("--older-than-minutes", default=60, show_default=True, type=click.IntRange(min=1))
+def release_reservations(older_than_minutes):
+    """Release reservations left open by requests that died mid-way (a killed worker), unbilled."""
+    released = credits.release_stale(timedelta(minutes=older_than_minutes))
+    click.echo(f"released {released} reservation(s)")
 
 
 def init_app(app):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SHIPPED_CATALOG = Path(__file__).with_name("catalog.toml")
+SHIPPED_PLANS = Path(__file__).with_name("plans.toml")
 
 
 class ConfigError(Exception):
@@ -52,9 +53,19 @@ SETTINGS = [
     Setting("CONNECT_TIMEOUT_S", _positive(float), 10.0, "upstream connect timeout"),
     Setting("STREAM_KEEPALIVE_S", _positive(float), 15.0, "keep-alive comment interval on silent streams"),
     Setting("UPSTREAM_POOL_SIZE", _positive(int), 1000, "pooled upstream connections per host"),
+    Setting("PLANS", str, str(SHIPPED_PLANS), "path of the TOML plans file"),
+    Setting("LOW_BALANCE_USD", _positive(float), 1.0, "balance under which /v1/balance flags low"),
+    Setting("PAST_DUE_GRACE_DAYS", _positive(float), 3.0, "days a past-due subscription keeps its plan"),
+    Setting("STRIPE_API_BASE", str, "https://api.stripe.com", "Stripe API base (tests point it at a fake)"),
+    Setting("TOPUP_MIN_USD", _positive(float), 5.0, "smallest credit top-up"),
+    Setting("TOPUP_MAX_USD", _positive(float), 10000.0, "largest credit top-up"),
+    Setting("BILLING_RETURN_URL", str, "http://127.0.0.1:8000/", "where Checkout and the Portal send users back"),
     Setting("AUTO_MIGRATE", _bool, True, "migrate the schema when the development server starts"),
     Setting("LOG_LEVEL", str, "INFO", "logging level"),
 ]
+
+
+STRIPE_SETTINGS = ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET")
 
 
 def load_settings(environ=None, overrides=None):
@@ -74,6 +85,8 @@ def load_settings(environ=None, overrides=None):
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"LUNOS_{setting.name}={raw!r}: {exc}") from None
+    for name in STRIPE_SETTINGS:  # Stripe's own variable names, unprefixed
+        values[name] = overrides.get(name, environ.get(name) or None)
     return values
 
 

@@ -58,6 +58,14 @@ class PermissionDenied(LunosError):
     type = "permission_error"
 
 
+class SubscriptionRequired(PermissionDenied):
+    type = "subscription_required"
+
+
+class InvalidSubscriptionPlan(PermissionDenied):
+    type = "invalid_subscription_plan"
+
+
 class NotFound(LunosError):
     status = 404
     type = "not_found_error"

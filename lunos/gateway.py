@@ -2,6 +2,7 @@
 from flask import current_app
 
 from lunos.catalog import load_catalog
+from lunos.plans import load_plans
 from lunos.providers import build_providers
 from lunos.providers.http import UpstreamHTTP
 from lunos.providers.router import RetryPolicy, Router
@@ -10,6 +11,7 @@ from lunos.providers.router import RetryPolicy, Router
 class Gateway:
     def __init__(self, settings):
         self.catalog = load_catalog(settings["CATALOG"])
+        self.plans = load_plans(settings["PLANS"])
         self.http = UpstreamHTTP(settings["UPSTREAM_POOL_SIZE"], settings["CONNECT_TIMEOUT_S"])
         self.router = Router(build_providers(self.catalog, self.http), RetryPolicy(
             max_retries=settings["UPSTREAM_MAX_RETRIES"], backoff_s=settings["RETRY_BACKOFF_S"],

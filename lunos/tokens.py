@@ -26,6 +26,31 @@ def message_text(content):
     return "".join(parts)
 
 
+# Tokens assumed for an image, audio or file part when reserving: more than most images cost.
+NON_TEXT_PART_RESERVE = 1600
+
+
+def prompt_upper_estimate(body):
+    """A generous prompt size for reservations: two bytes of UTF-8 a token (most tokenizers
+    average three to four) and a fixed allowance per non-text part."""
+    total = 0
+    for message in body.get("messages", []):
+        content = message.get("content")
+        parts = content if isinstance(content, list) else ()
+        total += PER_MESSAGE_OVERHEAD + NON_TEXT_PART_RESERVE * sum(
+            1 for p in parts if isinstance(p, dict) and p.get("type") != "text")
+        total += _half_bytes(message_text(content))
+        if message.get("tool_calls"):
+            total += _half_bytes(json.dumps(message["tool_calls"]))
+    if body.get("tools"):
+        total += _half_bytes(json.dumps(body["tools"]))
+    return total
+
+
+def _half_bytes(text):
+    return (len(text.encode("utf-8")) + 1) // 2
+
+
 def estimate_prompt(body):
     total = 0
     for message in body.get("messages", []):

@@ -83,6 +83,54 @@ context_length = 200000
 max_output_tokens = 2048
 """
 
+PLANS = """
+default_plan = "free"
+
+[plans.free]
+monthly_credits_usd = 0
+requests_per_minute = 10000
+tokens_per_minute = 100000000
+models = ["*"]
+api_access = true
+
+[plans.basic]
+monthly_credits_usd = 10
+requests_per_minute = 10000
+tokens_per_minute = 100000000
+models = ["test/*"]
+api_access = true
+stripe_price_id = "price_basic"
+
+[plans.pro]
+monthly_credits_usd = 50
+requests_per_minute = 10000
+tokens_per_minute = 100000000
+models = ["*"]
+api_access = true
+stripe_price_id = "price_pro"
+
+[plans.echo-only]
+monthly_credits_usd = 0
+requests_per_minute = 3
+tokens_per_minute = 100000000
+models = ["test/echo"]
+api_access = true
+
+[plans.tiny-tokens]
+monthly_credits_usd = 0
+requests_per_minute = 10000
+tokens_per_minute = 20
+models = ["*"]
+api_access = true
+
+[plans.dashboard-only]
+monthly_credits_usd = 0
+requests_per_minute = 10
+tokens_per_minute = 1000
+models = ["*"]
+api_access = false
+"""
+
 
 def pytest_configure(config):
     os.environ["LUNOS_TEST_UPSTREAM_KEY"] = "upstream-secret"
@@ -119,6 +167,13 @@ def catalog_path(upstream, tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def plans_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plans") / "plans.toml"
+    path.write_text(PLANS)
+    return str(path)
+
+
 def _postgres_url():
     url = os.environ.get("LUNOS_TEST_DATABASE_URL")
     if not url:
@@ -133,13 +188,14 @@ def _postgres_url():
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request, tmp_path_factory, catalog_path):
+def database_url(request, tmp_path_factory, catalog_path, plans_path):
     """A migrated, empty database of each backend, once per session."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'lunos.db'}"
     else:
         url = _postgres_url()
-    app = create_app({"DATABASE_URL": url, "CATALOG": catalog_path, "SECRET_KEY": "test-secret"})
+    app = create_app({"DATABASE_URL": url, "CATALOG": catalog_path, "PLANS": plans_path,
+                      "SECRET_KEY": "test-secret"})
     with app.app_context():
         upgrade()
         db.engine.dispose()
@@ -147,11 +203,12 @@ def database_url(request, tmp_path_factory, catalog_path):
 
 
 @pytest.fixture
-def make_app(database_url, catalog_path):
+def make_app(database_url, catalog_path, plans_path):
     apps = []
 
     def build(**overrides):
-        settings = {"DATABASE_URL": database_url, "CATALOG": catalog_path, "SECRET_KEY": "test-secret",
+        settings = {"DATABASE_URL": database_url, "CATALOG": catalog_path, "PLANS": plans_path,
+                    "SECRET_KEY": "test-secret", "REDIS_URL": None,
                     "RETRY_BACKOFF_S": 0.01, "RETRY_AFTER_CAP_S": 2.0, "STREAM_KEEPALIVE_S": 5.0,
                     "CONNECT_TIMEOUT_S": 1.0, **overrides}
         app = create_app(settings)

@@ -38,7 +38,7 @@ class FakeUpstream:
     def __init__(self):
         self.scripts = {}
         self.seen = []
-        self.disconnects = 0
+        self.disconnected = []  # the "user" field of each request whose client went away
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -54,12 +54,21 @@ class FakeUpstream:
         with self.lock:
             self.scripts.clear()
             self.seen.clear()
-            self.disconnects = 0
+            self.disconnected.clear()
 
     def next_reply(self, model):
         with self.lock:
             replies = self.scripts.get(model) or [Reply()]
             return replies.pop(0) if len(replies) > 1 else replies[0]
+
+    def wait_disconnect(self, user, timeout_s=5):
+        """True once the request tagged ``user`` saw its client (the gateway) go away."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if user in self.disconnected:
+                return True
+            time.sleep(0.02)
+        return False
 
     def requests_for(self, model):
         return [s for s in self.seen if s.body.get("model") == model]
@@ -97,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, _anthropic_message(reply, body) if anthropic else _completion(reply, body))
         except (BrokenPipeError, ConnectionResetError):
             with self.fake.lock:
-                self.fake.disconnects += 1
+                self.fake.disconnected.append(body.get("user"))
             self.close_connection = True
 
     def _json(self, status, payload, headers=None):

@@ -1,12 +1,12 @@
 """POST /v1/chat/completions."""
-from flask import Blueprint, Response, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from lunos.api.auth import require_key
 from lunos.errors import InvalidRequest
 from lunos.gateway import current_gateway
 from lunos.schemas import load
 from lunos.schemas.chat import ChatCompletionRequest
-from lunos.services import chat
+from lunos.services.chat import ChatStream, Completion
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 _schema = ChatCompletionRequest()
@@ -24,16 +24,23 @@ def json_body():
 @require_key
 def chat_completions():
     body = load(_schema, json_body())
-    completion_id = f"chatcmpl-{g.request_id}"
-    gateway = current_gateway()
+    completion = Completion(current_gateway(), g.caller, body, g.request_id)
     if not body.get("stream"):
-        answer, _attempts = chat.complete(gateway, body, completion_id)
-        return jsonify(answer)
+        response = jsonify(completion.answer())
+        response.headers.update(completion.meter.rate_headers)
+        return response
 
-    stream = chat.ChatStream(gateway, body, completion_id)
+    stream = ChatStream(completion)
     response = Response(stream_with_context(stream.events()), mimetype="text/event-stream")
-    # A response closed before its body started never runs the generator's finally.
-    response.call_on_close(stream.close)
+    app = current_app._get_current_object()
+
+    def close():
+        # A response closed before its body started never runs the generator's finally.
+        with app.app_context():
+            stream.close()
+
+    response.call_on_close(close)
+    response.headers.update(completion.meter.rate_headers)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass chunks on as they come
     return response

@@ -16,8 +16,19 @@ class Account(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    # Cached sum of ledger_entries.amount_micros, updated in the same transaction as each row.
+    # Cached sum of ledger_entries.amount_micros, moved in the same transaction as each row.
     balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Cached sum of open reservations.amount_micros: available = balance - reserved.
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    plan: Mapped[str | None] = mapped_column(String(50))  # None: the default plan
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    subscription_status: Mapped[str | None] = mapped_column(String(32))
+    past_due_since: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Stripe `created` of the last subscription event applied: older ones arriving late are ignored.
+    subscription_event_at: Mapped[int | None] = mapped_column(BigInteger)
+    flagged: Mapped[bool] = mapped_column(default=False, server_default="0")
+    flag_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
 
 
@@ -28,7 +39,7 @@ class LedgerEntry(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     amount_micros: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # grant, topup, subscription, usage, refund, dispute, adjustment
     source_ref: Mapped[str] = mapped_column(String(255), unique=True)
     reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())

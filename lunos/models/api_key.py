@@ -19,5 +19,6 @@ class ApiKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    requests_per_minute: Mapped[int | None]  # overrides the plan's when set
 
     account: Mapped[Account] = relationship()

@@ -1,7 +1,7 @@
 """Accounts and their ledger. Every change of balance is a ledger row with a unique source."""
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 
 from lunos.catalog import MICRO_USD
@@ -51,3 +51,35 @@ def post_entry(account, amount_micros, *, kind, source_ref, reason=None):
                                source_ref=source_ref, reason=reason))
     account.balance_micros = Account.balance_micros + amount_micros
     db.session.flush()
+
+
+def balance_summary(account_id, low_balance_micros):
+    account = db.session.get(Account, account_id)
+    available = account.balance_micros - account.reserved_micros
+    return {"balance_micros": account.balance_micros, "reserved_micros": account.reserved_micros,
+            "available_micros": available, "low_balance": available < low_balance_micros}
+
+
+def credit_totals(account_id):
+    """(credits, usage) in micro-USD: every non-usage row counts as credit (refunds and disputes
+    negatively), usage debits as usage; credits - usage is the balance."""
+    is_usage = LedgerEntry.kind == "usage"
+    credits, usage = db.session.execute(
+        select(func.coalesce(func.sum(case((is_usage, 0), else_=LedgerEntry.amount_micros)), 0),
+               func.coalesce(func.sum(case((is_usage, -LedgerEntry.amount_micros), else_=0)), 0))
+        .where(LedgerEntry.account_id == account_id)).one()
+    return int(credits), int(usage)
+
+
+def grant(account, amount_micros, reason, source_ref):
+    """A manual adjustment (positive or negative), written once per ``source_ref``."""
+    if not amount_micros:
+        raise InvalidRequest("an adjustment needs a non-zero amount")
+    if not reason or not reason.strip():
+        raise InvalidRequest("an adjustment needs a reason")
+    try:
+        post_entry(account, amount_micros, kind="adjustment", source_ref=source_ref, reason=reason.strip())
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise InvalidRequest(f"adjustment {source_ref!r} was already applied") from None

@@ -1,10 +1,13 @@
-"""Chat completions: pick the candidate models, call them through the router, shape the answer."""
+"""Chat completions: pick the candidate models, admit and meter the request, call the models
+through the router, shape the answer."""
 import time
 
 from lunos.errors import LunosError, ModelNotFound, UpstreamFailed
 from lunos.providers.base import ProviderError
-from lunos.services.streaming import (KEEPALIVE, SSE_DONE, SSE_KEEPALIVE, sse_event,
-                                      with_keepalive)
+from lunos.services.access import check_plan
+from lunos.services.credits import usd
+from lunos.services.metering import Meter
+from lunos.services.streaming import KEEPALIVE, SSE_DONE, SSE_KEEPALIVE, sse_event, with_keepalive
 from lunos.tokens import estimate_prompt, estimate_text
 
 LUNOS_PARAMS = ("fallback_model", "models")
@@ -32,26 +35,60 @@ def candidates(catalog, body):
     return chosen
 
 
-def upstream_body(body):
-    return {key: value for key, value in body.items() if key not in LUNOS_PARAMS}
-
-
 def estimated_usage(body, completion_text):
     prompt, completion = estimate_prompt(body), estimate_text(completion_text)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def complete(gateway, body, completion_id):
-    """A non-streaming completion: (chat.completion dict, Attempt list)."""
-    attempts = []
-    plan = gateway.router.plan(candidates(gateway.catalog, body))
-    request = upstream_body(body)
-    answer, model = gateway.router.run(plan, lambda provider, m: provider.complete(m, request), attempts)
-    if not answer.get("usage"):
-        text = "".join(str((c.get("message") or {}).get("content") or "") for c in answer["choices"])
-        answer["usage"] = estimated_usage(request, text)
-    answer.update(id=completion_id, model=model.id, provider=model.provider)
-    return answer, attempts
+def with_cost(usage, model):
+    usage["cost"] = usd(model.cost_micros(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0))
+    return usage
+
+
+class Completion:
+    """One chat completion request: admitted, routed and metered. ``answer`` and ``ChatStream``
+    run it; either way it ends in exactly one usage event."""
+
+    def __init__(self, gateway, caller, body, request_id):
+        self.gateway = gateway
+        self.request = {key: value for key, value in body.items() if key not in LUNOS_PARAMS}
+        self.completion_id = f"chatcmpl-{request_id}"
+        self.models = candidates(gateway.catalog, body)
+        self.meter = Meter(caller, request_id, self.models[0].id, bool(body.get("stream")))
+        self.plan = gateway.router.plan(self.models)
+        self.attempts = []
+        try:
+            check_plan(caller.plan, self.models)
+            self.meter.admit(self.models, body)
+        except LunosError as error:
+            self.fail(error, status="refused")
+            raise
+
+    def fail(self, error, status="upstream_error", model=None, usage=None, estimated=False):
+        self.meter.finish(status=status, http_status=error.status, model=model, usage=usage,
+                          usage_estimated=estimated, attempts=self.attempts, error=error.message)
+
+    def answer(self):
+        """A non-streaming completion: the chat.completion dict."""
+        try:
+            answer, model = self.gateway.router.run(
+                self.plan, lambda provider, m: provider.complete(m, self.request), self.attempts)
+        except LunosError as error:
+            self.fail(error)
+            raise
+        except BaseException:
+            self.fail(LunosError("internal error"), status="error")
+            raise
+        estimated = not answer.get("usage")
+        if estimated:
+            text = "".join(str((c.get("message") or {}).get("content") or "") for c in answer["choices"])
+            answer["usage"] = estimated_usage(self.request, text)
+        with_cost(answer["usage"], model)
+        answer.update(id=self.completion_id, model=model.id, provider=model.provider)
+        self.meter.output_started()
+        self.meter.finish(status="ok", model=model, usage=answer["usage"], usage_estimated=estimated,
+                          attempts=self.attempts)
+        return answer
 
 
 def _has_output(chunk):
@@ -74,45 +111,58 @@ def _output_text(chunk):
 
 
 class ChatStream:
-    """One streamed completion. Construction routes until an upstream accepts the request, so a
+    """A streamed completion. Construction routes until an upstream accepts the request, so a
     total failure is still an ordinary HTTP error; ``events`` then yields SSE bytes.
 
     Chunks are held back until the first one with output: until then a broken upstream can be
     replaced by the next attempt without the client seeing two models. After output has reached
-    the client there is no switch: a failure becomes an error event.
+    the client there is no switch: a failure becomes an error event. Whatever ends the stream
+    (success, upstream failure, client disconnect) bills the tokens produced, once.
     """
 
-    def __init__(self, gateway, body, completion_id):
-        self.gateway = gateway
-        self.request = upstream_body(body)
-        self.completion_id = completion_id
-        self.include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self.attempts = []
-        self.plan = gateway.router.plan(candidates(gateway.catalog, body))
+    def __init__(self, completion):
+        self.completion = completion
+        self.gateway = completion.gateway
+        self.include_usage = bool((completion.request.get("stream_options") or {}).get("include_usage"))
         self.usage = None
-        self.usage_estimated = False
         self.output_text = []
         self.status = "streaming"
-        self._open()
+        try:
+            self._open()
+        except LunosError as error:
+            completion.fail(error)
+            raise
 
     def _open(self):
+        c = self.completion
         self.upstream, self.model = self.gateway.router.run(
-            self.plan, lambda p, m: p.open_stream(m, self.request), self.attempts)
+            c.plan, lambda p, m: p.open_stream(m, c.request), c.attempts)
         self.opened_at = time.monotonic()
 
     def close(self):
-        """Release the upstream connection; safe to call more than once, from any greenlet."""
+        """Release the upstream and settle; safe to call more than once, from any greenlet."""
         self.upstream.close()
+        if self.status == "streaming":
+            self.status = "client_disconnected"
+        self._settle()
+
+    def _settle(self, error=None):
+        # Without the upstream's count, estimate what was produced; nothing produced, nothing billed.
+        text = "".join(self.output_text)
+        estimated = self.usage is None and bool(text)
+        usage = self.usage or (estimated_usage(self.completion.request, text) if text else None)
+        self.completion.meter.finish(status=self.status, http_status=200, model=self.model, usage=usage,
+                                     usage_estimated=estimated, attempts=self.completion.attempts, error=error)
 
     def _shape(self, chunk):
-        chunk.update(id=self.completion_id, model=self.model.id, provider=self.model.provider)
+        chunk.update(id=self.completion.completion_id, model=self.model.id, provider=self.model.provider)
         return chunk
 
     def _accept(self, chunk, held):
         """Note usage and output of one upstream chunk; queue what the client should see."""
         usage = chunk.get("usage")
         if usage:
-            self.usage = usage
+            self.usage = with_cost(usage, self.model)
             if not self.include_usage:
                 if not chunk.get("choices"):
                     return
@@ -121,7 +171,7 @@ class ChatStream:
         held.append(sse_event(self._shape(chunk)))
 
     def events(self):
-        held, sent_output = [], False
+        held, sent_output, error_message = [], False, None
         try:
             while True:
                 try:
@@ -133,6 +183,7 @@ class ChatStream:
                             self._accept(chunk, held)
                             sent_output = sent_output or _has_output(chunk)
                         if sent_output and held:
+                            self.completion.meter.output_started()
                             yield b"".join(held)
                             held = []
                     break
@@ -140,24 +191,23 @@ class ChatStream:
                     self.upstream.close()
                     if sent_output:
                         raise
-                    self.gateway.router.record_failure(self.plan, self.model, error, self.attempts,
-                                                       self.opened_at)
+                    self.gateway.router.record_failure(self.completion.plan, self.model, error,
+                                                       self.completion.attempts, self.opened_at)
                     held, self.output_text, self.usage = [], [], None
                     self._open()
-            yield b"".join(held) + SSE_DONE
             self.status = "ok"
+            yield b"".join(held) + SSE_DONE
         except ProviderError as error:
             self.status = "upstream_error"
-            yield sse_event(UpstreamFailed(
-                f"The upstream failed mid-stream ({self.model.id}): {error.message}").body())
+            error_message = f"The upstream failed mid-stream ({self.model.id}): {error.message}"
+            yield sse_event(UpstreamFailed(error_message).body())
         except LunosError as error:
             self.status = "upstream_error"
+            error_message = error.message
             yield sse_event(error.body())
         except GeneratorExit:
             self.status = "client_disconnected"
             raise
         finally:
-            self.close()
-            if self.usage is None:
-                self.usage = estimated_usage(self.request, "".join(self.output_text))
-                self.usage_estimated = True
+            self.upstream.close()
+            self._settle(error_message)

@@ -13,23 +13,31 @@ from sqlalchemy import bindparam, select
 
 from lunos.errors import AuthenticationFailed
 from lunos.extensions import db
-from lunos.models import ApiKey
+from lunos.models import Account, ApiKey
 
 KEY_PREFIX = "sk-lunos-"
 
 
 @dataclass(frozen=True)
 class KeyIdentity:
-    """Who is calling: what a request needs of its key, read in one small query."""
+    """Who is calling: what a request needs of its key and account, read in one query."""
     id: int
     account_id: int
     name: str
+    prefix: str
+    requests_per_minute: int | None
+    plan: str | None
+    subscription_status: str | None
+    past_due_since: datetime | None
 
 
 # Runs on every request: plain columns, and one statement object so SQLAlchemy reuses its
 # compiled form (building the WHERE clause per call costs four times the query).
-_LOOKUP = select(ApiKey.id, ApiKey.account_id, ApiKey.name, ApiKey.revoked_at,
-                 ApiKey.expires_at).where(ApiKey.secret_hash == bindparam("secret_hash"))
+_LOOKUP = (select(ApiKey.id, ApiKey.account_id, ApiKey.name, ApiKey.prefix, ApiKey.requests_per_minute,
+                  Account.plan, Account.subscription_status, Account.past_due_since,
+                  ApiKey.revoked_at, ApiKey.expires_at)
+           .join(Account, Account.id == ApiKey.account_id)
+           .where(ApiKey.secret_hash == bindparam("secret_hash")))
 
 
 def hash_secret(secret, server_secret):
@@ -46,7 +54,7 @@ def create_key(account, server_secret, name="default", expires_at=None):
     return key, secret
 
 
-def _as_utc(moment):
+def as_utc(moment):
     # SQLite hands back naive datetimes; they were written as UTC.
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
@@ -63,6 +71,7 @@ def authenticate(secret, server_secret):
         raise AuthenticationFailed("Incorrect API key provided.")
     if row.revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
-    if row.expires_at is not None and _as_utc(row.expires_at) <= datetime.now(timezone.utc):
+    if row.expires_at is not None and as_utc(row.expires_at) <= datetime.now(timezone.utc):
         raise AuthenticationFailed("This API key has expired.")
-    return KeyIdentity(row.id, row.account_id, row.name)
+    return KeyIdentity(row.id, row.account_id, row.name, row.prefix, row.requests_per_minute, row.plan,
+                       row.subscription_status, as_utc(row.past_due_since) if row.past_due_since else None)

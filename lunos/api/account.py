@@ -1,0 +1,44 @@
+"""The caller's money: balance, credits, one generation's stats, the calling key."""
+from flask import Blueprint, current_app, g, jsonify, request
+
+from lunos.api.auth import require_key
+from lunos.catalog import MICRO_USD
+from lunos.services import accounts, usage
+from lunos.services.credits import usd
+
+bp = Blueprint("account", __name__, url_prefix="/v1")
+
+
+@bp.get("/balance")
+@require_key
+def balance():
+    summary = accounts.balance_summary(g.caller.account_id,
+                                       int(current_app.config["LOW_BALANCE_USD"] * MICRO_USD))
+    return jsonify({"balance": usd(summary["balance_micros"]), "reserved": usd(summary["reserved_micros"]),
+                    "available": usd(summary["available_micros"]), "low_balance": summary["low_balance"],
+                    "currency": "usd", **summary})
+
+
+@bp.get("/credits")
+@require_key
+def credits():
+    total_credits, total_usage = accounts.credit_totals(g.caller.account_id)
+    return jsonify({"data": {"total_credits": usd(total_credits), "total_usage": usd(total_usage)}})
+
+
+@bp.get("/generation")
+@require_key
+def generation():
+    return jsonify({"data": usage.generation(g.caller.account_id, request.args.get("id"))})
+
+
+@bp.get("/key")
+@require_key
+def key():
+    caller = g.caller
+    return jsonify({"data": {
+        "id": g.key.id, "name": g.key.name, "prefix": g.key.prefix, "plan": caller.plan.name,
+        "usage": usd(usage.key_spend_micros(g.key.id)), "limit": None,
+        "rate_limit": {"requests_per_minute": caller.quota.requests_per_minute,
+                       "tokens_per_minute": caller.quota.tokens_per_minute},
+        "models": list(caller.plan.models)}})

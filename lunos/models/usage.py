@@ -1,0 +1,48 @@
+"""Metering: one usage event per chat completion, and the reservations that guard balances."""
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from lunos.extensions import Timestamp, db
+from lunos.models.account import utcnow
+
+
+class Reservation(db.Model):
+    """The worst-case cost of a request in flight, held against its account's balance."""
+    __tablename__ = "reservations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the request id
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
+
+
+class UsageEvent(db.Model):
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_account_created", "account_id", "created_at"),
+                      Index("ix_usage_account_app_created", "account_id", "app_id", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the request id
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    app_id: Mapped[str] = mapped_column(String(64), default="unknown")
+    requested_model: Mapped[str | None] = mapped_column(String(200))
+    model: Mapped[str | None] = mapped_column(String(200))  # the model that answered
+    provider: Mapped[str | None] = mapped_column(String(100))
+    stream: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(32))  # ok, upstream_error, client_disconnected, refused...
+    http_status: Mapped[int] = mapped_column(default=200)
+    error: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(default=0)
+    completion_tokens: Mapped[int] = mapped_column(default=0)
+    cached_tokens: Mapped[int] = mapped_column(default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(default=0)
+    usage_estimated: Mapped[bool] = mapped_column(default=False)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the account could not cover when the answer cost more than was reserved.
+    unbilled_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms: Mapped[int] = mapped_column(default=0)
+    ttft_ms: Mapped[int | None]
+    attempts: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
