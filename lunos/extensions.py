@@ -19,7 +19,7 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate(render_as_batch=True)  # SQLite alters tables by copying them
 # Used for its storage and strategies (lunos/services/limits.py); no route-level limits.
-limiter = Limiter(key_func=get_remote_address, key_prefix="lunos")
+limiter = Limiter(key_func=get_remote_address)
 
 # Every timestamp is stored with its time zone (UTC).
 Timestamp = DateTime(timezone=True)

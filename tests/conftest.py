@@ -3,18 +3,20 @@
 Set LUNOS_TEST_DATABASE_URL to run every database-backed test on PostgreSQL too; without it
 those runs are skipped and say so.
 """
+import contextlib
 import os
 import threading
 from urllib.parse import quote
 
 import pytest
+import redis
 import sqlalchemy as sa
 from flask_migrate import upgrade
 from werkzeug.serving import make_server
 
 from lunos import create_app
-from lunos.extensions import db
-from lunos.models import Account
+from lunos.extensions import db, limiter
+from lunos.models import Account, LedgerEntry, UsageEvent
 from lunos.services import accounts, keys
 from tests.upstream import FakeUpstream
 
@@ -213,6 +215,8 @@ def make_app(database_url, catalog_path, plans_path):
                     "CONNECT_TIMEOUT_S": 1.0, **overrides}
         app = create_app(settings)
         app.config["TESTING"] = True
+        with app.app_context(), contextlib.suppress(redis.RedisError):  # some tests point at no Redis
+            limiter.reset()  # one limiter storage per process: start every test with fresh counts
         apps.append(app)
         return app
 
@@ -255,6 +259,31 @@ def api_key(app, account):
 @pytest.fixture
 def auth(api_key):
     return {"Authorization": f"Bearer {api_key}"}
+
+
+def set_plan(app, account_id, plan, **columns):
+    with app.app_context():
+        db.session.execute(sa.update(Account).where(Account.id == account_id).values(plan=plan, **columns))
+        db.session.commit()
+
+
+def money(app, account_id):
+    """(cached balance, ledger sum, reserved) of an account, in micro-USD."""
+    with app.app_context():
+        account = db.session.get(Account, account_id)
+        ledger = db.session.scalar(sa.select(sa.func.coalesce(sa.func.sum(LedgerEntry.amount_micros), 0))
+                                   .where(LedgerEntry.account_id == account_id))
+        return account.balance_micros, int(ledger), account.reserved_micros
+
+
+def usage_events(app, account_id=None):
+    with app.app_context():
+        query = sa.select(UsageEvent).order_by(UsageEvent.created_at)
+        if account_id is not None:
+            query = query.where(UsageEvent.account_id == account_id)
+        events = db.session.scalars(query).all()
+        db.session.expunge_all()
+        return events
 
 
 @pytest.fixture

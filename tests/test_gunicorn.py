@@ -1,4 +1,4 @@
-"""The production path: gunicorn with a gevent worker, started as operators start it."""
+"""The production path: gunicorn with gevent workers, started as operators start it."""
 import os
 import socket
 import subprocess
@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
+from tests.conftest import set_plan
 from tests.upstream import Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,33 +23,43 @@ def free_port():
 
 
 @pytest.fixture
-def gunicorn(app, database_url, catalog_path, plans_path):
-    port = free_port()
-    env = {**os.environ, "LUNOS_DATABASE_URL": database_url, "LUNOS_CATALOG": catalog_path, "LUNOS_PLANS": plans_path,
-           "LUNOS_SECRET_KEY": app.config["SECRET_KEY"], "LUNOS_STREAM_KEEPALIVE_S": "0.1",
-           "LUNOS_WORKERS": "1", "LUNOS_BIND": f"127.0.0.1:{port}"}
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    else:
+def start_gunicorn(app, database_url, catalog_path, plans_path):
+    """start(workers=1, **env) -> base URL of a gunicorn serving wsgi:app on this test's database."""
+    processes = []
+
+    def start(workers=1, **extra_env):
+        port = free_port()
+        env = {**os.environ, "LUNOS_DATABASE_URL": database_url, "LUNOS_CATALOG": catalog_path,
+               "LUNOS_PLANS": plans_path, "LUNOS_SECRET_KEY": app.config["SECRET_KEY"],
+               "LUNOS_STREAM_KEEPALIVE_S": "0.1", "LUNOS_WORKERS": str(workers),
+               "LUNOS_BIND": f"127.0.0.1:{port}", **extra_env}
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    return base
+            except requests.ConnectionError:
+                time.sleep(0.1)
         process.kill()
         pytest.fail("gunicorn did not become ready: " + process.communicate()[1].decode()[-2000:])
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+
+    yield start
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
 
 
-def test_stream_keepalive_and_disconnect_under_gevent(gunicorn, auth, upstream):
+def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, auth, upstream):
+    base = start_gunicorn()
     upstream.script("primary", Reply(words=tuple(f" w{i}" for i in range(40)), chunk_delay_s=0.15))
-    response = requests.post(f"{gunicorn}/v1/chat/completions", headers=auth, stream=True, timeout=10, json={
-        "model": "test/primary", "stream": True, "user": "gunicorn-leaver", "messages": [{"role": "user", "content": "hi"}]})
+    response = requests.post(f"{base}/v1/chat/completions", headers=auth, stream=True, timeout=10, json={
+        "model": "test/primary", "stream": True, "user": "gunicorn-leaver",
+        "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 200
     received = b""
     for piece in response.iter_content(chunk_size=None):
@@ -59,7 +71,25 @@ def test_stream_keepalive_and_disconnect_under_gevent(gunicorn, auth, upstream):
     assert upstream.wait_disconnect("gunicorn-leaver"), "the gateway closed its upstream request"
 
 
-def test_non_streaming_under_gevent(gunicorn, auth):
-    answer = requests.post(f"{gunicorn}/v1/chat/completions", headers=auth, timeout=10, json={
+def test_non_streaming_under_gevent(start_gunicorn, auth):
+    answer = requests.post(f"{start_gunicorn()}/v1/chat/completions", headers=auth, timeout=10, json={
         "model": "test/primary", "messages": [{"role": "user", "content": "hi"}]}).json()
     assert answer["choices"][0]["message"]["content"] == "Hello from upstream"
+
+
+def test_two_instances_of_two_workers_share_one_limit_on_redis(start_gunicorn, app, auth, account):
+    url = os.environ.get("LUNOS_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("shared rate limit skipped: LUNOS_TEST_REDIS_URL is not set")
+    store = redis.Redis.from_url(url)
+    for key in store.scan_iter("LIMITS:*lunos-key:*"):
+        store.delete(key)
+    set_plan(app, account, "echo-only")  # 3 requests a minute
+    instances = [start_gunicorn(workers=2, LUNOS_REDIS_URL=url) for _ in range(2)]
+    codes = []
+    for i in range(12):
+        # A new connection each time: the kernel spreads them over both workers of each instance.
+        response = requests.post(f"{instances[i % 2]}/v1/chat/completions", headers={**auth, "Connection": "close"},
+                                 json={"messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+        codes.append(response.status_code)
+    assert codes.count(200) == 3 and codes.count(429) == 9, codes

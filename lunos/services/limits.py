@@ -29,7 +29,7 @@ class Quota:
 
 
 def _identity(key_id):
-    return f"key:{key_id}"
+    return f"lunos-key:{key_id}"
 
 
 def _windows(items, identity):
