@@ -4,13 +4,14 @@ import uuid
 from flask import g
 
 from lunos.api.account import bp as account_bp
+from lunos.api.billing import bp as billing_bp
 from lunos.api.chat import bp as chat_bp
 from lunos.api.health import bp as health_bp
 from lunos.api.models import bp as models_bp
 
 
 def register_blueprints(app):
-    for blueprint in (health_bp, models_bp, chat_bp, account_bp):
+    for blueprint in (health_bp, models_bp, chat_bp, account_bp, billing_bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

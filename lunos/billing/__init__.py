@@ -1,0 +1,1 @@
+"""Stripe: Checkout for credits and subscriptions, the Customer Portal, and webhooks."""

@@ -1,0 +1,84 @@
+"""A loopback fake of the parts of the Stripe API Lunos calls, recording what it was sent."""
+import json
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    form: dict
+    headers: dict
+
+
+class FakeStripe:
+    def __init__(self):
+        self.calls = []
+        self.fail_with = None  # (status, message): answer every call with this error
+        self.charges = {}      # charge id -> customer id, for GET /v1/charges/{id}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.server.fake = self
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def calls_to(self, path):
+        return [c for c in self.calls if c.path == path]
+
+    def reset(self):
+        self.calls.clear()
+        self.charges.clear()
+        self.fail_with = None
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self, method):
+        fake = self.server.fake
+        length = int(self.headers.get("Content-Length") or 0)
+        form = dict(parse_qsl(self.rfile.read(length).decode())) if length else {}
+        path = self.path.split("?")[0]
+        fake.calls.append(Call(method, path, form, dict(self.headers)))
+        if fake.fail_with:
+            status, message = fake.fail_with
+            return self._answer(status, {"error": {"type": "invalid_request_error" if status == 400 else "api_error",
+                                                   "message": message}})
+        number = len(fake.calls)
+        if path == "/v1/customers":
+            return self._answer(200, {"id": f"cus_{number}", "object": "customer", "name": form.get("name")})
+        if path == "/v1/checkout/sessions":
+            return self._answer(200, {"id": f"cs_test_{number}", "object": "checkout.session", "mode": form["mode"],
+                                      "url": f"https://checkout.stripe.test/cs_test_{number}"})
+        if path == "/v1/billing_portal/sessions":
+            return self._answer(200, {"id": f"bps_{number}", "object": "billing_portal.session",
+                                      "url": f"https://billing.stripe.test/bps_{number}"})
+        if path.startswith("/v1/charges/"):
+            charge = path.rsplit("/", 1)[1]
+            if charge in fake.charges:
+                return self._answer(200, {"id": charge, "object": "charge", "customer": fake.charges[charge]})
+        self._answer(404, {"error": {"type": "invalid_request_error", "message": f"No such route {path}"}})
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def do_GET(self):
+        self._handle("GET")
