@@ -37,6 +37,17 @@ context_length = 8000
 max_output_tokens = 100
 """
 
+# One plan with limits far above what the benchmark sends: limits are checked, never hit.
+PLANS = """
+default_plan = "bench"
+[plans.bench]
+monthly_credits_usd = 0
+requests_per_minute = 100000000
+tokens_per_minute = 100000000000
+models = ["*"]
+api_access = true
+"""
+
 
 def free_port():
     with socket.socket() as sock:
@@ -73,8 +84,10 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="lunos-bench-"))
     up_port, gw_port = free_port(), free_port()
     (tmp / "catalog.toml").write_text(CATALOG.format(port=up_port))
+    (tmp / "plans.toml").write_text(PLANS)
     env = {**os.environ, "LUNOS_DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.db",
-           "LUNOS_CATALOG": str(tmp / "catalog.toml"), "LUNOS_SECRET_KEY": "bench-secret",
+           "LUNOS_CATALOG": str(tmp / "catalog.toml"), "LUNOS_PLANS": str(tmp / "plans.toml"),
+           "LUNOS_SECRET_KEY": "bench-secret",
            "LUNOS_WORKERS": "1", "LUNOS_BIND": f"127.0.0.1:{gw_port}", "LUNOS_LOG_LEVEL": "WARNING"}
     if args.redis_url:
         env["LUNOS_REDIS_URL"] = args.redis_url

@@ -1,9 +1,12 @@
 """Extension objects, created unbound; create_app() binds them with init_app."""
+import sqlite3
+
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, MetaData
+from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints, so later migrations can alter them on every backend.
@@ -21,5 +24,23 @@ migrate = Migrate(render_as_batch=True)  # SQLite alters tables by copying them
 # Used for its storage and strategies (lunos/services/limits.py); no route-level limits.
 limiter = Limiter(key_func=get_remote_address)
 
+
+@limiter.request_filter
+def _no_route_limits():
+    """Lunos counts requests itself, per key, after authentication: skip the per-route check."""
+    return True
+
 # Every timestamp is stored with its time zone (UTC).
 Timestamp = DateTime(timezone=True)
+
+
+@event.listens_for(Engine, "connect")
+def _tune_sqlite(dbapi_connection, _record):
+    """SQLite: write-ahead log (readers never wait for the writer; a commit needs no fsync with
+    synchronous=NORMAL) and a busy timeout, so concurrent writers queue instead of failing."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()

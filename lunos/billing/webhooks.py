@@ -78,7 +78,7 @@ def _post_once(account, micros, kind, source_ref, reason):
     """Post once per source_ref; a second event about the same Stripe object is a no-op."""
     exists = db.session.scalar(select(LedgerEntry.id).where(LedgerEntry.source_ref == source_ref))
     if exists is None and micros:
-        post_entry(account, micros, kind=kind, source_ref=source_ref, reason=reason)
+        post_entry(account.id, micros, kind=kind, source_ref=source_ref, reason=reason)
 
 
 def _paid_topup(session, event, plans, config):
@@ -193,7 +193,7 @@ def charge_refunded(charge, event, plans, config):
     already = -int(db.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_micros), 0))
                                      .where(LedgerEntry.source_ref.startswith(prefix))))
     if refunded > already:
-        post_entry(account, -(refunded - already), kind="refund", source_ref=f"{prefix}{refunded}",
+        post_entry(account.id, -(refunded - already), kind="refund", source_ref=f"{prefix}{refunded}",
                    reason=f"refund of Stripe charge {charge['id']}")
 
 

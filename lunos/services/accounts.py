@@ -1,13 +1,14 @@
 """Accounts and their ledger. Every change of balance is a ledger row with a unique source."""
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lunos.catalog import MICRO_USD
 from lunos.errors import InvalidRequest, NotFound
 from lunos.extensions import db
 from lunos.models import Account, LedgerEntry
+from lunos.models.account import utcnow
 
 
 def usd_to_micros(usd):
@@ -39,18 +40,26 @@ def create_account(name, credits_micros=0):
         db.session.rollback()
         raise InvalidRequest(f"an account named {name!r} already exists") from None
     if credits_micros:
-        post_entry(account, credits_micros, kind="grant", source_ref=f"account-opening:{account.id}",
+        post_entry(account.id, credits_micros, kind="grant", source_ref=f"account-opening:{account.id}",
                    reason="opening credits")
     db.session.commit()
+    db.session.refresh(account)
     return account
 
 
-def post_entry(account, amount_micros, *, kind, source_ref, reason=None):
+# Built once: SQLAlchemy compiles a statement object once and reuses it, and settlement posts
+# a row on every request.
+_INSERT_ENTRY = insert(LedgerEntry)
+_MOVE_BALANCE = (update(Account).where(Account.id == bindparam("account"))
+                 .values(balance_micros=Account.balance_micros + bindparam("delta")))
+
+
+def post_entry(account_id, amount_micros, *, kind, source_ref, reason=None):
     """Append a ledger row and move the cached balance with it, in the caller's transaction."""
-    db.session.add(LedgerEntry(account_id=account.id, amount_micros=amount_micros, kind=kind,
-                               source_ref=source_ref, reason=reason))
-    account.balance_micros = Account.balance_micros + amount_micros
-    db.session.flush()
+    connection = db.session.connection()
+    connection.execute(_INSERT_ENTRY, {"account_id": account_id, "amount_micros": amount_micros, "kind": kind,
+                                       "source_ref": source_ref, "reason": reason, "created_at": utcnow()})
+    connection.execute(_MOVE_BALANCE, {"account": account_id, "delta": amount_micros})
 
 
 def balance_summary(account_id, low_balance_micros):
@@ -78,8 +87,9 @@ def grant(account, amount_micros, reason, source_ref):
     if not reason or not reason.strip():
         raise InvalidRequest("an adjustment needs a reason")
     try:
-        post_entry(account, amount_micros, kind="adjustment", source_ref=source_ref, reason=reason.strip())
+        post_entry(account.id, amount_micros, kind="adjustment", source_ref=source_ref, reason=reason.strip())
         db.session.commit()
+        db.session.refresh(account)
     except IntegrityError:
         db.session.rollback()
         raise InvalidRequest(f"adjustment {source_ref!r} was already applied") from None

@@ -2,22 +2,42 @@
 
 A request reserves its worst-case cost before any upstream call; settlement turns the
 reservation into the actual debit in the same transaction as the usage event. Deleting the
-reservation row is what makes settlement happen at most once.
+reservation row is what makes settlement happen at most once. Plain SQL statements, not the
+ORM's unit of work: both run on every request.
 """
 from datetime import datetime, timezone
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lunos.catalog import MICRO_USD
 from lunos.errors import InsufficientCredits
 from lunos.extensions import db
-from lunos.models import Account, Reservation
-from lunos.services.accounts import post_entry
+from lunos.models import Account, LedgerEntry, Reservation, UsageEvent
+from lunos.models.account import utcnow
 
 
 def usd(micros):
     return micros / MICRO_USD
+
+
+# Built once, run on the connection: every request reserves and settles, and building a
+# statement costs more than running it.
+_HOLD = (update(Account)
+         .where(Account.id == bindparam("account"), Account.balance_micros - Account.reserved_micros >= bindparam("hold"))
+         .values(reserved_micros=Account.reserved_micros + bindparam("hold")))
+_RELEASE = (update(Account).where(Account.id == bindparam("account"))
+            .values(reserved_micros=Account.reserved_micros - bindparam("release")))
+_RELEASE_AND_DEBIT = (update(Account).where(Account.id == bindparam("account"))
+                      .values(reserved_micros=Account.reserved_micros - bindparam("release"),
+                              balance_micros=Account.balance_micros - bindparam("charge")))
+_INSERT_ENTRY = insert(LedgerEntry)
+_BALANCE = select(Account.balance_micros, Account.reserved_micros).where(Account.id == bindparam("account"))
+_BALANCE_LOCKED = _BALANCE.with_for_update()
+_INSERT_RESERVATION = insert(Reservation)
+_DELETE_RESERVATION = (delete(Reservation).where(Reservation.id == bindparam("reservation"))
+                       .returning(Reservation.amount_micros))
+_INSERT_EVENT = insert(UsageEvent)
 
 
 def reserve(account_id, amount_micros, reservation_id):
@@ -26,59 +46,54 @@ def reserve(account_id, amount_micros, reservation_id):
     One conditional UPDATE: concurrent requests serialise on the account row (PostgreSQL) or the
     database write lock (SQLite), and each sees the others' reservations.
     """
-    held = db.session.execute(
-        update(Account)
-        .where(Account.id == account_id,
-               Account.balance_micros - Account.reserved_micros >= amount_micros)
-        .values(reserved_micros=Account.reserved_micros + amount_micros))
-    if held.rowcount != 1:
+    connection = db.session.connection()
+    if connection.execute(_HOLD, {"account": account_id, "hold": amount_micros}).rowcount != 1:
         db.session.rollback()
-        balance, reserved = db.session.execute(
-            select(Account.balance_micros, Account.reserved_micros).where(Account.id == account_id)).one()
+        balance, reserved = db.session.connection().execute(_BALANCE, {"account": account_id}).one()
+        db.session.rollback()
         raise InsufficientCredits(
             f"Insufficient credits: this request may cost up to ${usd(amount_micros):.6f}, and the "
             f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
-    db.session.add(Reservation(id=reservation_id, account_id=account_id, amount_micros=amount_micros))
+    connection.execute(_INSERT_RESERVATION, {"id": reservation_id, "account_id": account_id,
+                                             "amount_micros": amount_micros, "created_at": utcnow()})
     db.session.commit()
 
 
 def settle(reservation_id, account_id, event):
-    """Write ``event`` and debit its cost against the reservation, in one transaction.
+    """Write the usage ``event`` (a dict of UsageEvent columns, cost_micros included) and debit its
+    cost against the reservation, in one transaction.
 
     Returns False, writing nothing, when the request was settled already. A cost above what the
     account can pay is charged up to that and the rest recorded as ``unbilled_micros``.
     """
     db.session.rollback()  # start clean: this may run after the request's own work failed
+    connection = db.session.connection()
     reserved = 0
     if reservation_id is not None:
-        reserved = db.session.scalar(
-            delete(Reservation).where(Reservation.id == reservation_id).returning(Reservation.amount_micros))
+        # The DELETE takes SQLite's write lock; FOR UPDATE below takes PostgreSQL's row lock.
+        reserved = connection.execute(_DELETE_RESERVATION, {"reservation": reservation_id}).scalar()
         if reserved is None:
             db.session.rollback()
             return False
-        # Takes the account row's lock (or SQLite's write lock) before reading the balance.
-        db.session.execute(update(Account).where(Account.id == account_id)
-                           .values(reserved_micros=Account.reserved_micros - reserved))
-    account = db.session.get(Account, account_id, populate_existing=True)
-    payable = reserved + max(0, account.balance_micros - account.reserved_micros)
-    charged = min(event.cost_micros, payable)
-    event.unbilled_micros = event.cost_micros - charged
-    db.session.add(event)
+    charged = 0
+    if reserved or event["cost_micros"]:
+        balance, held = connection.execute(_BALANCE_LOCKED, {"account": account_id}).one()
+        charged = min(event["cost_micros"], reserved + max(0, balance - held))
+        connection.execute(_RELEASE_AND_DEBIT, {"account": account_id, "release": reserved, "charge": charged})
+    now = utcnow()
     try:
-        db.session.flush()
+        connection.execute(_INSERT_EVENT, {**event, "unbilled_micros": event["cost_micros"] - charged,
+                                           "created_at": now})
     except IntegrityError:  # the event id exists: settled already
         db.session.rollback()
         return False
-    if charged:
-        post_entry(account, -charged, kind="usage", source_ref=f"usage:{event.id}",
-                   reason=f"{event.model} {event.prompt_tokens}+{event.completion_tokens} tokens")
+    if charged:  # the ledger row for the debit made above, with the balance, in this transaction
+        connection.execute(_INSERT_ENTRY, {
+            "account_id": account_id, "amount_micros": -charged, "kind": "usage", "source_ref": f"usage:{event['id']}",
+            "reason": f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens",
+            "created_at": now})
     db.session.commit()
     return True
-
-
-def record(event):
-    """Write a usage event for a request that never reserved (refused before any upstream call)."""
-    return settle(None, event.account_id, event)
 
 
 def release_stale(older_than):

@@ -2,7 +2,6 @@
 import logging
 import time
 
-from lunos.models import UsageEvent
 from lunos.services import credits, limits
 from lunos.tokens import prompt_upper_estimate
 
@@ -52,12 +51,12 @@ class Meter:
 
     def finish(self, *, status, http_status=200, model=None, usage=None, usage_estimated=False,
                attempts=(), error=None):
-        """Write the usage event and settle; only the first call counts."""
+        """Write the usage event (kept as ``self.event``, a dict) and settle; only the first call counts."""
         if self.event is not None:
             return self.event
         tokens = usage_tokens(usage)
         cost = model.cost_micros(tokens["prompt_tokens"], tokens["completion_tokens"]) if model else 0
-        self.event = UsageEvent(
+        self.event = dict(
             id=self.request_id, account_id=self.caller.account_id, key_id=self.caller.key_id,
             app_id=self.caller.app_id, requested_model=self.requested_model,
             model=model.id if model else None, provider=model.provider if model else None,
