@@ -55,16 +55,17 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_ready(url):
+def wait_ready(url, log=None):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if requests.get(url, timeout=1).status_code < 500:
+            if requests.get(url, timeout=5).status_code < 500:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"not ready: {url}")
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise SystemExit(f"not ready after 60 s: {url}\n{tail}")
 
 
 def load(*args):
@@ -102,11 +103,13 @@ def main():
         key = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "lunos", "create-key", "--account",
                               account], cwd=ROOT, env=env, check=True, capture_output=True,
                              text=True).stdout.strip().splitlines()[-1]
-        processes.append(subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                          cwd=ROOT, env={**env, "LUNOS_AUTO_MIGRATE": "false"},
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        log = tmp / "gunicorn.log"
+        with open(log, "wb") as log_file:  # the access log goes here too, as in production
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
+                env={**env, "LUNOS_AUTO_MIGRATE": "false"}, stdout=log_file, stderr=subprocess.STDOUT))
         wait_ready(f"http://127.0.0.1:{up_port}/")
-        wait_ready(f"http://127.0.0.1:{gw_port}/readyz")
+        wait_ready(f"http://127.0.0.1:{gw_port}/readyz", log)
 
         results = {}
         for name, port in (("direct", up_port), ("gateway", gw_port)):

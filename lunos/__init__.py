@@ -7,6 +7,13 @@ from flask import Flask
 __version__ = "0.1.0"
 
 
+def engine_options(settings):
+    if (settings["DATABASE_URL"] or "sqlite").startswith("sqlite"):
+        return {}
+    return {"pool_size": settings["DB_POOL_SIZE"], "max_overflow": settings["DB_POOL_OVERFLOW"],
+            "pool_recycle": 1800}
+
+
 def create_app(config=None):
     """Build the app: embedded defaults, then LUNOS_* environment variables, then ``config``."""
     from lunos import cli, config as settings_module
@@ -22,7 +29,9 @@ def create_app(config=None):
     app.config.update(
         SECRET_KEY=settings["SECRET_KEY"] or settings_module.instance_secret(app.instance_path),
         SQLALCHEMY_DATABASE_URI=settings_module.database_uri(settings["DATABASE_URL"], app.instance_path),
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        # No pre-ping (a round trip per checkout, two checkouts a request): a dropped connection
+        # fails one request with a 503 and SQLAlchemy replaces it. Pool sizes per worker.
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings),
         MAX_CONTENT_LENGTH=settings["MAX_BODY_BYTES"],
         RATELIMIT_STORAGE_URI=settings["REDIS_URL"] or "memory://",
         RATELIMIT_STRATEGY="fixed-window",

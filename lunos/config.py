@@ -43,6 +43,8 @@ class Setting:
 
 SETTINGS = [
     Setting("DATABASE_URL", str, None, "SQLAlchemy URL; default sqlite under instance/"),
+    Setting("DB_POOL_SIZE", _positive(int), 20, "database connections kept open per worker"),
+    Setting("DB_POOL_OVERFLOW", _positive(int), 30, "extra connections a worker may open under load"),
     Setting("REDIS_URL", str, None, "Redis URL for shared state (rate limits); optional"),
     Setting("CATALOG", str, str(SHIPPED_CATALOG), "path of the TOML model catalog"),
     Setting("SECRET_KEY", str, None, "server secret for key hashing; default: generated in instance/"),
