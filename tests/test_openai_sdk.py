@@ -60,3 +60,28 @@ def test_mid_stream_failure_raises_in_sdk(sdk, upstream):
     with pytest.raises(openai.APIError) as failed:
         list(stream)
     assert "mid-stream" in str(failed.value)
+
+
+def test_rate_limit_and_credit_errors(sdk, app, account):
+    from tests.conftest import set_plan
+    set_plan(app, account, "echo-only")  # 3 requests a minute
+    for _ in range(3):
+        sdk.chat.completions.create(model="test/echo", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError) as limited:
+        sdk.chat.completions.create(model="test/echo", messages=[{"role": "user", "content": "hi"}])
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+
+
+def test_insufficient_credits_error(sdk, app, account, upstream):
+    import uuid
+    from lunos.extensions import db
+    from lunos.models import Account
+    from lunos.services import accounts
+    with app.app_context():
+        acct = db.session.get(Account, account)
+        accounts.grant(acct, -acct.balance_micros, "drain", f"test:{uuid.uuid4()}")
+    with pytest.raises(openai.APIStatusError) as broke:
+        sdk.chat.completions.create(model="test/primary", messages=[{"role": "user", "content": "hi"}])
+    assert broke.value.status_code == 402
+    assert broke.value.body["type"] == "insufficient_credits"
+    assert not upstream.seen
