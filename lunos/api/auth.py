@@ -1,13 +1,27 @@
 """API key authentication for the /v1 routes."""
 import functools
+import re
 
 from flask import current_app, g, request
 
+from lunos.errors import InvalidRequest
 from lunos.gateway import current_gateway
 from lunos.services.access import resolve_caller
 from lunos.services.keys import authenticate
 
 DEFAULT_APP_ID = "unknown"
+APP_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def app_id():
+    """The X-App-ID header: 1 to 64 letters, digits, '.', '_' or '-'; absent means 'unknown'."""
+    value = request.headers.get("X-App-ID")
+    if value is None:
+        return DEFAULT_APP_ID
+    if not APP_ID.fullmatch(value):
+        raise InvalidRequest("X-App-ID must be 1 to 64 characters of letters, digits, '.', '_' or '-'.",
+                             param="X-App-ID")
+    return value
 
 
 def presented_key():
@@ -23,7 +37,7 @@ def require_key(view):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         g.key = authenticate(presented_key(), current_app.config["SECRET_KEY"])
-        g.caller = resolve_caller(g.key, request.headers.get("X-App-ID") or DEFAULT_APP_ID,
+        g.caller = resolve_caller(g.key, app_id(),
                                   current_gateway().plans, current_app.config["PAST_DUE_GRACE_DAYS"])
         return view(*args, **kwargs)
     return wrapper

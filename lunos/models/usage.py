@@ -1,7 +1,7 @@
 """Metering: one usage event per chat completion, and the reservations that guard balances."""
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, func
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lunos.extensions import Timestamp, db
@@ -45,4 +45,17 @@ class UsageEvent(db.Model):
     latency_ms: Mapped[int] = mapped_column(default=0)
     ttft_ms: Mapped[int | None]
     attempts: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
+
+
+class App(db.Model):
+    """An application an account registered with a display name. Unregistered X-App-ID values
+    are still recorded on usage events and listed."""
+    __tablename__ = "apps"
+    __table_args__ = (UniqueConstraint("account_id", "app_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    app_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())

@@ -1,0 +1,82 @@
+"""Usage analytics and apps for the caller's own account: /v1/usage, /v1/usage/events, /v1/apps."""
+import csv
+import io
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from lunos.api.auth import APP_ID, require_key
+from lunos.api.chat import json_body
+from lunos.errors import InvalidRequest, NotFound
+from lunos.services import analytics
+from lunos.services.credits import usd
+
+bp = Blueprint("usage", __name__, url_prefix="/v1")
+CSV_COLUMNS = ("group", "name", "requests", "errors", "prompt_tokens", "completion_tokens", "cost",
+               "latency_p50_ms", "latency_p95_ms")
+
+
+@bp.get("/usage")
+@require_key
+def usage():
+    usage_filter = analytics.make_filter(g.caller.account_id, request.args)
+    group_by = request.args.get("group_by", "day")
+    rows = analytics.aggregate(usage_filter, group_by)
+    if request.args.get("format") == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        return Response(out.getvalue(), mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="usage-by-{group_by}.csv"'})
+    return jsonify({"object": "list", "group_by": group_by, "from": usage_filter.start.isoformat(),
+                    "to": usage_filter.end.isoformat(), "data": rows})
+
+
+def _event(event):
+    return {"id": f"chatcmpl-{event.id}", "created_at": event.created_at.isoformat(), "app_id": event.app_id,
+            "key_id": event.key_id, "model": event.model, "requested_model": event.requested_model,
+            "provider": event.provider, "stream": event.stream, "status": event.status,
+            "http_status": event.http_status, "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens, "cost": usd(event.cost_micros),
+            "latency_ms": event.latency_ms, "ttft_ms": event.ttft_ms}
+
+
+@bp.get("/usage/events")
+@require_key
+def usage_events():
+    try:
+        limit = int(request.args.get("limit", 100))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("'limit' is a number from 1 to 1000", param="limit")
+    usage_filter = analytics.make_filter(g.caller.account_id, request.args)
+    page, cursor = analytics.events(usage_filter, limit, request.args.get("cursor"))
+    return jsonify({"object": "list", "data": [_event(e) for e in page], "next_cursor": cursor,
+                    "has_more": cursor is not None})
+
+
+@bp.get("/apps")
+@require_key
+def list_apps():
+    return jsonify({"object": "list", "data": analytics.apps(g.caller.account_id)})
+
+
+def _valid_app_id(app_id):
+    if not APP_ID.fullmatch(app_id):
+        raise InvalidRequest("an app id is 1 to 64 characters of letters, digits, '.', '_' or '-'", param="app_id")
+    return app_id
+
+
+@bp.put("/apps/<app_id>")
+@require_key
+def register_app(app_id):
+    return jsonify(analytics.register_app(g.caller.account_id, _valid_app_id(app_id), json_body().get("name")))
+
+
+@bp.delete("/apps/<app_id>")
+@require_key
+def unregister_app(app_id):
+    if not analytics.unregister_app(g.caller.account_id, _valid_app_id(app_id)):
+        raise NotFound(f"No registered app {app_id!r}.", param="app_id")
+    return jsonify({"app_id": app_id, "deleted": True})
