@@ -22,12 +22,14 @@ def usage():
     group_by = request.args.get("group_by", "day")
     rows = analytics.aggregate(usage_filter, group_by)
     if request.args.get("format") == "csv":
+        dims = analytics.parse_group_by(group_by)
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(out, fieldnames=(*dims, *CSV_COLUMNS[1:]), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+        filename = "usage-by-" + "-".join(dims) + ".csv"
         return Response(out.getvalue(), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="usage-by-{group_by}.csv"'})
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
     return jsonify({"object": "list", "group_by": group_by, "from": usage_filter.start.isoformat(),
                     "to": usage_filter.end.isoformat(), "data": rows})
 

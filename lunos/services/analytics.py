@@ -81,12 +81,23 @@ def _percentile(ordered, fraction):
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def parse_group_by(value):
+    """One dimension, or two joined by a comma (``app,day``: per app, per day)."""
+    dims = tuple(part.strip() for part in (value or "day").split(","))
+    if not 1 <= len(dims) <= 2 or len(set(dims)) != len(dims) or any(d not in GROUPS for d in dims):
+        raise InvalidRequest(f"group_by is one or two of {', '.join(GROUPS)}, comma-separated", param="group_by")
+    return dims
+
+
 def aggregate(usage_filter, group_by):
-    if group_by not in GROUPS:
-        raise InvalidRequest(f"group_by must be one of {', '.join(GROUPS)}", param="group_by")
+    """Rows of requests, errors, tokens, cost and latency percentiles per group, in group order.
+
+    Each row names its group under each dimension (``{"app": ..., "day": ...}``) and, with one
+    dimension, also as ``group``."""
+    dims = parse_group_by(group_by)
     dialect = db.engine.dialect.name
-    bucket = _bucket(group_by, dialect).label("bucket")
-    columns = [bucket, func.count().label("requests"),
+    buckets = [_bucket(dim, dialect).label(f"g_{dim}") for dim in dims]
+    columns = [*buckets, func.count().label("requests"),
                func.sum(case((UsageEvent.status == "ok", 0), else_=1)).label("errors"),
                func.sum(UsageEvent.prompt_tokens).label("prompt_tokens"),
                func.sum(UsageEvent.completion_tokens).label("completion_tokens"),
@@ -94,21 +105,25 @@ def aggregate(usage_filter, group_by):
     if dialect == "postgresql":
         columns += [func.percentile_cont(0.5).within_group(UsageEvent.latency_ms).label("p50"),
                     func.percentile_cont(0.95).within_group(UsageEvent.latency_ms).label("p95")]
-    rows = db.session.execute(select(*columns).where(*usage_filter.clauses()).group_by(bucket)
-                              .order_by(bucket)).all()
+    rows = db.session.execute(select(*columns).where(*usage_filter.clauses()).group_by(*buckets)
+                              .order_by(*buckets)).all()
     percentiles = {}
     if dialect != "postgresql":
         latencies = {}
-        for group, latency in db.session.execute(
-                select(bucket, UsageEvent.latency_ms).where(*usage_filter.clauses()).order_by(bucket,
-                                                                                             UsageEvent.latency_ms)):
-            latencies.setdefault(group, []).append(latency)
+        for *group, latency in db.session.execute(
+                select(*buckets, UsageEvent.latency_ms).where(*usage_filter.clauses())
+                .order_by(*buckets, UsageEvent.latency_ms)):
+            latencies.setdefault(tuple(group), []).append(latency)
         percentiles = {g: (_percentile(v, 0.5), _percentile(v, 0.95)) for g, v in latencies.items()}
-    names = _names(usage_filter.account_id, group_by, [row.bucket for row in rows])
+    names = _names(usage_filter.account_id, dims[0], [row[0] for row in rows])
     result = []
     for row in rows:
-        p50, p95 = (row.p50, row.p95) if dialect == "postgresql" else percentiles.get(row.bucket, (None, None))
-        result.append({"group": row.bucket, "name": names.get(row.bucket), "requests": row.requests,
+        group = tuple(row[:len(dims)])
+        p50, p95 = (row.p50, row.p95) if dialect == "postgresql" else percentiles.get(group, (None, None))
+        labels = dict(zip(dims, group))
+        if len(dims) == 1:
+            labels["group"] = group[0]
+        result.append({**labels, "name": names.get(group[0]), "requests": row.requests,
                        "errors": int(row.errors or 0), "prompt_tokens": int(row.prompt_tokens or 0),
                        "completion_tokens": int(row.completion_tokens or 0),
                        "cost": usd(int(row.cost_micros or 0)),

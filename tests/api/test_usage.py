@@ -69,10 +69,16 @@ def test_usage_csv_export(client, auth, traffic):
     response = client.get("/v1/usage?group_by=app&format=csv", headers=auth)
     assert response.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
-    assert {r["group"]: int(r["requests"]) for r in rows} == {"app-a": 3, "app-b": 2, "unknown": 1}
+    assert {r["app"]: int(r["requests"]) for r in rows} == {"app-a": 3, "app-b": 2, "unknown": 1}
 
 
-@pytest.mark.parametrize("query, param", [("group_by=week", "group_by"), ("from=2026-02-01&to=2026-01-01", "from"),
+def test_usage_per_app_per_day(client, auth, traffic):
+    rows = client.get("/v1/usage?group_by=app,day", headers=auth).get_json()["data"]
+    assert {(r["app"], r["requests"]) for r in rows} == {("app-a", 3), ("app-b", 2), ("unknown", 1)}
+    assert all(len(r["day"]) == 10 and "group" not in r for r in rows)
+
+
+@pytest.mark.parametrize("query, param", [("group_by=week", "group_by"), ("group_by=app,app", "group_by"), ("from=2026-02-01&to=2026-01-01", "from"),
                                           ("from=yesterday", "from"), ("key=abc", "key")])
 def test_bad_usage_queries_are_400(client, auth, query, param):
     response = client.get(f"/v1/usage?{query}", headers=auth)
