@@ -101,15 +101,20 @@ def _model(table, index, providers, where):
     return entry
 
 
-def load_catalog(path):
-    where = f"catalog {path}"
+def read_toml(path, where, error):
+    """The parsed file; a missing or malformed one raises ``error`` naming ``where``."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise CatalogError(f"{where}: file not found") from None
+        raise error(f"{where}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"{where}: invalid TOML: {exc}") from None
+        raise error(f"{where}: invalid TOML: {exc}") from None
+
+
+def load_catalog(path):
+    where = f"catalog {path}"
+    data = read_toml(path, where, CatalogError)
 
     providers = {}
     for name, table in _require(data, "providers", dict, where).items():

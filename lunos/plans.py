@@ -2,12 +2,11 @@
 
 Read from a TOML file (LUNOS_PLANS); a bad file stops start-up naming the file, plan and problem.
 """
-import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
-from lunos.catalog import MICRO_USD
+from lunos.catalog import MICRO_USD, read_toml
 
 
 class PlansError(Exception):
@@ -56,13 +55,7 @@ def _field(table, key, kind, where):
 
 def load_plans(path):
     where = f"plans {path}"
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise PlansError(f"{where}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PlansError(f"{where}: invalid TOML: {exc}") from None
+    data = read_toml(path, where, PlansError)
     plans = {}
     for name, table in (data.get("plans") or {}).items():
         at = f"{where} [plans.{name}]"
