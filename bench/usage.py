@@ -18,7 +18,9 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 
 from lunos import create_app  # noqa: E402
 from lunos.extensions import db  # noqa: E402
+from lunos.models.usage import LATENCY_BUCKETS_MS  # noqa: E402
 from lunos.services import accounts, analytics, keys  # noqa: E402
+from lunos.services.rollup import LATENCY_COLUMNS  # noqa: E402
 
 SCHEMA = "lunos_usage_bench"
 
@@ -31,6 +33,23 @@ SELECT md5(i::text), :account, :key, 'app-' || (i % 20), 'model-' || (i % 5), 'm
        100 + i % 900, 20 + i % 300, 0, 0, false, 50 + i % 1000, 0, 100 + (i::bigint * 7919) % 4000, 80, '[]',
        :end - (i % (30 * 24 * 3600)) * interval '1 second'
 FROM generate_series(1, :events) AS i
+"""
+
+
+def rollup_sql():
+    """The hourly rollup of the generated events, as settlement would have written it."""
+    bounds = LATENCY_BUCKETS_MS[:-1]
+    histogram = [f"sum(CASE WHEN latency_ms <= {bounds[0]} THEN 1 ELSE 0 END)"]
+    histogram += [f"sum(CASE WHEN latency_ms > {low} AND latency_ms <= {high} THEN 1 ELSE 0 END)"
+                  for low, high in zip(bounds, bounds[1:])]
+    histogram.append(f"sum(CASE WHEN latency_ms > {bounds[-1]} THEN 1 ELSE 0 END)")
+    return f"""
+INSERT INTO usage_hourly (account_id, hour, app_id, model, key_id, requests, errors, prompt_tokens,
+                          completion_tokens, cost_micros, {', '.join(LATENCY_COLUMNS)})
+SELECT account_id, date_trunc('hour', created_at), app_id, coalesce(model, requested_model), key_id, count(*),
+       sum(CASE WHEN status = 'ok' THEN 0 ELSE 1 END), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros),
+       {', '.join(histogram)}
+FROM usage_events GROUP BY 1, 2, 3, 4, 5
 """
 
 
@@ -57,8 +76,10 @@ def main():
         started = time.monotonic()
         db.session.execute(sa.text(GENERATE), {"account": account.id, "key": key.id, "end": end,
                                                "events": args.events})
+        db.session.execute(sa.text(rollup_sql()))
         db.session.commit()
         db.session.execute(sa.text("ANALYZE usage_events"))
+        db.session.execute(sa.text("ANALYZE usage_hourly"))
         db.session.commit()
         print(f"generated {args.events:,} events in {time.monotonic() - started:.1f} s")
 

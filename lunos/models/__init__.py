@@ -1,6 +1,6 @@
 from lunos.models.account import Account, LedgerEntry
 from lunos.models.api_key import ApiKey
 from lunos.models.billing import StripeEvent
-from lunos.models.usage import App, Reservation, UsageEvent
+from lunos.models.usage import App, Reservation, UsageEvent, UsageHourly
 
-__all__ = ["Account", "LedgerEntry", "ApiKey", "StripeEvent", "Reservation", "UsageEvent", "App"]
+__all__ = ["Account", "LedgerEntry", "ApiKey", "StripeEvent", "Reservation", "UsageEvent", "App", "UsageHourly"]

@@ -59,3 +59,43 @@ class App(db.Model):
     app_id: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
+
+
+# Upper bounds (ms) of the latency histogram kept per hour; the last bucket is open-ended.
+LATENCY_BUCKETS_MS = (25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000, 20000, 60000, None)
+
+
+class UsageHourly(db.Model):
+    """Usage events rolled up per account, hour, app, model and key, in the same transaction as
+    each event: analytics read this instead of scanning every event. Latency percentiles come
+    from its histogram (lat_0 .. lat_15, counts per LATENCY_BUCKETS_MS bucket)."""
+    __tablename__ = "usage_hourly"
+    __table_args__ = (UniqueConstraint("account_id", "hour", "app_id", "model", "key_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    hour: Mapped[datetime] = mapped_column(Timestamp)
+    app_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[int] = mapped_column(BigInteger)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat_0: Mapped[int] = mapped_column(default=0)
+    lat_1: Mapped[int] = mapped_column(default=0)
+    lat_2: Mapped[int] = mapped_column(default=0)
+    lat_3: Mapped[int] = mapped_column(default=0)
+    lat_4: Mapped[int] = mapped_column(default=0)
+    lat_5: Mapped[int] = mapped_column(default=0)
+    lat_6: Mapped[int] = mapped_column(default=0)
+    lat_7: Mapped[int] = mapped_column(default=0)
+    lat_8: Mapped[int] = mapped_column(default=0)
+    lat_9: Mapped[int] = mapped_column(default=0)
+    lat_10: Mapped[int] = mapped_column(default=0)
+    lat_11: Mapped[int] = mapped_column(default=0)
+    lat_12: Mapped[int] = mapped_column(default=0)
+    lat_13: Mapped[int] = mapped_column(default=0)
+    lat_14: Mapped[int] = mapped_column(default=0)
+    lat_15: Mapped[int] = mapped_column(default=0)

@@ -1,20 +1,22 @@
 """Usage analytics for one account: aggregates by app, model, key, day or hour, and raw events.
 
-Aggregation runs in SQL on the (account_id, created_at) and (account_id, app_id, created_at)
-indexes. PostgreSQL computes latency percentiles too; SQLite, which has no percentile function,
-gets them from the grouped latencies in Python (development-sized data).
+Aggregates are summed in SQL from the hourly rollup (written with each usage event), so a month
+of a busy account is a few thousand rows rather than every event; so their time range has hour
+granularity. Latency percentiles are estimated from the rollup's histogram. Raw events are paged
+from usage_events on its (account_id, created_at) index.
 """
 import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from lunos.errors import InvalidRequest
 from lunos.extensions import db
-from lunos.models import ApiKey, App, UsageEvent
+from lunos.models import ApiKey, App, UsageEvent, UsageHourly
 from lunos.services.credits import usd
+from lunos.services.rollup import LATENCY_COLUMNS, percentile
 
 GROUPS = ("app", "model", "key", "day", "hour")
 MAX_RANGE = timedelta(days=366)
@@ -28,6 +30,19 @@ class UsageFilter:
     app: str | None = None
     model: str | None = None
     key: int | None = None
+
+    def rollup_clauses(self):
+        """The same filter on the hourly rollup: every hour that overlaps [start, end)."""
+        first_hour = self.start.replace(minute=0, second=0, microsecond=0)
+        clauses = [UsageHourly.account_id == self.account_id, UsageHourly.hour >= first_hour,
+                   UsageHourly.hour < self.end]
+        if self.app:
+            clauses.append(UsageHourly.app_id == self.app)
+        if self.model:
+            clauses.append(UsageHourly.model == self.model)
+        if self.key is not None:
+            clauses.append(UsageHourly.key_id == self.key)
+        return clauses
 
     def clauses(self):
         clauses = [UsageEvent.account_id == self.account_id, UsageEvent.created_at >= self.start,
@@ -66,19 +81,10 @@ def make_filter(account_id, args, now=None):
 def _bucket(group_by, dialect):
     if group_by in ("day", "hour"):
         if dialect == "postgresql":
-            return func.to_char(func.date_trunc(group_by, func.timezone("UTC", UsageEvent.created_at)),
+            return func.to_char(func.date_trunc(group_by, func.timezone("UTC", UsageHourly.hour)),
                                 "YYYY-MM-DD" if group_by == "day" else 'YYYY-MM-DD"T"HH24:00:00"Z"')
-        return func.strftime("%Y-%m-%d" if group_by == "day" else "%Y-%m-%dT%H:00:00Z", UsageEvent.created_at)
-    return {"app": UsageEvent.app_id, "model": func.coalesce(UsageEvent.model, UsageEvent.requested_model),
-            "key": UsageEvent.key_id}[group_by]
-
-
-def _percentile(ordered, fraction):
-    if not ordered:
-        return None
-    position = (len(ordered) - 1) * fraction  # linear interpolation, as percentile_cont
-    low, high = int(position), min(int(position) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+        return func.strftime("%Y-%m-%d" if group_by == "day" else "%Y-%m-%dT%H:00:00Z", UsageHourly.hour)
+    return {"app": UsageHourly.app_id, "model": UsageHourly.model, "key": UsageHourly.key_id}[group_by]
 
 
 def parse_group_by(value):
@@ -95,35 +101,21 @@ def aggregate(usage_filter, group_by):
     Each row names its group under each dimension (``{"app": ..., "day": ...}``) and, with one
     dimension, also as ``group``."""
     dims = parse_group_by(group_by)
-    dialect = db.engine.dialect.name
-    buckets = [_bucket(dim, dialect).label(f"g_{dim}") for dim in dims]
-    columns = [*buckets, func.count().label("requests"),
-               func.sum(case((UsageEvent.status == "ok", 0), else_=1)).label("errors"),
-               func.sum(UsageEvent.prompt_tokens).label("prompt_tokens"),
-               func.sum(UsageEvent.completion_tokens).label("completion_tokens"),
-               func.sum(UsageEvent.cost_micros).label("cost_micros")]
-    if dialect == "postgresql":
-        columns += [func.percentile_cont(0.5).within_group(UsageEvent.latency_ms).label("p50"),
-                    func.percentile_cont(0.95).within_group(UsageEvent.latency_ms).label("p95")]
-    rows = db.session.execute(select(*columns).where(*usage_filter.clauses()).group_by(*buckets)
-                              .order_by(*buckets)).all()
-    percentiles = {}
-    if dialect != "postgresql":
-        latencies = {}
-        for *group, latency in db.session.execute(
-                select(*buckets, UsageEvent.latency_ms).where(*usage_filter.clauses())
-                .order_by(*buckets, UsageEvent.latency_ms)):
-            latencies.setdefault(tuple(group), []).append(latency)
-        percentiles = {g: (_percentile(v, 0.5), _percentile(v, 0.95)) for g, v in latencies.items()}
+    buckets = [_bucket(dim, db.engine.dialect.name).label(f"g_{dim}") for dim in dims]
+    sums = [func.sum(getattr(UsageHourly, name)).label(name) for name in
+            ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", *LATENCY_COLUMNS)]
+    rows = db.session.execute(select(*buckets, *sums).where(*usage_filter.rollup_clauses())
+                              .group_by(*buckets).order_by(*buckets)).all()
     names = _names(usage_filter.account_id, dims[0], [row[0] for row in rows])
     result = []
     for row in rows:
         group = tuple(row[:len(dims)])
-        p50, p95 = (row.p50, row.p95) if dialect == "postgresql" else percentiles.get(group, (None, None))
+        histogram = [int(getattr(row, name) or 0) for name in LATENCY_COLUMNS]
         labels = dict(zip(dims, group))
         if len(dims) == 1:
             labels["group"] = group[0]
-        result.append({**labels, "name": names.get(group[0]), "requests": row.requests,
+        p50, p95 = percentile(histogram, 0.5), percentile(histogram, 0.95)
+        result.append({**labels, "name": names.get(group[0]), "requests": int(row.requests),
                        "errors": int(row.errors or 0), "prompt_tokens": int(row.prompt_tokens or 0),
                        "completion_tokens": int(row.completion_tokens or 0),
                        "cost": usd(int(row.cost_micros or 0)),

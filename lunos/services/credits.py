@@ -15,6 +15,7 @@ from lunos.errors import InsufficientCredits
 from lunos.extensions import db
 from lunos.models import Account, LedgerEntry, Reservation, UsageEvent
 from lunos.models.account import utcnow
+from lunos.services.rollup import roll_up
 
 
 def usd(micros):
@@ -87,6 +88,7 @@ def settle(reservation_id, account_id, event):
     except IntegrityError:  # the event id exists: settled already
         db.session.rollback()
         return False
+    roll_up(connection, event, now)
     if charged:  # the ledger row for the debit made above, with the balance, in this transaction
         connection.execute(_INSERT_ENTRY, {
             "account_id": account_id, "amount_micros": -charged, "kind": "usage", "source_ref": f"usage:{event['id']}",

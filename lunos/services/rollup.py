@@ -1,0 +1,53 @@
+"""The hourly usage rollup: one UPSERT per usage event, in the settlement's transaction."""
+import bisect
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from lunos.models.usage import LATENCY_BUCKETS_MS, UsageHourly
+
+_BOUNDS = LATENCY_BUCKETS_MS[:-1]
+LATENCY_COLUMNS = tuple(f"lat_{i}" for i in range(len(LATENCY_BUCKETS_MS)))
+_SUMMED = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", *LATENCY_COLUMNS)
+_KEY = ("account_id", "hour", "app_id", "model", "key_id")
+_upserts = {}
+
+
+def latency_bucket(latency_ms):
+    return bisect.bisect_left(_BOUNDS, latency_ms)
+
+
+def _upsert(dialect):
+    """INSERT ... ON CONFLICT DO UPDATE adding to the counters, built once per dialect."""
+    if dialect not in _upserts:
+        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+        statement = insert(UsageHourly)
+        _upserts[dialect] = statement.on_conflict_do_update(
+            index_elements=list(_KEY),
+            set_={name: getattr(UsageHourly, name) + getattr(statement.excluded, name) for name in _SUMMED})
+    return _upserts[dialect]
+
+
+def roll_up(connection, event, at):
+    row = {name: 0 for name in LATENCY_COLUMNS}
+    row.update(account_id=event["account_id"], hour=at.replace(minute=0, second=0, microsecond=0),
+               app_id=event["app_id"], model=event["model"] or event["requested_model"] or "",
+               key_id=event["key_id"] or 0, requests=1, errors=int(event["status"] != "ok"),
+               prompt_tokens=event["prompt_tokens"], completion_tokens=event["completion_tokens"],
+               cost_micros=event["cost_micros"])
+    row[LATENCY_COLUMNS[latency_bucket(event["latency_ms"])]] = 1
+    connection.execute(_upsert(connection.dialect.name), row)
+
+
+def percentile(bucket_counts, fraction):
+    """Estimate a latency percentile from summed histogram counts, interpolating in its bucket."""
+    total = sum(bucket_counts)
+    if not total:
+        return None
+    rank, seen = fraction * total, 0
+    for index, count in enumerate(bucket_counts):
+        if count and seen + count >= rank:
+            low = LATENCY_BUCKETS_MS[index - 1] if index else 0
+            high = LATENCY_BUCKETS_MS[index] or low * 2  # the open bucket: up to twice its floor
+            return low + (high - low) * (rank - seen) / count
+        seen += count
+    return None
