@@ -8,6 +8,7 @@ from flask.cli import AppGroup
 
 from lunos.errors import LunosError
 from lunos.extensions import db
+from lunos.models.api_key import INFERENCE, MANAGEMENT
 from lunos.services import accounts, credits, keys
 
 lunos_cli = AppGroup("lunos", help="Manage Lunos accounts and keys.")
@@ -36,14 +37,16 @@ def create_account(name, credits_usd):
 @lunos_cli.command("create-key")
 @click.option("--account", "account_name", required=True, help="Name of the account the key belongs to.")
 @click.option("--name", "label", default="default", show_default=True, help="A label for the key.")
-def create_key(account_name, label):
+@click.option("--management", is_flag=True, help="A management key: manages keys, reads usage, calls no model.")
+def create_key(account_name, label, management):
     """Create an API key; the secret is printed alone on the last line, once."""
     try:
         account = accounts.get_account(account_name)
     except LunosError as error:
         _fail(error)
-    key, secret = keys.create_key(account, current_app.config["SECRET_KEY"], name=label)
-    click.echo(f"created key {key.name!r} ({key.prefix}...) for account {account.name!r}; "
+    key, secret = keys.create_key(account, current_app.config["SECRET_KEY"], name=label,
+                                  kind=MANAGEMENT if management else INFERENCE)
+    click.echo(f"created {key.kind} key {key.name!r} ({key.prefix}...) for account {account.name!r}; "
                "store it now, it is not shown again:")
     click.echo(secret)
 

@@ -4,15 +4,18 @@ import uuid
 from flask import g
 
 from lunos.api.account import bp as account_bp
+from lunos.api.admin import bp as admin_bp
 from lunos.api.billing import bp as billing_bp
 from lunos.api.chat import bp as chat_bp
 from lunos.api.health import bp as health_bp
+from lunos.api.keys import bp as keys_bp
 from lunos.api.models import bp as models_bp
 from lunos.api.usage import bp as usage_bp
 
 
 def register_blueprints(app):
-    for blueprint in (health_bp, models_bp, chat_bp, account_bp, billing_bp, usage_bp):
+    for blueprint in (health_bp, models_bp, chat_bp, account_bp, billing_bp, usage_bp, keys_bp,
+                      admin_bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

@@ -1,16 +1,15 @@
 """API key authentication for the /v1 routes."""
 import functools
-import re
 
 from flask import current_app, g, request
 
 from lunos.errors import InvalidRequest
 from lunos.gateway import current_gateway
+from lunos.schemas import APP_ID
 from lunos.services.access import resolve_caller
 from lunos.services.keys import authenticate
 
 DEFAULT_APP_ID = "unknown"
-APP_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def app_id():

@@ -4,9 +4,10 @@ import io
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from lunos.api.auth import APP_ID, require_key
+from lunos.api.auth import require_key
 from lunos.api.chat import json_body
 from lunos.errors import InvalidRequest, NotFound
+from lunos.schemas import APP_ID
 from lunos.services import analytics
 from lunos.services.credits import usd
 

@@ -29,6 +29,7 @@ class Account(db.Model):
     subscription_event_at: Mapped[int | None] = mapped_column(BigInteger)
     flagged: Mapped[bool] = mapped_column(default=False, server_default="0")
     flag_reason: Mapped[str | None] = mapped_column(String(500))
+    suspended: Mapped[bool] = mapped_column(default=False, server_default="0")  # no key of it works
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
 
 

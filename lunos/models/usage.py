@@ -15,6 +15,8 @@ class Reservation(db.Model):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the request id
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     amount_micros: Mapped[int] = mapped_column(BigInteger)
+    # Set when the amount is also held against the key's credit limit.
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
 
 

@@ -1,7 +1,12 @@
 """marshmallow schemas for request bodies, and the one way their errors become a 400."""
+import re
+
 from marshmallow import ValidationError
 
 from lunos.errors import InvalidRequest
+
+# An X-App-ID value: 1 to 64 letters, digits, '.', '_' or '-'.
+APP_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def _first_error(messages, path=""):

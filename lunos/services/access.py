@@ -12,11 +12,18 @@ ENDED = frozenset({"canceled", "unpaid", "incomplete_expired", "restricted"})
 
 @dataclass(frozen=True)
 class Caller:
-    key_id: int
-    account_id: int
+    key: object  # KeyIdentity
     app_id: str
     plan: Plan
     quota: Quota
+
+    @property
+    def key_id(self):
+        return self.key.id
+
+    @property
+    def account_id(self):
+        return self.key.account_id
 
 
 def effective_plan(plans, key, grace_days, now=None):
@@ -33,7 +40,7 @@ def effective_plan(plans, key, grace_days, now=None):
 
 def resolve_caller(key, app_id, plans, grace_days):
     plan = effective_plan(plans, key, grace_days)
-    return Caller(key_id=key.id, account_id=key.account_id, app_id=app_id, plan=plan,
+    return Caller(key=key, app_id=app_id, plan=plan,
                   quota=Quota(key.requests_per_minute or plan.requests_per_minute, plan.tokens_per_minute))
 
 

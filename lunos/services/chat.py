@@ -4,7 +4,9 @@ import time
 
 from lunos.errors import LunosError, ModelNotFound, UpstreamFailed
 from lunos.providers.base import ProviderError
+from lunos.models.api_key import INFERENCE
 from lunos.services.access import check_plan
+from lunos.services.keys import check_key_scope, require_kind
 from lunos.services.credits import usd
 from lunos.services.metering import Meter
 from lunos.services.streaming import KEEPALIVE, SSE_DONE, SSE_KEEPALIVE, sse_event, with_keepalive
@@ -58,7 +60,9 @@ class Completion:
         self.plan = gateway.router.plan(self.models)
         self.attempts = []
         try:
+            require_kind(caller.key, INFERENCE)
             check_plan(caller.plan, self.models)
+            check_key_scope(caller.key, self.models, caller.app_id)
             self.meter.admit(self.models, body)
         except LunosError as error:
             self.fail(error, status="refused")

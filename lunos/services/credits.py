@@ -7,14 +7,15 @@ ORM's unit of work: both run on every request.
 """
 from datetime import datetime, timezone
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from lunos.catalog import MICRO_USD
 from lunos.errors import InsufficientCredits
 from lunos.extensions import db
-from lunos.models import Account, LedgerEntry, Reservation, UsageEvent
+from lunos.models import Account, ApiKey, LedgerEntry, Reservation, UsageEvent
 from lunos.models.account import utcnow
+from lunos.services.keys import window_start
 from lunos.services.rollup import roll_up
 
 
@@ -37,17 +38,39 @@ _BALANCE = select(Account.balance_micros, Account.reserved_micros).where(Account
 _BALANCE_LOCKED = _BALANCE.with_for_update()
 _INSERT_RESERVATION = insert(Reservation)
 _DELETE_RESERVATION = (delete(Reservation).where(Reservation.id == bindparam("reservation"))
-                       .returning(Reservation.amount_micros))
+                       .returning(Reservation.amount_micros, Reservation.key_id))
 _INSERT_EVENT = insert(UsageEvent)
+_NEW_WINDOW = (update(ApiKey).where(ApiKey.id == bindparam("key"),
+                                    or_(ApiKey.window_start.is_(None), ApiKey.window_start < bindparam("start")))
+               .values(spent_micros=0, window_start=bindparam("start")))
+_HOLD_KEY = (update(ApiKey)
+             .where(ApiKey.id == bindparam("key"),
+                    ApiKey.spent_micros + ApiKey.reserved_micros + bindparam("hold") <= ApiKey.credit_limit_micros)
+             .values(reserved_micros=ApiKey.reserved_micros + bindparam("hold")))
+_SETTLE_KEY = (update(ApiKey).where(ApiKey.id == bindparam("key"))
+               .values(reserved_micros=ApiKey.reserved_micros - bindparam("release"),
+                       spent_micros=ApiKey.spent_micros + bindparam("charge")))
 
 
-def reserve(account_id, amount_micros, reservation_id):
+def reserve(account_id, amount_micros, reservation_id, key=None):
     """Hold ``amount_micros`` of the account's available balance, or raise InsufficientCredits.
 
     One conditional UPDATE: concurrent requests serialise on the account row (PostgreSQL) or the
-    database write lock (SQLite), and each sees the others' reservations.
+    database write lock (SQLite), and each sees the others' reservations. A key with a credit
+    limit (``key``, a KeyIdentity) holds the amount against its limit the same way.
     """
     connection = db.session.connection()
+    limited = key is not None and key.credit_limit_micros is not None
+    if limited:
+        start = window_start(key.credit_limit_reset)
+        if start is not None:
+            connection.execute(_NEW_WINDOW, {"key": key.id, "start": start})
+        if connection.execute(_HOLD_KEY, {"key": key.id, "hold": amount_micros}).rowcount != 1:
+            db.session.rollback()
+            raise InsufficientCredits(
+                f"This key's credit limit (${usd(key.credit_limit_micros):.2f}"
+                f"{' ' + key.credit_limit_reset if key.credit_limit_reset else ''}) cannot cover this request, "
+                f"which may cost up to ${usd(amount_micros):.6f}.", code="key_limit_exceeded")
     if connection.execute(_HOLD, {"account": account_id, "hold": amount_micros}).rowcount != 1:
         db.session.rollback()
         balance, reserved = db.session.connection().execute(_BALANCE, {"account": account_id}).one()
@@ -56,7 +79,8 @@ def reserve(account_id, amount_micros, reservation_id):
             f"Insufficient credits: this request may cost up to ${usd(amount_micros):.6f}, and the "
             f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
     connection.execute(_INSERT_RESERVATION, {"id": reservation_id, "account_id": account_id,
-                                             "amount_micros": amount_micros, "created_at": utcnow()})
+                                             "amount_micros": amount_micros, "key_id": key.id if limited else None,
+                                             "created_at": utcnow()})
     db.session.commit()
 
 
@@ -69,18 +93,21 @@ def settle(reservation_id, account_id, event):
     """
     db.session.rollback()  # start clean: this may run after the request's own work failed
     connection = db.session.connection()
-    reserved = 0
+    reserved, held_key = 0, None
     if reservation_id is not None:
         # The DELETE takes SQLite's write lock; FOR UPDATE below takes PostgreSQL's row lock.
-        reserved = connection.execute(_DELETE_RESERVATION, {"reservation": reservation_id}).scalar()
-        if reserved is None:
+        released = connection.execute(_DELETE_RESERVATION, {"reservation": reservation_id}).first()
+        if released is None:
             db.session.rollback()
             return False
+        reserved, held_key = released
     charged = 0
     if reserved or event["cost_micros"]:
         balance, held = connection.execute(_BALANCE_LOCKED, {"account": account_id}).one()
         charged = min(event["cost_micros"], reserved + max(0, balance - held))
         connection.execute(_RELEASE_AND_DEBIT, {"account": account_id, "release": reserved, "charge": charged})
+    if held_key is not None:
+        connection.execute(_SETTLE_KEY, {"key": held_key, "release": reserved, "charge": charged})
     now = utcnow()
     try:
         connection.execute(_INSERT_EVENT, {**event, "unbilled_micros": event["cost_micros"] - charged,
@@ -104,11 +131,13 @@ def release_stale(older_than):
     released = 0
     for reservation_id, account_id in db.session.execute(
             select(Reservation.id, Reservation.account_id).where(Reservation.created_at < cutoff)).all():
-        amount = db.session.scalar(
-            delete(Reservation).where(Reservation.id == reservation_id).returning(Reservation.amount_micros))
-        if amount is not None:
-            db.session.execute(update(Account).where(Account.id == account_id)
-                               .values(reserved_micros=Account.reserved_micros - amount))
+        connection = db.session.connection()
+        row = connection.execute(_DELETE_RESERVATION, {"reservation": reservation_id}).first()
+        if row is not None:
+            amount, key_id = row
+            connection.execute(_RELEASE, {"account": account_id, "release": amount})
+            if key_id is not None:
+                connection.execute(_SETTLE_KEY, {"key": key_id, "release": amount, "charge": 0})
             released += 1
         db.session.commit()
     return released

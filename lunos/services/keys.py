@@ -1,4 +1,4 @@
-"""API key creation and authentication.
+"""API keys: creation, authentication, and management.
 
 Secrets look like ``sk-lunos-<random>``. Only HMAC-SHA256(server secret, key) and a short
 display prefix are stored, so a database leak does not leak usable keys.
@@ -7,13 +7,15 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from fnmatch import fnmatchcase
 
 from sqlalchemy import bindparam, select
 
-from lunos.errors import AuthenticationFailed
+from lunos.errors import AuthenticationFailed, NotFound, PermissionDenied
 from lunos.extensions import db
 from lunos.models import Account, ApiKey
+from lunos.models.api_key import INFERENCE, MANAGEMENT
 
 KEY_PREFIX = "sk-lunos-"
 
@@ -25,7 +27,12 @@ class KeyIdentity:
     account_id: int
     name: str
     prefix: str
+    kind: str
     requests_per_minute: int | None
+    allowed_models: list | None
+    allowed_apps: list | None
+    credit_limit_micros: int | None
+    credit_limit_reset: str | None
     plan: str | None
     subscription_status: str | None
     past_due_since: datetime | None
@@ -33,9 +40,10 @@ class KeyIdentity:
 
 # Runs on every request: plain columns, and one statement object so SQLAlchemy reuses its
 # compiled form (building the WHERE clause per call costs four times the query).
-_LOOKUP = (select(ApiKey.id, ApiKey.account_id, ApiKey.name, ApiKey.prefix, ApiKey.requests_per_minute,
+_LOOKUP = (select(ApiKey.id, ApiKey.account_id, ApiKey.name, ApiKey.prefix, ApiKey.kind, ApiKey.requests_per_minute,
+                  ApiKey.allowed_models, ApiKey.allowed_apps, ApiKey.credit_limit_micros, ApiKey.credit_limit_reset,
                   Account.plan, Account.subscription_status, Account.past_due_since,
-                  ApiKey.revoked_at, ApiKey.expires_at)
+                  ApiKey.revoked_at, ApiKey.expires_at, ApiKey.disabled, Account.suspended)
            .join(Account, Account.id == ApiKey.account_id)
            .where(ApiKey.secret_hash == bindparam("secret_hash")))
 
@@ -44,19 +52,19 @@ def hash_secret(secret, server_secret):
     return hmac.new(server_secret.encode(), secret.encode(), hashlib.sha256).hexdigest()
 
 
-def create_key(account, server_secret, name="default", expires_at=None):
+def as_utc(moment):
+    # SQLite hands back naive datetimes; they were written as UTC.
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def create_key(account, server_secret, name="default", kind=INFERENCE, **settings):
     """Return (ApiKey, secret). The secret is not kept anywhere: show it once."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(account_id=account.id, name=name or "default", prefix=secret[:len(KEY_PREFIX) + 6],
-                 secret_hash=hash_secret(secret, server_secret), expires_at=expires_at)
+    key = ApiKey(account_id=account.id, name=name or "default", kind=kind, prefix=secret[:len(KEY_PREFIX) + 6],
+                 secret_hash=hash_secret(secret, server_secret), **settings)
     db.session.add(key)
     db.session.commit()
     return key, secret
-
-
-def as_utc(moment):
-    # SQLite hands back naive datetimes; they were written as UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def authenticate(secret, server_secret):
@@ -71,7 +79,69 @@ def authenticate(secret, server_secret):
         raise AuthenticationFailed("Incorrect API key provided.")
     if row.revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
+    if row.disabled:
+        raise AuthenticationFailed("This API key is disabled.")
     if row.expires_at is not None and as_utc(row.expires_at) <= datetime.now(timezone.utc):
         raise AuthenticationFailed("This API key has expired.")
-    return KeyIdentity(row.id, row.account_id, row.name, row.prefix, row.requests_per_minute, row.plan,
-                       row.subscription_status, as_utc(row.past_due_since) if row.past_due_since else None)
+    if row.suspended:
+        raise PermissionDenied("This account is suspended: contact the operator of this gateway.")
+    return KeyIdentity(row.id, row.account_id, row.name, row.prefix, row.kind, row.requests_per_minute,
+                       row.allowed_models, row.allowed_apps, row.credit_limit_micros, row.credit_limit_reset,
+                       row.plan, row.subscription_status, as_utc(row.past_due_since))
+
+
+def require_kind(key, kind):
+    if key.kind != kind:
+        if kind == MANAGEMENT:
+            raise PermissionDenied("This endpoint needs a management key; this is an inference key.")
+        raise PermissionDenied("Management keys cannot call models: use an inference key.")
+
+
+def check_key_scope(key, models, app_id):
+    """A key's own restrictions, on top of its plan's: the models and apps it may use."""
+    if key.allowed_apps is not None and app_id not in key.allowed_apps:
+        raise PermissionDenied(f"This key may not be used for the app '{app_id}'.", param="X-App-ID")
+    if key.allowed_models is not None:
+        for model in models:
+            if not any(fnmatchcase(model.id, pattern) for pattern in key.allowed_models):
+                raise PermissionDenied(f"This key may not use the model '{model.id}'.", param="model")
+
+
+def window_start(reset, now=None):
+    """Start of the current credit-limit window (UTC): today, this week (Monday), this month."""
+    now = now or datetime.now(timezone.utc)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if reset == "daily":
+        return day
+    if reset == "weekly":
+        return day - timedelta(days=day.weekday())
+    if reset == "monthly":
+        return day.replace(day=1)
+    return None
+
+
+def get_key(account_id, key_id):
+    key = db.session.get(ApiKey, key_id)
+    if key is None or key.account_id != account_id:
+        raise NotFound(f"No key with id {key_id}.", param="id")
+    return key
+
+
+def list_keys(account_id):
+    return db.session.scalars(select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.id)).all()
+
+
+def update_key(key, changes):
+    for field, value in changes.items():
+        setattr(key, field, value)
+    if "credit_limit_reset" in changes:
+        key.window_start = None  # the next request starts a window of the new length
+    db.session.commit()
+    return key
+
+
+def revoke_key(key):
+    if key.revoked_at is None:
+        key.revoked_at = datetime.now(timezone.utc)
+        db.session.commit()
+    return key

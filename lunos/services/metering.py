@@ -42,7 +42,7 @@ class Meter:
     def admit(self, models, body):
         """Rate limits, then the reservation; either refusal is raised."""
         self.rate_headers = limits.admit(self.caller.key_id, self.caller.quota)
-        credits.reserve(self.caller.account_id, worst_case_micros(models, body), self.request_id)
+        credits.reserve(self.caller.account_id, worst_case_micros(models, body), self.request_id, self.caller.key)
         self.reservation_id = self.request_id
 
     def output_started(self):

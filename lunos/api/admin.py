@@ -1,0 +1,114 @@
+"""The operator's API under /admin, authorised by LUNOS_ADMIN_TOKEN: accounts, credits, plans."""
+import functools
+import hmac
+import uuid
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import select
+
+from lunos.api.chat import json_body
+from lunos.errors import AuthenticationFailed, InvalidRequest, NotFound
+from lunos.extensions import db
+from lunos.gateway import current_gateway
+from lunos.models import Account, LedgerEntry
+from lunos.services import accounts
+from lunos.services.credits import usd
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def admin_only(view):
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        token = current_app.config["ADMIN_TOKEN"]
+        if not token:
+            raise NotFound("The requested URL was not found on the server.")  # no admin API configured
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            raise AuthenticationFailed("Invalid admin token.")
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def _account(account_id):
+    account = db.session.get(Account, account_id)
+    if account is None:
+        raise NotFound(f"No account with id {account_id}.", param="id")
+    return account
+
+
+def describe(account):
+    return {"id": account.id, "name": account.name, "balance": usd(account.balance_micros),
+            "reserved": usd(account.reserved_micros), "plan": account.plan or current_gateway().plans.default,
+            "subscription_status": account.subscription_status, "stripe_customer_id": account.stripe_customer_id,
+            "suspended": account.suspended, "flagged": account.flagged, "flag_reason": account.flag_reason,
+            "created_at": account.created_at.isoformat()}
+
+
+@bp.post("/accounts")
+@admin_only
+def create_account():
+    body = json_body()
+    credits = accounts.usd_to_micros(body.get("credits_usd", 0))
+    if credits < 0:
+        raise InvalidRequest("credits_usd must not be negative", param="credits_usd")
+    account = accounts.create_account(body.get("name"), credits)
+    response = jsonify(describe(account))
+    response.status_code = 201
+    return response
+
+
+@bp.get("/accounts")
+@admin_only
+def list_accounts():
+    rows = db.session.scalars(select(Account).order_by(Account.id)).all()
+    return jsonify({"object": "list", "data": [describe(a) for a in rows]})
+
+
+@bp.get("/accounts/<int:account_id>")
+@admin_only
+def get_account(account_id):
+    return jsonify(describe(_account(account_id)))
+
+
+@bp.post("/accounts/<int:account_id>/suspend")
+@admin_only
+def suspend(account_id):
+    account = _account(account_id)
+    account.suspended = True
+    db.session.commit()
+    return jsonify(describe(account))
+
+
+@bp.post("/accounts/<int:account_id>/unsuspend")
+@admin_only
+def unsuspend(account_id):
+    account = _account(account_id)
+    account.suspended = False
+    db.session.commit()
+    return jsonify(describe(account))
+
+
+@bp.post("/accounts/<int:account_id>/credits")
+@admin_only
+def adjust_credits(account_id):
+    """An adjustment; a retried call with the same ``reference`` applies once."""
+    body = json_body()
+    account = _account(account_id)
+    source_ref = f"admin:{account.id}:{body.get('reference') or uuid.uuid4().hex}"
+    if db.session.scalar(select(LedgerEntry.id).where(LedgerEntry.source_ref == source_ref)) is not None:
+        return jsonify({**describe(account), "applied": False})  # a retry of an applied adjustment
+    accounts.grant(account, accounts.usd_to_micros(body.get("usd")), body.get("reason"), source_ref=source_ref)
+    return jsonify({**describe(account), "applied": True})
+
+
+@bp.put("/accounts/<int:account_id>/plan")
+@admin_only
+def assign_plan(account_id):
+    plan = json_body().get("plan")
+    if plan not in current_gateway().plans.plans:
+        raise InvalidRequest(f"No plan named {plan!r}.", param="plan")
+    account = _account(account_id)
+    account.plan = plan
+    db.session.commit()
+    return jsonify(describe(account))
