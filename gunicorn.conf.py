@@ -16,6 +16,9 @@ timeout = 60
 graceful_timeout = 30
 keepalive = 75
 preload_app = False  # psycopg must be imported after gevent patches, in each worker
+# gunicorn's control socket has one fixed path per user: two instances on one host would
+# fight over it, and Lunos does not use it.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 
