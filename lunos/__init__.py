@@ -33,6 +33,10 @@ def create_app(config=None):
         # fails one request with a 503 and SQLAlchemy replaces it. Pool sizes per worker.
         SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings),
         MAX_CONTENT_LENGTH=settings["MAX_BODY_BYTES"],
+        # The dashboard's session cookie: never readable by scripts, not sent cross-site, and
+        # Secure when LUNOS_COOKIE_SECURE says the gateway is served over TLS.
+        SESSION_COOKIE_NAME="lunos_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings["COOKIE_SECURE"], PERMANENT_SESSION_LIFETIME=12 * 3600,
         RATELIMIT_STORAGE_URI=settings["REDIS_URL"] or "memory://",
         RATELIMIT_STRATEGY="fixed-window",
         RATELIMIT_HEADERS_ENABLED=False,  # lunos sets the OpenAI-style x-ratelimit-* headers itself

@@ -56,6 +56,7 @@ SETTINGS = [
     Setting("STREAM_KEEPALIVE_S", _positive(float), 15.0, "keep-alive comment interval on silent streams"),
     Setting("UPSTREAM_POOL_SIZE", _positive(int), 1000, "pooled upstream connections per host"),
     Setting("ADMIN_TOKEN", str, None, "bearer token of the /admin API; unset: no admin API"),
+    Setting("COOKIE_SECURE", _bool, False, "mark the dashboard cookie Secure (set it behind TLS)"),
     Setting("PLANS", str, str(SHIPPED_PLANS), "path of the TOML plans file"),
     Setting("LOW_BALANCE_USD", _positive(float), 1.0, "balance under which /v1/balance flags low"),
     Setting("PAST_DUE_GRACE_DAYS", _positive(float), 3.0, "days a past-due subscription keeps its plan"),

@@ -11,11 +11,12 @@ from lunos.api.health import bp as health_bp
 from lunos.api.keys import bp as keys_bp
 from lunos.api.models import bp as models_bp
 from lunos.api.usage import bp as usage_bp
+from lunos.dashboard import bp as dashboard_bp
 
 
 def register_blueprints(app):
     for blueprint in (health_bp, models_bp, chat_bp, account_bp, billing_bp, usage_bp, keys_bp,
-                      admin_bp):
+                      admin_bp, dashboard_bp):
         app.register_blueprint(blueprint)
 
     @app.before_request
