@@ -7,8 +7,9 @@ from tests.upstream import Reply
 
 
 def chat(client, auth, **body):
+    """POST a completion and read it whole; closing the response settles it, as a WSGI server does."""
     body.setdefault("messages", [{"role": "user", "content": "Hi there"}])
-    return client.post("/v1/chat/completions", json=body, headers=auth)
+    return client.post("/v1/chat/completions", json=body, headers=auth, buffered=True)
 
 
 def sse_events(response):
