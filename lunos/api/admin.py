@@ -71,22 +71,23 @@ def get_account(account_id):
     return jsonify(describe(_account(account_id)))
 
 
+def _suspend(account_id, suspended):
+    account = _account(account_id)
+    account.suspended = suspended
+    db.session.commit()
+    return jsonify(describe(account))
+
+
 @bp.post("/accounts/<int:account_id>/suspend")
 @admin_only
 def suspend(account_id):
-    account = _account(account_id)
-    account.suspended = True
-    db.session.commit()
-    return jsonify(describe(account))
+    return _suspend(account_id, True)
 
 
 @bp.post("/accounts/<int:account_id>/unsuspend")
 @admin_only
 def unsuspend(account_id):
-    account = _account(account_id)
-    account.suspended = False
-    db.session.commit()
-    return jsonify(describe(account))
+    return _suspend(account_id, False)
 
 
 @bp.post("/accounts/<int:account_id>/credits")

@@ -31,29 +31,20 @@ class UsageFilter:
     model: str | None = None
     key: int | None = None
 
-    def rollup_clauses(self):
-        """The same filter on the hourly rollup: every hour that overlaps [start, end)."""
-        first_hour = self.start.replace(minute=0, second=0, microsecond=0)
-        clauses = [UsageHourly.account_id == self.account_id, UsageHourly.hour >= first_hour,
-                   UsageHourly.hour < self.end]
-        if self.app:
-            clauses.append(UsageHourly.app_id == self.app)
-        if self.model:
-            clauses.append(UsageHourly.model == self.model)
-        if self.key is not None:
-            clauses.append(UsageHourly.key_id == self.key)
+    def _match(self, table, time_column, start):
+        clauses = [table.account_id == self.account_id, time_column >= start, time_column < self.end]
+        for column, wanted in ((table.app_id, self.app), (table.model, self.model), (table.key_id, self.key)):
+            if wanted is not None:
+                clauses.append(column == wanted)
         return clauses
 
     def clauses(self):
-        clauses = [UsageEvent.account_id == self.account_id, UsageEvent.created_at >= self.start,
-                   UsageEvent.created_at < self.end]
-        if self.app:
-            clauses.append(UsageEvent.app_id == self.app)
-        if self.model:
-            clauses.append(UsageEvent.model == self.model)
-        if self.key is not None:
-            clauses.append(UsageEvent.key_id == self.key)
-        return clauses
+        """The filter on raw usage events."""
+        return self._match(UsageEvent, UsageEvent.created_at, self.start)
+
+    def rollup_clauses(self):
+        """The same filter on the hourly rollup: every hour that overlaps [start, end)."""
+        return self._match(UsageHourly, UsageHourly.hour, self.start.replace(minute=0, second=0, microsecond=0))
 
 
 def parse_time(value, param):
