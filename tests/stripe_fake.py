@@ -1,9 +1,10 @@
 """A loopback fake of the parts of the Stripe API Lunos calls, recording what it was sent."""
-import json
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
+
+from tests.fake_http import send_json
 
 
 @dataclass
@@ -45,12 +46,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _answer(self, status, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     def _handle(self, method):
         fake = self.server.fake

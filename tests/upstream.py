@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.fake_http import send_json
+
 
 @dataclass
 class Reply:
@@ -110,14 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _json(self, status, payload, headers=None):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload, headers)
 
     def _error(self, reply, anthropic):
         headers = {"Retry-After": reply.retry_after} if reply.retry_after else {}

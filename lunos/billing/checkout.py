@@ -40,19 +40,25 @@ def topup_cents(amount_usd, minimum_usd, maximum_usd):
     return int(amount * 100)
 
 
-def start_topup(config, account_id, amount_usd, return_url):
-    cents = topup_cents(amount_usd, config["TOPUP_MIN_USD"], config["TOPUP_MAX_USD"])
+def _checkout_session(config, account_id, return_url, params):
+    """A Checkout Session for the account's customer (created first if need be)."""
     stripe_client = client(config)
     account = db.session.get(Account, account_id)
     customer = ensure_customer(stripe_client, account)
     with calling_stripe():
-        session = stripe_client.v1.checkout.sessions.create(params={
-            "mode": "payment", "customer": customer, "client_reference_id": str(account.id),
-            "line_items": [{"quantity": 1, "price_data": {
-                "currency": "usd", "unit_amount": cents, "product_data": {"name": "Lunos credits"}}}],
-            "metadata": _metadata(account, PURPOSE_CREDITS),
-            "payment_intent_data": {"metadata": _metadata(account, PURPOSE_CREDITS)},
-            "success_url": return_url, "cancel_url": return_url})
+        return stripe_client.v1.checkout.sessions.create(params={
+            "customer": customer, "client_reference_id": str(account.id),
+            "success_url": return_url, "cancel_url": return_url, **params(account)})
+
+
+def start_topup(config, account_id, amount_usd, return_url):
+    cents = topup_cents(amount_usd, config["TOPUP_MIN_USD"], config["TOPUP_MAX_USD"])
+    session = _checkout_session(config, account_id, return_url, lambda account: {
+        "mode": "payment",
+        "line_items": [{"quantity": 1, "price_data": {
+            "currency": "usd", "unit_amount": cents, "product_data": {"name": "Lunos credits"}}}],
+        "metadata": _metadata(account, PURPOSE_CREDITS),
+        "payment_intent_data": {"metadata": _metadata(account, PURPOSE_CREDITS)}})
     return {"id": session.id, "url": session.url, "amount_usd": cents / 100}
 
 
@@ -62,16 +68,10 @@ def start_subscription(config, plans, account_id, plan_name, return_url):
         raise InvalidRequest(f"No plan named {plan_name!r}; plans: {', '.join(plans.plans)}", param="plan")
     if not plan.stripe_price_id:
         raise InvalidRequest(f"The '{plan.name}' plan is not for sale (it has no Stripe price).", param="plan")
-    stripe_client = client(config)
-    account = db.session.get(Account, account_id)
-    customer = ensure_customer(stripe_client, account)
-    with calling_stripe():
-        session = stripe_client.v1.checkout.sessions.create(params={
-            "mode": "subscription", "customer": customer, "client_reference_id": str(account.id),
-            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
-            "metadata": _metadata(account, "subscription"),
-            "subscription_data": {"metadata": {**_metadata(account, "subscription"), "lunos_plan": plan.name}},
-            "success_url": return_url, "cancel_url": return_url})
+    session = _checkout_session(config, account_id, return_url, lambda account: {
+        "mode": "subscription", "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+        "metadata": _metadata(account, "subscription"),
+        "subscription_data": {"metadata": {**_metadata(account, "subscription"), "lunos_plan": plan.name}}})
     return {"id": session.id, "url": session.url, "plan": plan.name}
 
 
