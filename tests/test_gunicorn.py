@@ -10,7 +10,7 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import set_plan
+from tests.conftest import money, set_plan, usage_events
 from tests.upstream import Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def start_gunicorn(app, database_url, catalog_path, plans_path):
         process.wait(timeout=30)
 
 
-def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, auth, upstream):
+def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, app, auth, account, upstream):
     base = start_gunicorn()
     upstream.script("primary", Reply(words=tuple(f" w{i}" for i in range(40)), chunk_delay_s=0.15))
     response = requests.post(f"{base}/v1/chat/completions", headers=auth, stream=True, timeout=10, json={
@@ -69,6 +69,14 @@ def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, auth, upst
     assert b": keep-alive" in received
     response.close()  # the client goes away mid-stream
     assert upstream.wait_disconnect("gunicorn-leaver"), "the gateway closed its upstream request"
+    # ...and billed what was produced, once, releasing the reservation.
+    deadline = time.monotonic() + 5
+    while not usage_events(app, account) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [event] = usage_events(app, account)
+    assert event.status == "client_disconnected" and event.completion_tokens > 0 and event.cost_micros > 0
+    balance, ledger, reserved = money(app, account)
+    assert balance == ledger and reserved == 0
 
 
 def test_non_streaming_under_gevent(start_gunicorn, auth):
