@@ -1,5 +1,22 @@
-"""What the loopback fakes share: answering a request with JSON."""
+"""What the loopback fakes share: a threaded server on a free loopback port, JSON answers."""
 import json
+import threading
+from http.server import ThreadingHTTPServer
+
+
+class LoopbackServer:
+    """Serves ``handler`` on 127.0.0.1 in a thread; the handler reaches this object as ``server.fake``."""
+
+    def __init__(self, handler):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.server.fake = self
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def send_json(handler, status, payload, headers=None):

@@ -1,10 +1,9 @@
 """A loopback fake of the parts of the Stripe API Lunos calls, recording what it was sent."""
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl
 
-from tests.fake_http import send_json
+from tests.fake_http import LoopbackServer, send_json
 
 
 @dataclass
@@ -15,16 +14,12 @@ class Call:
     headers: dict
 
 
-class FakeStripe:
+class FakeStripe(LoopbackServer):
     def __init__(self):
         self.calls = []
         self.fail_with = None  # (status, message): answer every call with this error
         self.charges = {}      # charge id -> customer id, for GET /v1/charges/{id}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.fake = self
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(_Handler)
 
     def calls_to(self, path):
         return [c for c in self.calls if c.path == path]
@@ -33,11 +28,6 @@ class FakeStripe:
         self.calls.clear()
         self.charges.clear()
         self.fail_with = None
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

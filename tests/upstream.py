@@ -10,9 +10,9 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from tests.fake_http import send_json
+from tests.fake_http import LoopbackServer, send_json
 
 
 @dataclass
@@ -36,17 +36,13 @@ class Seen:
     body: dict
 
 
-class FakeUpstream:
+class FakeUpstream(LoopbackServer):
     def __init__(self):
         self.scripts = {}
         self.seen = []
         self.disconnected = []  # the "user" field of each request whose client went away
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.fake = self
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(_Handler)
 
     def script(self, model, *replies):
         """Answer requests for ``model`` with these replies in turn; the last one repeats."""
@@ -74,11 +70,6 @@ class FakeUpstream:
 
     def requests_for(self, model):
         return [s for s in self.seen if s.body.get("model") == model]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"

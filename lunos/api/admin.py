@@ -6,7 +6,7 @@ import uuid
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 
-from lunos.api.chat import json_body
+from lunos.api.body import json_body
 from lunos.errors import AuthenticationFailed, InvalidRequest, NotFound
 from lunos.extensions import db
 from lunos.gateway import current_gateway

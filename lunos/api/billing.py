@@ -2,12 +2,11 @@
 from flask import Blueprint, current_app, g, jsonify, request
 
 from lunos.api.auth import require_key
-from lunos.api.chat import json_body
+from lunos.api.body import json_body
 from lunos.billing import checkout, webhooks
 from lunos.extensions import db
 from lunos.gateway import current_gateway
 from lunos.models import Account
-from lunos.services.access import effective_plan
 
 bp = Blueprint("billing", __name__, url_prefix="/v1/billing")
 
@@ -49,8 +48,7 @@ def subscription():
     return jsonify({"plan": account.plan or plans.default, "effective_plan": g.caller.plan.name,
                     "status": account.subscription_status, "subscription_id": account.stripe_subscription_id,
                     "past_due_since": account.past_due_since.isoformat() if account.past_due_since else None,
-                    "restricted": effective_plan(plans, g.key, current_app.config["PAST_DUE_GRACE_DAYS"]).name
-                    != (account.plan or plans.default)})
+                    "restricted": g.caller.plan.name != (account.plan or plans.default)})
 
 
 @bp.post("/webhooks")

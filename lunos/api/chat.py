@@ -1,8 +1,8 @@
 """POST /v1/chat/completions."""
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
 
 from lunos.api.auth import require_key
-from lunos.errors import InvalidRequest
+from lunos.api.body import json_body
 from lunos.gateway import current_gateway
 from lunos.schemas import load
 from lunos.schemas.chat import ChatCompletionRequest
@@ -10,14 +10,6 @@ from lunos.services.chat import ChatStream, Completion
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 _schema = ChatCompletionRequest()
-
-
-def json_body():
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest("We could not parse the JSON body of your request: send a JSON object "
-                             "with Content-Type: application/json.")
-    return body
 
 
 @bp.post("/chat/completions")

@@ -2,7 +2,7 @@
 from flask import Blueprint, current_app, g, jsonify
 
 from lunos.api.auth import require_key
-from lunos.api.chat import json_body
+from lunos.api.body import json_body
 from lunos.catalog import MICRO_USD
 from lunos.extensions import db
 from lunos.models import Account

@@ -5,7 +5,7 @@ import io
 from flask import Blueprint, Response, g, jsonify, request
 
 from lunos.api.auth import require_key
-from lunos.api.chat import json_body
+from lunos.api.body import json_body
 from lunos.errors import InvalidRequest, NotFound
 from lunos.schemas import APP_ID
 from lunos.services import analytics
