@@ -7,8 +7,9 @@ from flask import Flask
 __version__ = "0.1.0"
 
 
-def engine_options(settings):
-    if (settings["DATABASE_URL"] or "sqlite").startswith("sqlite"):
+def engine_options(uri, settings):
+    # An in-memory SQLite database lives in one connection, which SQLAlchemy pools itself.
+    if uri.startswith("sqlite") and ":memory:" in uri:
         return {}
     return {"pool_size": settings["DB_POOL_SIZE"], "max_overflow": settings["DB_POOL_OVERFLOW"],
             "pool_recycle": 1800}
@@ -26,12 +27,13 @@ def create_app(config=None):
     app = Flask(__name__, instance_relative_config=True)
     settings = settings_module.load_settings(overrides=config)
     app.config.update(settings)
+    database_uri = settings_module.database_uri(settings["DATABASE_URL"], app.instance_path)
     app.config.update(
         SECRET_KEY=settings["SECRET_KEY"] or settings_module.instance_secret(app.instance_path),
-        SQLALCHEMY_DATABASE_URI=settings_module.database_uri(settings["DATABASE_URL"], app.instance_path),
+        SQLALCHEMY_DATABASE_URI=database_uri,
         # No pre-ping (a round trip per checkout, two checkouts a request): a dropped connection
         # fails one request with a 503 and SQLAlchemy replaces it. Pool sizes per worker.
-        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings),
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(database_uri, settings),
         MAX_CONTENT_LENGTH=settings["MAX_BODY_BYTES"],
         # The dashboard's session cookie: never readable by scripts, not sent cross-site, and
         # Secure when LUNOS_COOKIE_SECURE says the gateway is served over TLS.

@@ -75,6 +75,9 @@ def authenticate(secret, server_secret):
         raise AuthenticationFailed("Incorrect API key provided.")
     row = db.session.connection().execute(
         _LOOKUP, {"secret_hash": hash_secret(secret, server_secret)}).first()
+    # Hand the connection back now: rate limits come next, and a Redis round trip (or any
+    # other yield) must not keep a pooled connection, nor SQLite's read snapshot, open.
+    db.session.commit()
     if row is None:
         raise AuthenticationFailed("Incorrect API key provided.")
     if row.revoked_at is not None:
