@@ -22,6 +22,8 @@ def create_app(config=None):
     from lunos.errors import register_error_handlers
     from lunos.extensions import db, limiter, migrate
     from lunos.gateway import Gateway
+    from lunos.services import credits
+    from lunos.services.limits import MEMORY_STORAGE_URI
     from lunos import models  # noqa: F401  (registers the tables with db.metadata)
 
     app = Flask(__name__, instance_relative_config=True)
@@ -39,7 +41,7 @@ def create_app(config=None):
         # Secure when LUNOS_COOKIE_SECURE says the gateway is served over TLS.
         SESSION_COOKIE_NAME="lunos_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings["COOKIE_SECURE"], PERMANENT_SESSION_LIFETIME=12 * 3600,
-        RATELIMIT_STORAGE_URI=settings["REDIS_URL"] or "memory://",
+        RATELIMIT_STORAGE_URI=settings["REDIS_URL"] or MEMORY_STORAGE_URI,
         RATELIMIT_STRATEGY="fixed-window",
         RATELIMIT_HEADERS_ENABLED=False,  # lunos sets the OpenAI-style x-ratelimit-* headers itself
     )
@@ -54,6 +56,7 @@ def create_app(config=None):
     migrate.init_app(app, db, directory=settings_module.MIGRATIONS_DIR)
     limiter.init_app(app)
     Gateway(settings).init_app(app)
+    credits.init_app(app)
     register_error_handlers(app)
     register_blueprints(app)
     cli.init_app(app)

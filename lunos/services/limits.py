@@ -11,11 +11,30 @@ from dataclasses import dataclass
 
 import redis
 from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
 
 from lunos.errors import RateLimited, ServiceUnavailable
 from lunos.extensions import limiter
 
 STORAGE_ERRORS = (redis.RedisError, ConnectionError, OSError)
+MEMORY_STORAGE_URI = "lunos-memory://"
+
+
+class LazyMemoryStorage(MemoryStorage):
+    """limits' in-process storage, minus the timer it restarts on increments to sweep expired
+    counters: under gevent that costs a new thread every 10 ms and a trip through the event loop
+    on every request. A fixed window needs no sweep: ``get`` drops an expired counter when read,
+    and there are at most two counters per key."""
+
+    STORAGE_SCHEME = ["lunos-memory"]
+
+    def incr(self, key, expiry, amount=1):
+        self.get(key)
+        with self.locks[key]:
+            self.storage[key] += amount
+            if self.storage[key] == amount:
+                self.expirations[key] = time.time() + expiry
+        return self.storage[key]
 
 
 @dataclass(frozen=True)

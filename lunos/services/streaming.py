@@ -2,7 +2,9 @@
 import queue
 import threading
 
+import gevent
 import orjson
+from gevent import monkey
 
 KEEPALIVE = object()
 _ITEM, _END, _ERROR = range(3)
@@ -14,6 +16,15 @@ def sse_event(payload):
 
 SSE_KEEPALIVE = b": keep-alive\n\n"
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+def start_background(target):
+    """Run ``target`` beside the caller: a bare greenlet under gevent (a patched
+    ``threading.Thread`` costs several locks and a registry entry, per stream), a thread otherwise."""
+    if monkey.is_module_patched("threading"):
+        gevent.spawn_raw(target)
+    else:
+        threading.Thread(target=target, daemon=True, name="lunos-stream-pump").start()
 
 
 def with_keepalive(iterable, interval_s):
@@ -35,7 +46,7 @@ def with_keepalive(iterable, interval_s):
         except BaseException as exc:  # handed over to the consumer, which decides
             inbox.put((_ERROR, exc))
 
-    threading.Thread(target=pump, daemon=True, name="lunos-stream-pump").start()
+    start_background(pump)
     while True:
         try:
             messages = [inbox.get(timeout=interval_s)]
