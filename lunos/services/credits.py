@@ -5,7 +5,10 @@ reservation into the actual debit in the same transaction as the usage event. De
 reservation row is what makes settlement happen at most once. Plain SQL statements, not the
 ORM's unit of work: both run on every request.
 """
+from collections import defaultdict
 from datetime import datetime, timezone
+
+from flask import current_app
 
 from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +18,7 @@ from lunos.errors import InsufficientCredits
 from lunos.extensions import db
 from lunos.models import Account, ApiKey, LedgerEntry, Reservation, UsageEvent
 from lunos.models.account import utcnow
+from lunos.services.batching import GroupCommit
 from lunos.services.keys import window_start
 from lunos.services.rollup import roll_up
 
@@ -35,8 +39,12 @@ _RELEASE_AND_DEBIT = (update(Account).where(Account.id == bindparam("account"))
                               balance_micros=Account.balance_micros - bindparam("charge")))
 _INSERT_ENTRY = insert(LedgerEntry)
 _BALANCE = select(Account.balance_micros, Account.reserved_micros).where(Account.id == bindparam("account"))
-_BALANCE_LOCKED = _BALANCE.with_for_update()
+_BALANCES_LOCKED = (select(Account.id, Account.balance_micros, Account.reserved_micros)
+                    .where(Account.id.in_(bindparam("accounts", expanding=True)))
+                    .order_by(Account.id).with_for_update())
 _INSERT_RESERVATION = insert(Reservation)
+_DELETE_RESERVATIONS = (delete(Reservation).where(Reservation.id.in_(bindparam("ids", expanding=True)))
+                        .returning(Reservation.id, Reservation.amount_micros, Reservation.key_id))
 _DELETE_RESERVATION = (delete(Reservation).where(Reservation.id == bindparam("reservation"))
                        .returning(Reservation.amount_micros, Reservation.key_id))
 _INSERT_EVENT = insert(UsageEvent)
@@ -86,43 +94,97 @@ def reserve(account_id, amount_micros, reservation_id, key=None):
 
 def settle(reservation_id, account_id, event):
     """Write the usage ``event`` (a dict of UsageEvent columns, cost_micros included) and debit its
-    cost against the reservation, in one transaction.
+    cost against the reservation, in one transaction, shared with concurrent settlements.
 
     Returns False, writing nothing, when the request was settled already. A cost above what the
     account can pay is charged up to that and the rest recorded as ``unbilled_micros``.
     """
+    return current_app.extensions["lunos-settlements"].submit((reservation_id, account_id, event))
+
+
+def init_app(app):
+    app.extensions["lunos-settlements"] = GroupCommit(_settle_batch)
+
+
+def _settle_batch(items):
+    try:
+        return settle_many(items)
+    except IntegrityError:  # an event id that exists: settled already
+        db.session.rollback()
+        if len(items) == 1:
+            return [False]
+    except Exception:
+        db.session.rollback()
+        if len(items) == 1:
+            raise
+    # One item spoiled the shared transaction: settle each on its own, each with its own outcome.
+    results = []
+    for item in items:
+        try:
+            results.extend(_settle_batch([item]))
+        except Exception as exc:  # noqa: BLE001  (that caller gets its own error)
+            results.append(exc)
+    return results
+
+
+def settle_many(items):
+    """Settle ``(reservation_id, account_id, event)`` items in one transaction; one bool each."""
     db.session.rollback()  # start clean: this may run after the request's own work failed
     connection = db.session.connection()
-    reserved, held_key = 0, None
-    if reservation_id is not None:
-        # The DELETE takes SQLite's write lock; FOR UPDATE below takes PostgreSQL's row lock.
-        released = connection.execute(_DELETE_RESERVATION, {"reservation": reservation_id}).first()
-        if released is None:
-            db.session.rollback()
-            return False
-        reserved, held_key = released
-    charged = 0
-    if reserved or event["cost_micros"]:
-        balance, held = connection.execute(_BALANCE_LOCKED, {"account": account_id}).one()
-        charged = min(event["cost_micros"], reserved + max(0, balance - held))
-        connection.execute(_RELEASE_AND_DEBIT, {"account": account_id, "release": reserved, "charge": charged})
-    if held_key is not None:
-        connection.execute(_SETTLE_KEY, {"key": held_key, "release": reserved, "charge": charged})
-    now = utcnow()
-    try:
-        connection.execute(_INSERT_EVENT, {**event, "unbilled_micros": event["cost_micros"] - charged,
-                                           "created_at": now})
-    except IntegrityError:  # the event id exists: settled already
+    ids = [reservation_id for reservation_id, _, _ in items if reservation_id is not None]
+    # The DELETE takes SQLite's write lock; FOR UPDATE below takes PostgreSQL's row locks.
+    held = {row.id: (row.amount_micros, row.key_id)
+            for row in connection.execute(_DELETE_RESERVATIONS, {"ids": ids})} if ids else {}
+    results, settled = [], []
+    for reservation_id, account_id, event in items:
+        if reservation_id is not None and reservation_id not in held:
+            results.append(False)  # settled already (or released as stale)
+            continue
+        reserved, key_id = held.pop(reservation_id) if reservation_id is not None else (0, None)
+        settled.append((account_id, event, reserved, key_id))
+        results.append(True)
+    if not settled:
         db.session.rollback()
-        return False
-    roll_up(connection, event, now)
-    if charged:  # the ledger row for the debit made above, with the balance, in this transaction
-        connection.execute(_INSERT_ENTRY, {
-            "account_id": account_id, "amount_micros": -charged, "kind": "usage", "source_ref": f"usage:{event['id']}",
-            "reason": f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens",
-            "created_at": now})
+        return results
+
+    charging = sorted({account_id for account_id, event, reserved, _ in settled if reserved or event["cost_micros"]})
+    funds = {row.id: [row.balance_micros, row.reserved_micros]
+             for row in connection.execute(_BALANCES_LOCKED, {"accounts": charging})} if charging else {}
+    account_moves, key_moves = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    now = utcnow()
+    events, entries = [], []
+    for account_id, event, reserved, key_id in settled:
+        charged = 0
+        if reserved or event["cost_micros"]:
+            balance, open_holds = funds[account_id]
+            charged = min(event["cost_micros"], reserved + max(0, balance - open_holds))
+            funds[account_id] = [balance - charged, open_holds - reserved]
+            _add(account_moves[account_id], reserved, charged)
+        if key_id is not None:
+            _add(key_moves[key_id], reserved, charged)
+        events.append({**event, "unbilled_micros": event["cost_micros"] - charged, "created_at": now})
+        if charged:  # the ledger row for the debit, with the balance, in this transaction
+            entries.append({
+                "account_id": account_id, "amount_micros": -charged, "kind": "usage",
+                "source_ref": f"usage:{event['id']}", "created_at": now,
+                "reason": f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens"})
+    if account_moves:
+        connection.execute(_RELEASE_AND_DEBIT, [{"account": account_id, "release": release, "charge": charge}
+                                                for account_id, (release, charge) in account_moves.items()])
+    if key_moves:
+        connection.execute(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
+                                         for key_id, (release, charge) in key_moves.items()])
+    connection.execute(_INSERT_EVENT, events)  # an event id that exists fails the batch
+    roll_up(connection, events, now)
+    if entries:
+        connection.execute(_INSERT_ENTRY, entries)
     db.session.commit()
-    return True
+    return results
+
+
+def _add(move, reserved, charged):
+    move[0] += reserved
+    move[1] += charged
 
 
 def release_stale(older_than):

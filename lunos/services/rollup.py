@@ -1,4 +1,4 @@
-"""The hourly usage rollup: one UPSERT per usage event, in the settlement's transaction."""
+"""The hourly usage rollup: UPSERTs in the settlement's transaction."""
 import bisect
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,15 +27,24 @@ def _upsert(dialect):
     return _upserts[dialect]
 
 
-def roll_up(connection, event, at):
-    row = {name: 0 for name in LATENCY_COLUMNS}
-    row.update(account_id=event["account_id"], hour=at.replace(minute=0, second=0, microsecond=0),
-               app_id=event["app_id"], model=event["model"] or event["requested_model"] or "",
-               key_id=event["key_id"] or 0, requests=1, errors=int(event["status"] != "ok"),
-               prompt_tokens=event["prompt_tokens"], completion_tokens=event["completion_tokens"],
-               cost_micros=event["cost_micros"])
-    row[LATENCY_COLUMNS[latency_bucket(event["latency_ms"])]] = 1
-    connection.execute(_upsert(connection.dialect.name), row)
+def roll_up(connection, events, at):
+    """Add ``events`` to their hours' rows: one row per (account, hour, app, model, key), summed
+    here first, so a batch of settlements upserts each row once."""
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    rows = {}
+    for event in events:
+        key = (event["account_id"], hour, event["app_id"], event["model"] or event["requested_model"] or "",
+               event["key_id"] or 0)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = dict(zip(_KEY, key), **{name: 0 for name in _SUMMED})
+        row["requests"] += 1
+        row["errors"] += int(event["status"] != "ok")
+        row["prompt_tokens"] += event["prompt_tokens"]
+        row["completion_tokens"] += event["completion_tokens"]
+        row["cost_micros"] += event["cost_micros"]
+        row[LATENCY_COLUMNS[latency_bucket(event["latency_ms"])]] += 1
+    connection.execute(_upsert(connection.dialect.name), list(rows.values()))
 
 
 def percentile(bucket_counts, fraction):

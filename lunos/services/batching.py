@@ -1,0 +1,82 @@
+"""Group commit: concurrent callers share one transaction instead of paying for one each."""
+import threading
+import time
+
+
+_UNSET = object()
+
+
+class _Ticket:
+    __slots__ = ("item", "done", "leads", "value", "error")
+
+    def __init__(self, item):
+        self.item = item
+        self.done = threading.Event()
+        self.leads = False
+        self.value, self.error = _UNSET, None
+
+    def outcome(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class GroupCommit:
+    """``submit(item)`` runs ``run_batch([item, ...])`` and returns this item's result, with every
+    item submitted meanwhile in the same batch.
+
+    The first caller leads: it yields once so that callers already runnable can join, then runs
+    the batch in its own context (its database session) on behalf of all. Callers who arrived
+    meanwhile wait, and the first of them leads the next batch, so no caller works for others
+    for more than one batch. A single caller makes a batch of one: nothing waits for a timer.
+
+    ``run_batch`` returns one result per item, an exception instance standing for that item's
+    failure; an exception it raises fails the whole batch.
+    """
+
+    def __init__(self, run_batch):
+        self._run_batch = run_batch
+        self._lock = threading.Lock()
+        self._pending = []
+        self._leading = False
+
+    def submit(self, item):
+        ticket = _Ticket(item)
+        with self._lock:
+            self._pending.append(ticket)
+            follows = self._leading
+            self._leading = True
+        if follows:
+            ticket.done.wait()
+            if not ticket.leads:
+                return ticket.outcome()
+        self._lead()
+        return ticket.outcome()
+
+    def _lead(self):
+        batch = []
+        try:
+            time.sleep(0)  # under gevent: let greenlets that are ready reach submit() first
+            with self._lock:
+                batch, self._pending = self._pending, []
+            try:
+                results = self._run_batch([ticket.item for ticket in batch])
+            except Exception as exc:  # noqa: BLE001  (every caller in the batch gets the error)
+                results = [exc] * len(batch)
+            for ticket, result in zip(batch, results):
+                if isinstance(result, BaseException):
+                    ticket.error = result
+                else:
+                    ticket.value = result
+        finally:
+            for ticket in batch:
+                if ticket.value is _UNSET and ticket.error is None:
+                    ticket.error = RuntimeError("the batch was interrupted")
+                ticket.done.set()
+            with self._lock:
+                if self._pending:
+                    successor = self._pending[0]
+                    successor.leads = True
+                    successor.done.set()
+                else:
+                    self._leading = False
