@@ -65,31 +65,10 @@ def reserve(account_id, amount_micros, reservation_id, key=None):
 
     One conditional UPDATE: concurrent requests serialise on the account row (PostgreSQL) or the
     database write lock (SQLite), and each sees the others' reservations. A key with a credit
-    limit (``key``, a KeyIdentity) holds the amount against its limit the same way.
+    limit (``key``, a KeyIdentity) holds the amount against its limit the same way. Reservations
+    that arrive together share one transaction.
     """
-    connection = db.session.connection()
-    limited = key is not None and key.credit_limit_micros is not None
-    if limited:
-        start = window_start(key.credit_limit_reset)
-        if start is not None:
-            connection.execute(_NEW_WINDOW, {"key": key.id, "start": start})
-        if connection.execute(_HOLD_KEY, {"key": key.id, "hold": amount_micros}).rowcount != 1:
-            db.session.rollback()
-            raise InsufficientCredits(
-                f"This key's credit limit (${usd(key.credit_limit_micros):.2f}"
-                f"{' ' + key.credit_limit_reset if key.credit_limit_reset else ''}) cannot cover this request, "
-                f"which may cost up to ${usd(amount_micros):.6f}.", code="key_limit_exceeded")
-    if connection.execute(_HOLD, {"account": account_id, "hold": amount_micros}).rowcount != 1:
-        db.session.rollback()
-        balance, reserved = db.session.connection().execute(_BALANCE, {"account": account_id}).one()
-        db.session.rollback()
-        raise InsufficientCredits(
-            f"Insufficient credits: this request may cost up to ${usd(amount_micros):.6f}, and the "
-            f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
-    connection.execute(_INSERT_RESERVATION, {"id": reservation_id, "account_id": account_id,
-                                             "amount_micros": amount_micros, "key_id": key.id if limited else None,
-                                             "created_at": utcnow()})
-    db.session.commit()
+    current_app.extensions["lunos-reservations"].submit((account_id, amount_micros, reservation_id, key))
 
 
 def settle(reservation_id, account_id, event):
@@ -103,28 +82,70 @@ def settle(reservation_id, account_id, event):
 
 
 def init_app(app):
-    app.extensions["lunos-settlements"] = GroupCommit(_settle_batch)
+    app.extensions["lunos-reservations"] = GroupCommit(_each_alone_on_failure(reserve_many))
+    app.extensions["lunos-settlements"] = GroupCommit(_each_alone_on_failure(settle_many))
 
 
-def _settle_batch(items):
-    try:
-        return settle_many(items)
-    except IntegrityError:  # an event id that exists: settled already
-        db.session.rollback()
-        if len(items) == 1:
-            return [False]
-    except Exception:
-        db.session.rollback()
-        if len(items) == 1:
-            raise
-    # One item spoiled the shared transaction: settle each on its own, each with its own outcome.
-    results = []
-    for item in items:
+def _each_alone_on_failure(run):
+    """A batch runner: when one item spoils the shared transaction, each item runs on its own,
+    so every caller gets its own outcome."""
+    def run_batch(items):
         try:
-            results.extend(_settle_batch([item]))
-        except Exception as exc:  # noqa: BLE001  (that caller gets its own error)
-            results.append(exc)
-    return results
+            return run(items)
+        except Exception:
+            db.session.rollback()
+            if len(items) == 1:
+                raise
+        results = []
+        for item in items:
+            try:
+                results.extend(run([item]))
+            except Exception as exc:  # noqa: BLE001  (that caller gets its own error)
+                db.session.rollback()
+                results.append(exc)
+        return results
+    return run_batch
+
+
+def reserve_many(items):
+    """Hold ``(account_id, amount_micros, reservation_id, key)`` items in one transaction, each in
+    turn; one outcome each: None, or the InsufficientCredits to raise."""
+    connection = db.session.connection()
+    outcomes, reservations, now = [], [], utcnow()
+    for account_id, amount_micros, reservation_id, key in items:
+        refusal = _hold(connection, account_id, amount_micros, key)
+        outcomes.append(refusal)
+        if refusal is None:
+            reservations.append({"id": reservation_id, "account_id": account_id, "amount_micros": amount_micros,
+                                 "key_id": key.id if _limited(key) else None, "created_at": now})
+    if reservations:
+        connection.execute(_INSERT_RESERVATION, reservations)
+    db.session.commit()
+    return outcomes
+
+
+def _limited(key):
+    return key is not None and key.credit_limit_micros is not None
+
+
+def _hold(connection, account_id, amount_micros, key):
+    if _limited(key):
+        start = window_start(key.credit_limit_reset)
+        if start is not None:
+            connection.execute(_NEW_WINDOW, {"key": key.id, "start": start})
+        if connection.execute(_HOLD_KEY, {"key": key.id, "hold": amount_micros}).rowcount != 1:
+            return InsufficientCredits(
+                f"This key's credit limit (${usd(key.credit_limit_micros):.2f}"
+                f"{' ' + key.credit_limit_reset if key.credit_limit_reset else ''}) cannot cover this request, "
+                f"which may cost up to ${usd(amount_micros):.6f}.", code="key_limit_exceeded")
+    if connection.execute(_HOLD, {"account": account_id, "hold": amount_micros}).rowcount != 1:
+        if _limited(key):  # give the key's hold back
+            connection.execute(_SETTLE_KEY, {"key": key.id, "release": amount_micros, "charge": 0})
+        balance, reserved = connection.execute(_BALANCE, {"account": account_id}).one()
+        return InsufficientCredits(
+            f"Insufficient credits: this request may cost up to ${usd(amount_micros):.6f}, and the "
+            f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
+    return None
 
 
 def settle_many(items):
@@ -174,7 +195,13 @@ def settle_many(items):
     if key_moves:
         connection.execute(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
                                          for key_id, (release, charge) in key_moves.items()])
-    connection.execute(_INSERT_EVENT, events)  # an event id that exists fails the batch
+    try:
+        connection.execute(_INSERT_EVENT, events)
+    except IntegrityError:  # an event id that exists: settled already
+        if len(events) > 1:
+            raise  # the runner settles each on its own
+        db.session.rollback()
+        return [False] * len(items)
     roll_up(connection, events, now)
     if entries:
         connection.execute(_INSERT_ENTRY, entries)

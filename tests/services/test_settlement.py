@@ -2,8 +2,8 @@
 import sqlalchemy as sa
 
 from lunos.extensions import db
-from lunos.models import UsageHourly
-from lunos.services import credits
+from lunos.models import ApiKey, UsageHourly
+from lunos.services import credits, keys
 from tests.conftest import money, usage_events
 
 
@@ -50,7 +50,7 @@ def test_an_event_settled_already_spoils_only_itself(app, account):
         credits.reserve(account, 1_000_000, "fine")
         # Through the group commit's batch runner: the batch fails on the existing event id, then
         # each item is settled on its own.
-        results = credits._settle_batch([(None, account, event("refused-once", account, 0, status="refused")),
+        results = credits._each_alone_on_failure(credits.settle_many)([(None, account, event("refused-once", account, 0, status="refused")),
                                          ("fine", account, event("fine", account, 300_000))])
     assert results == [False, True]
     assert money(app, account) == (9_700_000, 9_700_000, 0)
@@ -67,3 +67,18 @@ def test_a_batch_adds_to_its_hours_rollup_row_once_per_row(app, account):
                                            UsageHourly.prompt_tokens)
                                  .where(UsageHourly.account_id == account)).one()
     assert tuple(row) == (3, 1, 3_000, 30)
+
+
+def test_reservations_in_one_batch_each_see_the_ones_before(app, account, api_key):
+    with app.app_context():
+        db.session.execute(sa.update(ApiKey).values(credit_limit_micros=5_000_000))
+        db.session.commit()
+        key = keys.authenticate(api_key, app.config["SECRET_KEY"])
+        outcomes = credits.reserve_many([(account, 6_000_000, "a", None), (account, 3_000_000, "b", None),
+                                         (account, 2_000_000, "c", None), (account, 1_000_000, "d", None),
+                                         (account, 500_000, "e", key)])
+        key_reserved = db.session.get(ApiKey, key.id).reserved_micros
+    assert [type(outcome).__name__ for outcome in outcomes] == [
+        "NoneType", "NoneType", "InsufficientCredits", "NoneType", "InsufficientCredits"]
+    assert money(app, account) == (10_000_000, 10_000_000, 10_000_000)
+    assert key_reserved == 0, "a key's hold is given back when the account cannot pay"
