@@ -1,6 +1,8 @@
 """Group commit: concurrent callers share one transaction instead of paying for one each."""
 import threading
-import time
+
+import gevent
+from gevent import monkey
 
 
 _UNSET = object()
@@ -56,7 +58,8 @@ class GroupCommit:
     def _lead(self):
         batch = []
         try:
-            time.sleep(0)  # under gevent: let greenlets that are ready reach submit() first
+            if monkey.is_module_patched("threading"):
+                gevent.sleep(0)  # let greenlets that are ready reach submit() and join this batch
             with self._lock:
                 batch, self._pending = self._pending, []
             try:
