@@ -51,14 +51,10 @@ def _identity(key_id):
     return f"lunos-key:{key_id}"
 
 
-def _windows(items, identity):
-    """{kind: (limit, remaining, seconds to reset)} for the x-ratelimit-* headers."""
-    now = time.time()
-    windows = {}
-    for kind, item in items.items():
-        stats = limiter.limiter.get_window_stats(item, kind, identity)
-        windows[kind] = (item.amount, max(0, stats.remaining), max(0, math.ceil(stats.reset_time - now)))
-    return windows
+def _window(storage, item, key, used):
+    """(limit, remaining, seconds to reset) of one window, for the x-ratelimit-* headers."""
+    reset_s = math.ceil(storage.get_expiry(key) - time.time())
+    return item.amount, max(0, item.amount - used), max(0, reset_s)
 
 
 def _headers(windows):
@@ -72,19 +68,27 @@ def _headers(windows):
 
 def admit(key_id, quota):
     """Count one request against the key's limits and return the x-ratelimit-* headers; raise
-    RateLimited (429 with Retry-After) when either limit is spent."""
-    identity, items = _identity(key_id), quota.items()
+    RateLimited (429 with Retry-After) when either limit is spent.
+
+    Four storage calls (Redis round trips) for an admitted request: the token count and its
+    expiry, then the request counter's increment and its expiry."""
+    identity, items, storage = _identity(key_id), quota.items(), limiter.limiter.storage
+    requests_key = items["requests"].key_for("requests", identity)
+    tokens_key = items["tokens"].key_for("tokens", identity)
     try:
+        tokens_used = storage.get(tokens_key)
+        tokens = _window(storage, items["tokens"], tokens_key, tokens_used)
         # Tokens first, so a request refused for tokens spends no request.
-        if not limiter.limiter.test(items["tokens"], "tokens", identity):
-            spent = "tokens"
-        elif not limiter.limiter.hit(items["requests"], "requests", identity):
-            spent = "requests"
+        if tokens_used >= items["tokens"].amount:
+            spent, requests_used = "tokens", storage.get(requests_key)
         else:
-            return _headers(_windows(items, identity))
-        windows = _windows(items, identity)
+            requests_used = storage.incr(requests_key, items["requests"].get_expiry())
+            spent = "requests" if requests_used > items["requests"].amount else None
+        windows = {"requests": _window(storage, items["requests"], requests_key, requests_used), "tokens": tokens}
     except STORAGE_ERRORS as exc:
         raise ServiceUnavailable(f"The rate-limit storage is unavailable ({exc.__class__.__name__}).") from None
+    if spent is None:
+        return _headers(windows)
     limit, _remaining, reset_s = windows[spent]
     headers = {**_headers(windows), "Retry-After": str(max(1, reset_s))}
     raise RateLimited(f"Rate limit reached: {limit} {spent} per minute for this key. "
