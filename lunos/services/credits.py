@@ -45,8 +45,6 @@ _BALANCES_LOCKED = (select(Account.id, Account.balance_micros, Account.reserved_
 _INSERT_RESERVATION = insert(Reservation)
 _DELETE_RESERVATIONS = (delete(Reservation).where(Reservation.id.in_(bindparam("ids", expanding=True)))
                         .returning(Reservation.id, Reservation.amount_micros, Reservation.key_id))
-_DELETE_RESERVATION = (delete(Reservation).where(Reservation.id == bindparam("reservation"))
-                       .returning(Reservation.amount_micros, Reservation.key_id))
 _INSERT_EVENT = insert(UsageEvent)
 _NEW_WINDOW = (update(ApiKey).where(ApiKey.id == bindparam("key"),
                                     or_(ApiKey.window_start.is_(None), ApiKey.window_start < bindparam("start")))
@@ -221,9 +219,9 @@ def release_stale(older_than):
     for reservation_id, account_id in db.session.execute(
             select(Reservation.id, Reservation.account_id).where(Reservation.created_at < cutoff)).all():
         connection = db.session.connection()
-        row = connection.execute(_DELETE_RESERVATION, {"reservation": reservation_id}).first()
+        row = connection.execute(_DELETE_RESERVATIONS, {"ids": [reservation_id]}).first()
         if row is not None:
-            amount, key_id = row
+            _, amount, key_id = row
             connection.execute(_RELEASE, {"account": account_id, "release": amount})
             if key_id is not None:
                 connection.execute(_SETTLE_KEY, {"key": key_id, "release": amount, "charge": 0})

@@ -8,6 +8,7 @@ counted when it ends.
 import math
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis
 from limits import RateLimitItemPerMinute
@@ -42,6 +43,7 @@ class Quota:
     requests_per_minute: int
     tokens_per_minute: int
 
+    @cached_property  # read at admission and again when the tokens are counted
     def items(self):
         return {"requests": RateLimitItemPerMinute(self.requests_per_minute),
                 "tokens": RateLimitItemPerMinute(self.tokens_per_minute)}
@@ -72,7 +74,7 @@ def admit(key_id, quota):
 
     Four storage calls (Redis round trips) for an admitted request: the token count and its
     expiry, then the request counter's increment and its expiry."""
-    identity, items, storage = _identity(key_id), quota.items(), limiter.limiter.storage
+    identity, items, storage = _identity(key_id), quota.items, limiter.limiter.storage
     requests_key = items["requests"].key_for("requests", identity)
     tokens_key = items["tokens"].key_for("tokens", identity)
     try:
@@ -99,6 +101,6 @@ def consume_tokens(key_id, quota, tokens):
     """Count a finished request's tokens. A storage failure here must not undo its billing."""
     if tokens > 0:
         try:
-            limiter.limiter.hit(quota.items()["tokens"], "tokens", _identity(key_id), cost=tokens)
+            limiter.limiter.hit(quota.items["tokens"], "tokens", _identity(key_id), cost=tokens)
         except STORAGE_ERRORS:
             pass  # the next admit reports the storage as down
