@@ -42,7 +42,7 @@ def start_gunicorn(app, database_url, catalog_path, plans_path):
             try:
                 if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
                     return base
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
                 time.sleep(0.1)
         process.kill()
         pytest.fail("gunicorn did not become ready: " + process.communicate()[1].decode()[-2000:])

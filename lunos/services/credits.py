@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from flask import current_app
 
 from sqlalchemy import bindparam, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 
 from lunos.catalog import MICRO_USD
 from lunos.errors import InsufficientCredits
@@ -20,6 +19,7 @@ from lunos.models import Account, ApiKey, LedgerEntry, Reservation, UsageEvent
 from lunos.models.account import utcnow
 from lunos.services.batching import GroupCommit
 from lunos.services.keys import window_start
+from lunos.services.prepared import Prepared, transaction
 from lunos.services.rollup import roll_up
 
 
@@ -27,35 +27,44 @@ def usd(micros):
     return micros / MICRO_USD
 
 
-# Built once, run on the connection: every request reserves and settles, and building a
-# statement costs more than running it.
-_HOLD = (update(Account)
-         .where(Account.id == bindparam("account"), Account.balance_micros - Account.reserved_micros >= bindparam("hold"))
-         .values(reserved_micros=Account.reserved_micros + bindparam("hold")))
-_RELEASE = (update(Account).where(Account.id == bindparam("account"))
-            .values(reserved_micros=Account.reserved_micros - bindparam("release")))
-_RELEASE_AND_DEBIT = (update(Account).where(Account.id == bindparam("account"))
-                      .values(reserved_micros=Account.reserved_micros - bindparam("release"),
-                              balance_micros=Account.balance_micros - bindparam("charge")))
-_INSERT_ENTRY = insert(LedgerEntry)
-_BALANCE = select(Account.balance_micros, Account.reserved_micros).where(Account.id == bindparam("account"))
-_BALANCES_LOCKED = (select(Account.id, Account.balance_micros, Account.reserved_micros)
-                    .where(Account.id.in_(bindparam("accounts", expanding=True)))
-                    .order_by(Account.id).with_for_update())
-_INSERT_RESERVATION = insert(Reservation)
-_DELETE_RESERVATIONS = (delete(Reservation).where(Reservation.id.in_(bindparam("ids", expanding=True)))
-                        .returning(Reservation.id, Reservation.amount_micros, Reservation.key_id))
-_INSERT_EVENT = insert(UsageEvent)
-_NEW_WINDOW = (update(ApiKey).where(ApiKey.id == bindparam("key"),
-                                    or_(ApiKey.window_start.is_(None), ApiKey.window_start < bindparam("start")))
-               .values(spent_micros=0, window_start=bindparam("start")))
-_HOLD_KEY = (update(ApiKey)
-             .where(ApiKey.id == bindparam("key"),
-                    ApiKey.spent_micros + ApiKey.reserved_micros + bindparam("hold") <= ApiKey.credit_limit_micros)
-             .values(reserved_micros=ApiKey.reserved_micros + bindparam("hold")))
-_SETTLE_KEY = (update(ApiKey).where(ApiKey.id == bindparam("key"))
-               .values(reserved_micros=ApiKey.reserved_micros - bindparam("release"),
-                       spent_micros=ApiKey.spent_micros + bindparam("charge")))
+def _columns(model):
+    """An INSERT's columns: all but a generated primary key."""
+    return [c.key for c in model.__table__.columns if c is not model.__table__.autoincrement_column]
+
+
+# Compiled once, run on the DBAPI connection (lunos/services/prepared.py): every request
+# reserves and settles.
+_HOLD = Prepared(update(Account)
+                 .where(Account.id == bindparam("account"),
+                        Account.balance_micros - Account.reserved_micros >= bindparam("hold"))
+                 .values(reserved_micros=Account.reserved_micros + bindparam("hold")))
+_RELEASE_AND_DEBIT = Prepared(update(Account).where(Account.id == bindparam("account"))
+                              .values(reserved_micros=Account.reserved_micros - bindparam("release"),
+                                      balance_micros=Account.balance_micros - bindparam("charge")))
+_BALANCE = Prepared(select(Account.balance_micros, Account.reserved_micros)
+                    .where(Account.id == bindparam("account")))
+# FOR UPDATE takes PostgreSQL's row lock; SQLite has one write lock, taken by the DELETE before.
+_BALANCE_LOCKED = Prepared(select(Account.balance_micros, Account.reserved_micros)
+                           .where(Account.id == bindparam("account")).with_for_update())
+_INSERT_ENTRY = Prepared(insert(LedgerEntry), _columns(LedgerEntry))
+_INSERT_RESERVATION = Prepared(insert(Reservation), _columns(Reservation))
+_DELETE_RESERVATION = Prepared(delete(Reservation).where(Reservation.id == bindparam("id"))
+                               .returning(Reservation.amount_micros, Reservation.key_id))
+_STALE_RESERVATIONS = Prepared(select(Reservation.id, Reservation.account_id)
+                               .where(Reservation.created_at < bindparam("cutoff")))
+_INSERT_EVENT = Prepared(insert(UsageEvent), _columns(UsageEvent))
+_NEW_WINDOW = Prepared(update(ApiKey)
+                       .where(ApiKey.id == bindparam("key"),
+                              or_(ApiKey.window_start.is_(None), ApiKey.window_start < bindparam("start")))
+                       .values(spent_micros=0, window_start=bindparam("start")))
+_HOLD_KEY = Prepared(update(ApiKey)
+                     .where(ApiKey.id == bindparam("key"),
+                            ApiKey.spent_micros + ApiKey.reserved_micros + bindparam("hold")
+                            <= ApiKey.credit_limit_micros)
+                     .values(reserved_micros=ApiKey.reserved_micros + bindparam("hold")))
+_SETTLE_KEY = Prepared(update(ApiKey).where(ApiKey.id == bindparam("key"))
+                       .values(reserved_micros=ApiKey.reserved_micros - bindparam("release"),
+                               spent_micros=ApiKey.spent_micros + bindparam("charge")))
 
 
 def reserve(account_id, amount_micros, reservation_id, key=None):
@@ -91,7 +100,6 @@ def _each_alone_on_failure(run):
         try:
             return run(items)
         except Exception:
-            db.session.rollback()
             if len(items) == 1:
                 raise
         results = []
@@ -99,7 +107,6 @@ def _each_alone_on_failure(run):
             try:
                 results.extend(run([item]))
             except Exception as exc:  # noqa: BLE001  (that caller gets its own error)
-                db.session.rollback()
                 results.append(exc)
         return results
     return run_batch
@@ -108,17 +115,16 @@ def _each_alone_on_failure(run):
 def reserve_many(items):
     """Hold ``(account_id, amount_micros, reservation_id, key)`` items in one transaction, each in
     turn; one outcome each: None, or the InsufficientCredits to raise."""
-    connection = db.session.connection()
     outcomes, reservations, now = [], [], utcnow()
-    for account_id, amount_micros, reservation_id, key in items:
-        refusal = _hold(connection, account_id, amount_micros, key)
-        outcomes.append(refusal)
-        if refusal is None:
-            reservations.append({"id": reservation_id, "account_id": account_id, "amount_micros": amount_micros,
-                                 "key_id": key.id if _limited(key) else None, "created_at": now})
-    if reservations:
-        connection.execute(_INSERT_RESERVATION, reservations)
-    db.session.commit()
+    with transaction(db.engine) as tx:
+        for account_id, amount_micros, reservation_id, key in items:
+            refusal = _hold(tx, account_id, amount_micros, key)
+            outcomes.append(refusal)
+            if refusal is None:
+                reservations.append({"id": reservation_id, "account_id": account_id, "amount_micros": amount_micros,
+                                     "key_id": key.id if _limited(key) else None, "created_at": now})
+        if reservations:
+            tx.run_many(_INSERT_RESERVATION, reservations)
     return outcomes
 
 
@@ -126,34 +132,47 @@ def _limited(key):
     return key is not None and key.credit_limit_micros is not None
 
 
-def _hold(connection, account_id, amount_micros, key):
+def _hold(tx, account_id, amount_micros, key):
     if _limited(key):
         start = window_start(key.credit_limit_reset)
         if start is not None:
-            connection.execute(_NEW_WINDOW, {"key": key.id, "start": start})
-        if connection.execute(_HOLD_KEY, {"key": key.id, "hold": amount_micros}).rowcount != 1:
+            tx.run(_NEW_WINDOW, {"key": key.id, "start": start})
+        if tx.run(_HOLD_KEY, {"key": key.id, "hold": amount_micros}) != 1:
             return InsufficientCredits(
                 f"This key's credit limit (${usd(key.credit_limit_micros):.2f}"
                 f"{' ' + key.credit_limit_reset if key.credit_limit_reset else ''}) cannot cover this request, "
                 f"which may cost up to ${usd(amount_micros):.6f}.", code="key_limit_exceeded")
-    if connection.execute(_HOLD, {"account": account_id, "hold": amount_micros}).rowcount != 1:
+    if tx.run(_HOLD, {"account": account_id, "hold": amount_micros}) != 1:
         if _limited(key):  # give the key's hold back
-            connection.execute(_SETTLE_KEY, {"key": key.id, "release": amount_micros, "charge": 0})
-        balance, reserved = connection.execute(_BALANCE, {"account": account_id}).one()
+            tx.run(_SETTLE_KEY, {"key": key.id, "release": amount_micros, "charge": 0})
+        balance, reserved = tx.first(_BALANCE, {"account": account_id})
         return InsufficientCredits(
             f"Insufficient credits: this request may cost up to ${usd(amount_micros):.6f}, and the "
             f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
     return None
 
 
+class _SettledAlready(Exception):
+    """The one event of a batch exists already: nothing of the batch is written."""
+
+
 def settle_many(items):
     """Settle ``(reservation_id, account_id, event)`` items in one transaction; one bool each."""
-    db.session.rollback()  # start clean: this may run after the request's own work failed
-    connection = db.session.connection()
-    ids = [reservation_id for reservation_id, _, _ in items if reservation_id is not None]
-    # The DELETE takes SQLite's write lock; FOR UPDATE below takes PostgreSQL's row locks.
-    held = {row.id: (row.amount_micros, row.key_id)
-            for row in connection.execute(_DELETE_RESERVATIONS, {"ids": ids})} if ids else {}
+    try:
+        with transaction(db.engine) as tx:
+            return _settle(tx, items)
+    except _SettledAlready:
+        return [False] * len(items)
+
+
+def _settle(tx, items):
+    # Deleting the reservation is what settles at most once; on SQLite it takes the write lock.
+    held = {}
+    for reservation_id, _, _ in items:
+        if reservation_id is not None and reservation_id not in held:
+            row = tx.first(_DELETE_RESERVATION, {"id": reservation_id})
+            if row is not None:
+                held[reservation_id] = row
     results, settled = [], []
     for reservation_id, account_id, event in items:
         if reservation_id is not None and reservation_id not in held:
@@ -163,12 +182,12 @@ def settle_many(items):
         settled.append((account_id, event, reserved, key_id))
         results.append(True)
     if not settled:
-        db.session.rollback()
         return results
 
-    charging = sorted({account_id for account_id, event, reserved, _ in settled if reserved or event["cost_micros"]})
-    funds = {row.id: [row.balance_micros, row.reserved_micros]
-             for row in connection.execute(_BALANCES_LOCKED, {"accounts": charging})} if charging else {}
+    funds = {}  # PostgreSQL's row locks, taken in account order so batches cannot deadlock
+    for account_id in sorted({account_id for account_id, event, reserved, _ in settled
+                              if reserved or event["cost_micros"]}):
+        funds[account_id] = list(tx.first(_BALANCE_LOCKED, {"account": account_id}))
     account_moves, key_moves = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     now = utcnow()
     events, entries = [], []
@@ -188,22 +207,20 @@ def settle_many(items):
                 "source_ref": f"usage:{event['id']}", "created_at": now,
                 "reason": f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens"})
     if account_moves:
-        connection.execute(_RELEASE_AND_DEBIT, [{"account": account_id, "release": release, "charge": charge}
-                                                for account_id, (release, charge) in account_moves.items()])
+        tx.run_many(_RELEASE_AND_DEBIT, [{"account": account_id, "release": release, "charge": charge}
+                                         for account_id, (release, charge) in account_moves.items()])
     if key_moves:
-        connection.execute(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
-                                         for key_id, (release, charge) in key_moves.items()])
+        tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
+                                  for key_id, (release, charge) in key_moves.items()])
     try:
-        connection.execute(_INSERT_EVENT, events)
-    except IntegrityError:  # an event id that exists: settled already
+        tx.run_many(_INSERT_EVENT, events)
+    except tx.IntegrityError:  # an event id that exists: settled already
         if len(events) > 1:
             raise  # the runner settles each on its own
-        db.session.rollback()
-        return [False] * len(items)
-    roll_up(connection, events, now)
+        raise _SettledAlready from None
+    roll_up(tx, events, now)
     if entries:
-        connection.execute(_INSERT_ENTRY, entries)
-    db.session.commit()
+        tx.run_many(_INSERT_ENTRY, entries)
     return results
 
 
@@ -214,17 +231,16 @@ def _add(move, reserved, charged):
 
 def release_stale(older_than):
     """Release reservations older than ``older_than`` without billing; returns how many."""
-    cutoff = datetime.now(timezone.utc) - older_than
+    with transaction(db.engine) as tx:
+        stale = tx.rows(_STALE_RESERVATIONS, {"cutoff": datetime.now(timezone.utc) - older_than})
     released = 0
-    for reservation_id, account_id in db.session.execute(
-            select(Reservation.id, Reservation.account_id).where(Reservation.created_at < cutoff)).all():
-        connection = db.session.connection()
-        row = connection.execute(_DELETE_RESERVATIONS, {"ids": [reservation_id]}).first()
-        if row is not None:
-            _, amount, key_id = row
-            connection.execute(_RELEASE, {"account": account_id, "release": amount})
-            if key_id is not None:
-                connection.execute(_SETTLE_KEY, {"key": key_id, "release": amount, "charge": 0})
-            released += 1
-        db.session.commit()
+    for reservation_id, account_id in stale:
+        with transaction(db.engine) as tx:
+            row = tx.first(_DELETE_RESERVATION, {"id": reservation_id})
+            if row is not None:  # else settled meanwhile
+                amount, key_id = row
+                tx.run(_RELEASE_AND_DEBIT, {"account": account_id, "release": amount, "charge": 0})
+                if key_id is not None:
+                    tx.run(_SETTLE_KEY, {"key": key_id, "release": amount, "charge": 0})
+                released += 1
     return released

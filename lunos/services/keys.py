@@ -16,6 +16,7 @@ from lunos.errors import AuthenticationFailed, NotFound, PermissionDenied
 from lunos.extensions import db
 from lunos.models import Account, ApiKey
 from lunos.models.api_key import INFERENCE, MANAGEMENT
+from lunos.services.prepared import Prepared, transaction
 
 KEY_PREFIX = "sk-lunos-"
 
@@ -38,14 +39,14 @@ class KeyIdentity:
     past_due_since: datetime | None
 
 
-# Runs on every request: plain columns, and one statement object so SQLAlchemy reuses its
-# compiled form (building the WHERE clause per call costs four times the query).
-_LOOKUP = (select(ApiKey.id, ApiKey.account_id, ApiKey.name, ApiKey.prefix, ApiKey.kind, ApiKey.requests_per_minute,
-                  ApiKey.allowed_models, ApiKey.allowed_apps, ApiKey.credit_limit_micros, ApiKey.credit_limit_reset,
-                  Account.plan, Account.subscription_status, Account.past_due_since,
-                  ApiKey.revoked_at, ApiKey.expires_at, ApiKey.disabled, Account.suspended)
-           .join(Account, Account.id == ApiKey.account_id)
-           .where(ApiKey.secret_hash == bindparam("secret_hash")))
+# Runs on every request: plain columns, compiled once; KeyIdentity's fields first, in its order.
+_LOOKUP = Prepared(
+    select(ApiKey.id, ApiKey.account_id, ApiKey.name, ApiKey.prefix, ApiKey.kind, ApiKey.requests_per_minute,
+           ApiKey.allowed_models, ApiKey.allowed_apps, ApiKey.credit_limit_micros, ApiKey.credit_limit_reset,
+           Account.plan, Account.subscription_status, Account.past_due_since,
+           ApiKey.revoked_at, ApiKey.expires_at, ApiKey.disabled, Account.suspended)
+    .join(Account, Account.id == ApiKey.account_id)
+    .where(ApiKey.secret_hash == bindparam("secret_hash")))
 
 
 def hash_secret(secret, server_secret):
@@ -73,24 +74,22 @@ def authenticate(secret, server_secret):
             "Missing API key: send 'Authorization: Bearer sk-lunos-...' or 'X-API-Key'.")
     if not secret.startswith(KEY_PREFIX):
         raise AuthenticationFailed("Incorrect API key provided.")
-    row = db.session.connection().execute(
-        _LOOKUP, {"secret_hash": hash_secret(secret, server_secret)}).first()
-    # Hand the connection back now: rate limits come next, and a Redis round trip (or any
-    # other yield) must not keep a pooled connection, nor SQLite's read snapshot, open.
-    db.session.commit()
+    # The connection goes back to the pool at once: rate limits come next, and a Redis round
+    # trip (or any other yield) must not keep it, nor SQLite's read snapshot, open.
+    with transaction(db.engine) as tx:
+        row = tx.first(_LOOKUP, {"secret_hash": hash_secret(secret, server_secret)})
     if row is None:
         raise AuthenticationFailed("Incorrect API key provided.")
-    if row.revoked_at is not None:
+    *identity, past_due_since, revoked_at, expires_at, disabled, suspended = row
+    if revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
-    if row.disabled:
+    if disabled:
         raise AuthenticationFailed("This API key is disabled.")
-    if row.expires_at is not None and as_utc(row.expires_at) <= datetime.now(timezone.utc):
+    if expires_at is not None and as_utc(expires_at) <= datetime.now(timezone.utc):
         raise AuthenticationFailed("This API key has expired.")
-    if row.suspended:
+    if suspended:
         raise PermissionDenied("This account is suspended: contact the operator of this gateway.")
-    return KeyIdentity(row.id, row.account_id, row.name, row.prefix, row.kind, row.requests_per_minute,
-                       row.allowed_models, row.allowed_apps, row.credit_limit_micros, row.credit_limit_reset,
-                       row.plan, row.subscription_status, as_utc(row.past_due_since))
+    return KeyIdentity(*identity, as_utc(past_due_since))
 
 
 def require_kind(key, kind):

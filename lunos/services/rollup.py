@@ -4,6 +4,7 @@ import bisect
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lunos.models.usage import LATENCY_BUCKETS_MS, UsageHourly
+from lunos.services.prepared import Prepared
 
 _BOUNDS = LATENCY_BUCKETS_MS[:-1]
 LATENCY_COLUMNS = tuple(f"lat_{i}" for i in range(len(LATENCY_BUCKETS_MS)))
@@ -21,15 +22,17 @@ def _upsert(dialect):
     if dialect not in _upserts:
         insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
         statement = insert(UsageHourly)
-        _upserts[dialect] = statement.on_conflict_do_update(
+        _upserts[dialect] = Prepared(statement.on_conflict_do_update(
             index_elements=list(_KEY),
-            set_={name: getattr(UsageHourly, name) + getattr(statement.excluded, name) for name in _SUMMED})
+            set_={name: getattr(UsageHourly, name) + getattr(statement.excluded, name) for name in _SUMMED}),
+            columns=[*_KEY, *_SUMMED])
     return _upserts[dialect]
 
 
-def roll_up(connection, events, at):
-    """Add ``events`` to their hours' rows: one row per (account, hour, app, model, key), summed
-    here first, so a batch of settlements upserts each row once."""
+def roll_up(tx, events, at):
+    """Add ``events`` to their hours' rows, in the settlement's transaction ``tx`` (a
+    prepared.Transaction): one row per (account, hour, app, model, key), summed here first, so a
+    batch of settlements upserts each row once."""
     hour = at.replace(minute=0, second=0, microsecond=0)
     rows = {}
     for event in events:
@@ -44,7 +47,7 @@ def roll_up(connection, events, at):
         row["completion_tokens"] += event["completion_tokens"]
         row["cost_micros"] += event["cost_micros"]
         row[LATENCY_COLUMNS[latency_bucket(event["latency_ms"])]] += 1
-    connection.execute(_upsert(connection.dialect.name), list(rows.values()))
+    tx.run_many(_upsert(tx.dialect.name), list(rows.values()))
 
 
 def percentile(bucket_counts, fraction):
