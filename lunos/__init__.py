@@ -3,13 +3,15 @@ import logging
 import os
 
 from flask import Flask
+from sqlalchemy.engine import make_url
 
 __version__ = "0.1.0"
 
 
 def engine_options(uri, settings):
     # An in-memory SQLite database lives in one connection, which SQLAlchemy pools itself.
-    if uri.startswith("sqlite") and ":memory:" in uri:
+    url = make_url(uri)
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         return {}
     return {"pool_size": settings["DB_POOL_SIZE"], "max_overflow": settings["DB_POOL_OVERFLOW"],
             "pool_recycle": 1800}
@@ -20,7 +22,7 @@ def create_app(config=None):
     from lunos import cli, config as settings_module
     from lunos.api import register_blueprints
     from lunos.errors import register_error_handlers
-    from lunos.extensions import db, limiter, migrate
+    from lunos.extensions import db, init_limiter, migrate
     from lunos.gateway import Gateway
     from lunos.services import credits
     from lunos.services.limits import MEMORY_STORAGE_URI
@@ -54,7 +56,7 @@ def create_app(config=None):
 
     db.init_app(app)
     migrate.init_app(app, db, directory=settings_module.MIGRATIONS_DIR)
-    limiter.init_app(app)
+    init_limiter(app)
     Gateway(settings).init_app(app)
     credits.init_app(app)
     register_error_handlers(app)
