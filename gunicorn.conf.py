@@ -20,6 +20,8 @@ preload_app = False  # psycopg must be imported after gevent patches, in each wo
 # fight over it, and Lunos does not use it.
 control_socket_disable = True
 accesslog = "-"
+# The stock format; atoms computed only when the format reads them (lunos/accesslog.py).
+logger_class = "lunos.accesslog.AccessLogger"
 errorlog = "-"
 
 
