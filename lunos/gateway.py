@@ -12,11 +12,11 @@ class Gateway:
     def __init__(self, settings):
         self.catalog = load_catalog(settings["CATALOG"])
         self.plans = load_plans(settings["PLANS"])
-        self.http = UpstreamHTTP(settings["UPSTREAM_POOL_SIZE"], settings["CONNECT_TIMEOUT_S"])
+        self.http = UpstreamHTTP(settings["UPSTREAM_POOL_SIZE"], settings["CONNECT_TIMEOUT_S"],
+                                 quiet_s=settings["STREAM_KEEPALIVE_S"])
         self.router = Router(build_providers(self.catalog, self.http), RetryPolicy(
             max_retries=settings["UPSTREAM_MAX_RETRIES"], backoff_s=settings["RETRY_BACKOFF_S"],
             retry_after_cap_s=settings["RETRY_AFTER_CAP_S"]))
-        self.keepalive_s = settings["STREAM_KEEPALIVE_S"]
 
     def init_app(self, app):
         app.extensions["lunos"] = self

@@ -2,7 +2,7 @@
 import json
 import time
 
-from lunos.providers.base import ChunkStream, Provider, ProviderError
+from lunos.providers.base import QUIET, ChunkStream, Provider, ProviderError
 from lunos.providers.http import iter_sse, read_json
 from lunos.providers.openai import parse_event, read_api_key, read_stream
 from lunos.tokens import message_text
@@ -195,14 +195,20 @@ class AnthropicProvider(Provider):
         response = self._post(model, body, stream=True)
         return ChunkStream(read_stream(response, self._chunks(response)), response)
 
-    @staticmethod
-    def _chunks(response):
+    def _chunks(self, response):
         translator, stopped = StreamTranslator(), False
-        for _event, data in iter_sse(response):
-            if stopped:
-                continue  # read to the end so the connection goes back to the pool
-            event = parse_event(data)
-            yield from translator.translate(event)
-            stopped = event.get("type") == "message_stop"
+        for events in iter_sse(response, self.http.quiet_s, self.config.timeout_s):
+            if events is QUIET:
+                yield QUIET
+                continue
+            chunks = []
+            for _event, data in events:
+                if stopped:
+                    continue  # read to the end so the connection goes back to the pool
+                event = parse_event(data)
+                chunks.extend(translator.translate(event))
+                stopped = event.get("type") == "message_stop"
+            if chunks:
+                yield chunks
         if not stopped:
             raise ProviderError("stream ended before message_stop", retryable=True)

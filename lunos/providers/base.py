@@ -4,6 +4,10 @@ import time
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
+# What a stream yields, in place of a batch of chunks, after each quiet interval without a
+# byte from its upstream: the gateway sends a keep-alive comment.
+QUIET = type("Quiet", (), {"__repr__": lambda self: "QUIET"})()
+
 
 class ProviderError(Exception):
     """One failed upstream attempt. The router decides whether to retry or move on."""
@@ -58,7 +62,8 @@ class Provider:
 
 
 class ChunkStream:
-    """Iterates chat.completion.chunk dicts from one upstream response.
+    """Iterates lists of chat.completion.chunk dicts from one upstream response, one list per
+    read (several when they queued up), or QUIET.
 
     ``close`` may come from another greenlet while the reader is blocked: it then shuts the
     socket down, which wakes the reader with an error, and the reader closes the response

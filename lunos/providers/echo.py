@@ -31,7 +31,7 @@ class EchoProvider(Provider):
                 "usage": _usage(body, text)}
 
     def open_stream(self, model, body):
-        return ChunkStream(self._chunks(model, body))
+        return ChunkStream([chunk] for chunk in self._chunks(model, body))
 
     @staticmethod
     def _chunks(model, body):

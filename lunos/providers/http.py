@@ -7,9 +7,10 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
+from urllib3.exceptions import ProtocolError
 
 from lunos import __version__
-from lunos.providers.base import ProviderError, parse_retry_after
+from lunos.providers.base import QUIET, ProviderError, parse_retry_after
 
 USER_AGENT = f"lunos/{__version__}"
 
@@ -23,8 +24,9 @@ class UpstreamHTTP:
     (HTTPS_PROXY, NO_PROXY), the CA bundle at start.
     """
 
-    def __init__(self, pool_size, connect_timeout_s):
+    def __init__(self, pool_size, connect_timeout_s, quiet_s=15.0):
         self.connect_timeout_s = connect_timeout_s
+        self.quiet_s = quiet_s  # streams report each quiet interval, for keep-alive comments
         self.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         self._proxies = {}
         # Retries belong to the router (it knows about fallbacks), so urllib3 does none.
@@ -101,29 +103,143 @@ def _reason(exc):
     return text if len(text) < 300 else text[:300] + "..."
 
 
-def iter_blocks(response):
-    """Yield the body of a streamed response in blocks as they arrive: whatever is available at
-    each read (several events at once when they queued up), never waiting to fill a buffer."""
+def iter_blocks(response, quiet_s, timeout_s):
+    """Yield the body of a streamed response in blocks as they arrive (whatever each read finds:
+    several events when they queued up), and QUIET after each ``quiet_s`` without a byte, so the
+    reader can send a keep-alive without a second greenlet. ``timeout_s`` of silence in all is
+    a TimeoutError.
+
+    The framing is undone here, on the buffered socket: urllib3 and http.client turn a socket
+    timeout into a dead response, and cost several calls per layer for each event.
+    """
     raw = response.raw
-    while block := raw.read1(65536):
+    source = getattr(raw, "_fp", None)  # http.client's response, under urllib3's
+    reader = getattr(source, "fp", None)
+    if reader is None or source.chunk_left is not None or response.headers.get("Content-Encoding"):
+        yield from iter(lambda: raw.read1(65536), b"")  # a compressed body: urllib3 decodes it
+        return
+    wait_s = min(quiet_s, timeout_s)
+    raw.connection.sock.settimeout(wait_s)
+    blocks = _reads(reader, wait_s, timeout_s)
+    yield from _dechunk(blocks) if source.chunked else _sized(blocks, source.length)
+    if not source.will_close:  # read to its end: the connection goes back to the pool
+        source.close()
+        raw.release_conn()
+
+
+def _reads(reader, wait_s, timeout_s):
+    """Reads from ``reader``, a buffered socket whose timeout is ``wait_s``: bytes as they come
+    (b"" at the end), or QUIET for each ``wait_s`` without any."""
+    silent_s = 0.0
+    while True:
+        try:
+            data = reader.read1(65536)  # what is buffered, else one read from the socket
+        except TimeoutError:
+            # socket.SocketIO refuses to read after a timeout, lest a partial read be lost;
+            # read1 consumed nothing here, so reading on is safe.
+            reader.raw._timeout_occurred = False
+            silent_s += wait_s
+            if silent_s >= timeout_s:
+                raise
+            yield QUIET
+            continue
+        silent_s = 0.0
+        yield data
+
+
+def _dechunk(blocks):
+    """The data of a chunked body, from its raw ``blocks``; QUIET passes through."""
+    buffer, state, left = b"", "size", 0
+    for block in blocks:
+        if block is QUIET:
+            yield QUIET
+            continue
+        if not block:
+            if state == "trailer":
+                return  # some servers close instead of ending an empty trailer
+            raise ProtocolError("the upstream closed the connection inside a chunked body")
+        buffer += block
+        parts = []
+        while True:
+            if state == "size":
+                end = buffer.find(b"\r\n")
+                if end < 0:
+                    if len(buffer) > 1024:
+                        raise ProtocolError("invalid chunk size line")
+                    break
+                left = _chunk_size(buffer[:end])
+                buffer = buffer[end + 2:]
+                state = "data" if left else "trailer"
+            elif state == "data":
+                if not buffer:
+                    break
+                part, buffer = buffer[:left], buffer[left:]
+                parts.append(part)
+                left -= len(part)
+                if not left:
+                    state = "crlf"
+            elif state == "crlf":
+                if len(buffer) < 2:
+                    break
+                if buffer[:2] != b"\r\n":
+                    raise ProtocolError("a chunk did not end with CRLF")
+                buffer, state = buffer[2:], "size"
+            else:  # the trailer: fields, if any, then the empty line that ends the body
+                if buffer.startswith(b"\r\n") or b"\r\n\r\n" in buffer:
+                    if parts:
+                        yield b"".join(parts)
+                    return
+                break
+        if parts:
+            yield b"".join(parts)
+
+
+def _chunk_size(line):
+    try:
+        return int(line.split(b";", 1)[0], 16)
+    except ValueError:
+        raise ProtocolError(f"invalid chunk size: {line[:40]!r}") from None
+
+
+def _sized(blocks, length):
+    """A body of ``length`` bytes, or up to the end of the connection when None."""
+    for block in blocks:
+        if block is QUIET:
+            yield QUIET
+            continue
+        if not block:
+            if length:
+                raise ProtocolError("the upstream closed the connection before the end of the body")
+            return
+        if length is not None:
+            block = block[:length]
+            length -= len(block)
         yield block
+        if length == 0:
+            return
 
 
-def iter_sse(response):
-    """Yield (event, data) pairs from a text/event-stream response as they arrive."""
+def iter_sse(response, quiet_s, timeout_s):
+    """Yield, per block read, the list of (event, data) pairs it completed; QUIET passes through."""
     buffer, event, data = b"", None, []
-    for block in iter_blocks(response):
+    for block in iter_blocks(response, quiet_s, timeout_s):
+        if block is QUIET:
+            yield QUIET
+            continue
         buffer += block
         *lines, buffer = buffer.split(b"\n")
+        events = []
         for raw_line in lines:
             line = raw_line.rstrip(b"\r")
             if not line:
                 if data:
-                    yield event, b"\n".join(data)
+                    events.append((event, b"\n".join(data)))
                 event, data = None, []
             elif line.startswith(b"data:"):
                 data.append(line[6:] if line.startswith(b"data: ") else line[5:])
             elif line.startswith(b"event:"):
                 event = line[6:].strip().decode()
+        if events:
+            yield events
     if data:
-        yield event, b"\n".join(data)
+        yield [(event, b"\n".join(data))]

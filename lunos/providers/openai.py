@@ -5,7 +5,7 @@ import orjson
 import requests
 import urllib3
 
-from lunos.providers.base import ChunkStream, Provider, ProviderError
+from lunos.providers.base import QUIET, ChunkStream, Provider, ProviderError
 from lunos.providers.http import iter_sse, read_json
 
 
@@ -68,21 +68,27 @@ class OpenAIProvider(Provider):
         response = self._post(upstream, stream=True)
         return ChunkStream(read_stream(response, self._chunks(response)), response)
 
-    @staticmethod
-    def _chunks(response):
+    def _chunks(self, response):
         finished = done = False
-        for _event, data in iter_sse(response):
-            if done:
-                continue  # read to the end so the connection goes back to the pool
-            if data.strip() == b"[DONE]":
-                finished = done = True
+        for events in iter_sse(response, self.http.quiet_s, self.config.timeout_s):
+            if events is QUIET:
+                yield QUIET
                 continue
-            chunk = parse_event(data)
-            if isinstance(chunk, dict) and "error" in chunk:
-                error = chunk["error"]
-                message = error.get("message") if isinstance(error, dict) else str(error)
-                raise ProviderError(f"upstream error mid-stream: {message}", retryable=True)
-            finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
-            yield chunk
+            chunks = []
+            for _event, data in events:
+                if done:
+                    continue  # read to the end so the connection goes back to the pool
+                if data.strip() == b"[DONE]":
+                    finished = done = True
+                    continue
+                chunk = parse_event(data)
+                if isinstance(chunk, dict) and "error" in chunk:
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise ProviderError(f"upstream error mid-stream: {message}", retryable=True)
+                finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+                chunks.append(chunk)
+            if chunks:
+                yield chunks
         if not finished:  # a server that omits [DONE] still sends a finish_reason
             raise ProviderError("stream ended before the answer finished", retryable=True)

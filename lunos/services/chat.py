@@ -3,13 +3,13 @@ through the router, shape the answer."""
 import time
 
 from lunos.errors import LunosError, ModelNotFound, UpstreamFailed
-from lunos.providers.base import ProviderError
+from lunos.providers.base import QUIET, ProviderError
 from lunos.models.api_key import INFERENCE
 from lunos.services.access import check_plan
 from lunos.services.keys import check_key_scope, require_kind
 from lunos.services.credits import usd
 from lunos.services.metering import Meter
-from lunos.services.streaming import KEEPALIVE, SSE_DONE, SSE_KEEPALIVE, sse_event, with_keepalive
+from lunos.services.streaming import SSE_DONE, SSE_KEEPALIVE, sse_event
 from lunos.tokens import estimate_prompt, estimate_text
 
 LUNOS_PARAMS = ("fallback_model", "models")
@@ -179,8 +179,8 @@ class ChatStream:
         try:
             while True:
                 try:
-                    for batch in with_keepalive(self.upstream, self.gateway.keepalive_s):
-                        if batch is KEEPALIVE:
+                    for batch in self.upstream:
+                        if batch is QUIET:
                             yield SSE_KEEPALIVE
                             continue
                         for chunk in batch:

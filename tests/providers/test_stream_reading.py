@@ -1,0 +1,95 @@
+"""Reading a streamed upstream body off its socket: framing, quiet intervals, timeouts, reuse."""
+import time
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+from urllib3.exceptions import ProtocolError
+
+from lunos.providers.base import QUIET
+from lunos.providers.http import UpstreamHTTP, iter_blocks
+from tests.fake_http import LoopbackServer
+
+SSE = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers each request with the server's next script: raw bytes to send, pauses in seconds."""
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.fake.peers.append(self.client_address)
+        for step in self.server.fake.scripts.pop(0):
+            if isinstance(step, float):
+                time.sleep(step)
+            else:
+                self.wfile.write(step.encode())
+                self.wfile.flush()
+        if self.server.fake.close_after:
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = LoopbackServer(Scripted)
+    server.scripts, server.close_after, server.peers = [], False, []
+    yield server
+    server.close()
+
+
+def read(http, server, quiet_s=5.0, timeout_s=5.0):
+    response = http.post_json(f"{server.url}/v1/chat/completions", {}, headers={}, timeout_s=timeout_s, stream=True)
+    try:
+        return list(iter_blocks(response, quiet_s, timeout_s))
+    finally:
+        response.close()
+
+
+def data(blocks):
+    return b"".join(block for block in blocks if block is not QUIET)
+
+
+def test_chunks_split_anywhere_are_joined_and_the_connection_is_reused(scripted):
+    scripted.scripts = [[SSE + "Transfer-Encoding: chunked\r\n\r\n", "5\r\nhel", 0.02, "lo\r", 0.02,
+                         "\n1", 0.02, "0;ext=1\r\n", "0123456789abcdef\r\n", "0\r\n", 0.02, "\r\n"],
+                        [SSE + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n"]]
+    http = UpstreamHTTP(4, 5)
+    assert data(read(http, scripted)) == b"hello0123456789abcdef"
+    assert data(read(http, scripted)) == b"abc"
+    assert scripted.peers[0] == scripted.peers[1], "both requests came over one connection"
+
+
+def test_quiet_intervals_are_reported_and_the_body_goes_on(scripted):
+    scripted.scripts = [[SSE + "Transfer-Encoding: chunked\r\n\r\n", "2\r\nab\r\n", 0.35, "2\r\ncd\r\n0\r\n\r\n"]]
+    blocks = read(UpstreamHTTP(4, 5), scripted, quiet_s=0.1)
+    assert data(blocks) == b"abcd"
+    assert 2 <= blocks.count(QUIET) <= 4, blocks  # one per 0.1 s of the 0.35 s silence
+    assert blocks.index(QUIET) > blocks.index(b"ab")
+
+
+def test_silence_longer_than_the_timeout_is_a_timeout(scripted):
+    scripted.scripts = [[SSE + "Transfer-Encoding: chunked\r\n\r\n", "2\r\nab\r\n", 1.0, "0\r\n\r\n"]]
+    response = UpstreamHTTP(4, 5).post_json(f"{scripted.url}/v1", {}, headers={}, timeout_s=0.3, stream=True)
+    seen = []
+    with pytest.raises(TimeoutError):
+        for block in iter_blocks(response, 0.1, 0.3):
+            seen.append(block)
+    response.close()
+    assert seen[0] == b"ab" and seen.count(QUIET) == 2  # quiet at 0.1 and 0.2 s, the timeout at 0.3 s
+
+
+def test_a_body_with_a_length_and_one_that_ends_with_the_connection(scripted):
+    scripted.scripts = [[SSE + "Content-Length: 6\r\n\r\n", "abc", 0.02, "def"]]
+    assert data(read(UpstreamHTTP(4, 5), scripted)) == b"abcdef"
+    scripted.scripts, scripted.close_after = [[SSE + "Connection: close\r\n\r\n", "abc", 0.02, "def"]], True
+    assert data(read(UpstreamHTTP(4, 5), scripted)) == b"abcdef"
+
+
+@pytest.mark.parametrize("body", ["5\r\nab", "zz\r\nab\r\n", "2\r\nabXY"])
+def test_a_broken_chunked_body_is_an_error(scripted, body):
+    scripted.scripts, scripted.close_after = [[SSE + "Transfer-Encoding: chunked\r\n\r\n", body]], True
+    with pytest.raises(ProtocolError):
+        read(UpstreamHTTP(4, 5), scripted)
