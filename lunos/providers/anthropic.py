@@ -2,8 +2,8 @@
 import json
 import time
 
-from lunos.providers.base import QUIET, ChunkStream, Provider, ProviderError
-from lunos.providers.http import iter_sse, read_json
+from lunos.providers.base import ChunkStream, Provider, ProviderError
+from lunos.providers.http import chunk_batches, read_json
 from lunos.providers.openai import parse_event, read_api_key, read_stream
 from lunos.tokens import message_text
 
@@ -196,19 +196,15 @@ class AnthropicProvider(Provider):
         return ChunkStream(read_stream(response, self._chunks(response)), response)
 
     def _chunks(self, response):
-        translator, stopped = StreamTranslator(), False
-        for events in iter_sse(response, self.http.quiet_s, self.config.timeout_s):
-            if events is QUIET:
-                yield QUIET
-                continue
-            chunks = []
-            for _event, data in events:
-                if stopped:
-                    continue  # read to the end so the connection goes back to the pool
-                event = parse_event(data)
-                chunks.extend(translator.translate(event))
-                stopped = event.get("type") == "message_stop"
-            if chunks:
-                yield chunks
-        if not stopped:
+        translator, state = StreamTranslator(), {"stopped": False}
+
+        def convert(_event, data):
+            if state["stopped"]:
+                return ()  # read to the end so the connection goes back to the pool
+            event = parse_event(data)
+            state["stopped"] = event.get("type") == "message_stop"
+            return translator.translate(event)
+
+        yield from chunk_batches(response, self.http.quiet_s, self.config.timeout_s, convert)
+        if not state["stopped"]:
             raise ProviderError("stream ended before message_stop", retryable=True)

@@ -243,3 +243,15 @@ def iter_sse(response, quiet_s, timeout_s):
             yield events
     if data:
         yield [(event, b"\n".join(data))]
+
+
+def chunk_batches(response, quiet_s, timeout_s, convert):
+    """Per read of a streamed SSE response, the chunks ``convert(event, data)`` makes of its
+    events (an iterable per event), as a list; QUIET passes through."""
+    for events in iter_sse(response, quiet_s, timeout_s):
+        if events is QUIET:
+            yield QUIET
+            continue
+        chunks = [chunk for event, data in events for chunk in convert(event, data)]
+        if chunks:
+            yield chunks

@@ -5,8 +5,8 @@ import orjson
 import requests
 import urllib3
 
-from lunos.providers.base import QUIET, ChunkStream, Provider, ProviderError
-from lunos.providers.http import iter_sse, read_json
+from lunos.providers.base import ChunkStream, Provider, ProviderError
+from lunos.providers.http import chunk_batches, read_json
 
 
 def parse_event(data):
@@ -69,26 +69,22 @@ class OpenAIProvider(Provider):
         return ChunkStream(read_stream(response, self._chunks(response)), response)
 
     def _chunks(self, response):
-        finished = done = False
-        for events in iter_sse(response, self.http.quiet_s, self.config.timeout_s):
-            if events is QUIET:
-                yield QUIET
-                continue
-            chunks = []
-            for _event, data in events:
-                if done:
-                    continue  # read to the end so the connection goes back to the pool
-                if data.strip() == b"[DONE]":
-                    finished = done = True
-                    continue
-                chunk = parse_event(data)
-                if isinstance(chunk, dict) and "error" in chunk:
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else str(error)
-                    raise ProviderError(f"upstream error mid-stream: {message}", retryable=True)
-                finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
-                chunks.append(chunk)
-            if chunks:
-                yield chunks
-        if not finished:  # a server that omits [DONE] still sends a finish_reason
+        state = {"finished": False, "done": False}
+
+        def convert(_event, data):
+            if state["done"]:
+                return ()  # read to the end so the connection goes back to the pool
+            if data.strip() == b"[DONE]":
+                state["finished"] = state["done"] = True
+                return ()
+            chunk = parse_event(data)
+            if isinstance(chunk, dict) and "error" in chunk:
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else str(error)
+                raise ProviderError(f"upstream error mid-stream: {message}", retryable=True)
+            state["finished"] = state["finished"] or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+            return (chunk,)
+
+        yield from chunk_batches(response, self.http.quiet_s, self.config.timeout_s, convert)
+        if not state["finished"]:  # a server that omits [DONE] still sends a finish_reason
             raise ProviderError("stream ended before the answer finished", retryable=True)
