@@ -79,6 +79,22 @@ def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, app, auth,
     assert balance == ledger and reserved == 0
 
 
+def test_a_finished_stream_is_settled_by_gunicorns_close(start_gunicorn, app, auth, account, upstream):
+    upstream.script("primary", Reply(usage=(30, 10)))
+    # Connection: close, or gunicorn's graceful stop would wait for the idle keep-alive connection.
+    response = requests.post(f"{start_gunicorn()}/v1/chat/completions", headers={**auth, "Connection": "close"},
+                             timeout=10, json={"model": "test/primary", "stream": True,
+                                               "messages": [{"role": "user", "content": "hi"}]})
+    assert response.text.endswith("data: [DONE]\n\n")
+    deadline = time.monotonic() + 5  # settled just after the last byte, by the WSGI close
+    while not usage_events(app, account) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [event] = usage_events(app, account)
+    assert (event.status, event.prompt_tokens, event.completion_tokens) == ("ok", 30, 10)
+    balance, ledger, reserved = money(app, account)
+    assert balance == ledger and reserved == 0
+
+
 def test_non_streaming_under_gevent(start_gunicorn, auth):
     answer = requests.post(f"{start_gunicorn()}/v1/chat/completions", headers=auth, timeout=10, json={
         "model": "test/primary", "messages": [{"role": "user", "content": "hi"}]}).json()

@@ -27,7 +27,8 @@ def chat_completions():
     app = current_app._get_current_object()
 
     def close():
-        # A response closed before its body started never runs the generator's finally.
+        # Settles a stream that ended well, after its last byte, and one closed before its body
+        # started, which never runs the generator's finally.
         with app.app_context():
             stream.close()
 

@@ -214,4 +214,7 @@ class ChatStream:
             raise
         finally:
             self.upstream.close()
-            self._settle(error_message)
+            # A stream that ended well is settled by close(), which the server calls once the
+            # last byte has gone out: the client does not wait for the settlement's transaction.
+            if self.status != "ok":
+                self._settle(error_message)

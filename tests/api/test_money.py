@@ -71,6 +71,21 @@ def test_stream_bills_upstream_usage_and_reports_cost(app, client, auth, account
     assert_books_balance(app, account)
 
 
+def test_a_finished_stream_is_settled_once_when_the_server_closes_it(app, client, auth, account, upstream):
+    """The client gets [DONE] without waiting for the settlement; the close that follows settles."""
+    upstream.script("primary", Reply(usage=(30, 10)))
+    response = client.post("/v1/chat/completions", headers=auth, buffered=False, json={
+        "model": "test/primary", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    body = b"".join(response.response)
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert usage_events(app, account) == [], "not settled before the last byte went out"
+    response.close()
+    response.close()
+    [event] = usage_events(app, account)
+    assert (event.status, event.prompt_tokens, event.completion_tokens) == ("ok", 30, 10)
+    assert_books_balance(app, account)
+
+
 def test_client_disconnect_mid_stream_bills_what_was_produced_once(app, client, auth, account, upstream):
     upstream.script("primary", Reply(words=tuple(f" word{i}" for i in range(60)), chunk_delay_s=0.02))
     before, _, _ = money(app, account)
