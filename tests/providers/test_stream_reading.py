@@ -1,4 +1,5 @@
 """Reading a streamed upstream body off its socket: framing, quiet intervals, timeouts, reuse."""
+import gzip
 import time
 from http.server import BaseHTTPRequestHandler
 
@@ -23,7 +24,7 @@ class Scripted(BaseHTTPRequestHandler):
             if isinstance(step, float):
                 time.sleep(step)
             else:
-                self.wfile.write(step.encode())
+                self.wfile.write(step if isinstance(step, bytes) else step.encode())
                 self.wfile.flush()
         if self.server.fake.close_after:
             self.close_connection = True
@@ -93,3 +94,9 @@ def test_a_broken_chunked_body_is_an_error(scripted, body):
     scripted.scripts, scripted.close_after = [[SSE + "Transfer-Encoding: chunked\r\n\r\n", body]], True
     with pytest.raises(ProtocolError):
         read(UpstreamHTTP(4, 5), scripted)
+
+
+def test_a_compressed_body_is_decoded(scripted):
+    body = gzip.compress(b"data: {}\n\n" * 3)
+    scripted.scripts = [[SSE + f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n", body]]
+    assert data(read(UpstreamHTTP(4, 5), scripted)) == b"data: {}\n\n" * 3
