@@ -116,7 +116,8 @@ def iter_blocks(response, quiet_s, timeout_s):
     source = getattr(raw, "_fp", None)  # http.client's response, under urllib3's
     reader = getattr(source, "fp", None)
     if reader is None or source.chunk_left is not None or response.headers.get("Content-Encoding"):
-        # A compressed body (Lunos asks for identity, but a proxy may compress): urllib3 decodes.
+        # A compressed body (Lunos asks for identity, but a proxy may compress it anyway), or one
+        # urllib3 has begun reading: urllib3 reads and decodes it, without quiet intervals.
         yield from iter(lambda: raw.read1(65536, decode_content=True), b"")
         return
     wait_s = min(quiet_s, timeout_s)

@@ -33,7 +33,8 @@ class _Form:
         positional = compiled.positiontup is not None
         names = compiled.positiontup if positional else list(dict.fromkeys(compiled.bind_names.values()))
         # (name, processor, required, fixed value): a bind that is not looked up in the values,
-        # such as the 0 in .values(spent_micros=0), carries its own.
+        # such as the 0 in .values(spent_micros=0), carries its own. None is SQL NULL, JSON
+        # columns included (SQLAlchemy would write JSON null there).
         binds = [(name, compiled.binds[name].type._cached_bind_processor(dialect), compiled.binds[name].required,
                   compiled.binds[name].effective_value) for name in names]
 
