@@ -1,5 +1,4 @@
 """What every provider adapter implements, and the failures it reports to the router."""
-import socket
 import time
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -63,36 +62,20 @@ class Provider:
 
 class ChunkStream:
     """Iterates lists of chat.completion.chunk dicts from one upstream response, one list per
-    read (several when they queued up), or QUIET.
-
-    ``close`` may come from another greenlet while the reader is blocked: it then shuts the
-    socket down, which wakes the reader with an error, and the reader closes the response
-    itself (closing a buffered reader under another reader is not safe).
-    """
+    read (several when they queued up), or QUIET. The greenlet that reads it also closes it."""
 
     def __init__(self, chunks, response=None):
         self._chunks = chunks
         self.response = response
-        self.started = False
 
     def __iter__(self):
-        self.started = True
         return iter(self._chunks)
 
     def close(self):
-        if self.response is None:
-            return
-        if self.started:
-            abort(self.response)
-        else:
+        """End the reading (its generator's finally closes the response) and close the response,
+        which a stream closed before its first read needs. Safe to call more than once."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        if self.response is not None:
             self.response.close()
-
-
-def abort(response):
-    """Shut down the socket under a streamed response still being read, to end that read."""
-    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass

@@ -47,8 +47,8 @@ def create_account(name, credits_micros=0):
     return account
 
 
-# Built once: SQLAlchemy compiles a statement object once and reuses it, and settlement posts
-# a row on every request.
+# For grants, top-ups, refunds and disputes; settlement writes its ledger rows itself, in its
+# batch (services/credits.py).
 _INSERT_ENTRY = insert(LedgerEntry)
 _MOVE_BALANCE = (update(Account).where(Account.id == bindparam("account"))
                  .values(balance_micros=Account.balance_micros + bindparam("delta")))

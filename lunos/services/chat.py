@@ -144,7 +144,7 @@ class ChatStream:
         self.opened_at = time.monotonic()
 
     def close(self):
-        """Release the upstream and settle; safe to call more than once, from any greenlet."""
+        """Release the upstream and settle; safe to call more than once."""
         self.upstream.close()
         if self.status == "streaming":
             self.status = "client_disconnected"

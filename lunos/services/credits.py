@@ -2,8 +2,8 @@
 
 A request reserves its worst-case cost before any upstream call; settlement turns the
 reservation into the actual debit in the same transaction as the usage event. Deleting the
-reservation row is what makes settlement happen at most once. Plain SQL statements, not the
-ORM's unit of work: both run on every request.
+reservation row is what makes settlement happen at most once. Both run on every request, so
+their statements are prepared (services/prepared.py), not the ORM's unit of work.
 """
 from collections import defaultdict
 from datetime import datetime, timezone
