@@ -17,11 +17,11 @@ from lunos.billing.stripe_api import calling_stripe, client
 from lunos.errors import InvalidRequest, ServiceUnavailable
 from lunos.extensions import db
 from lunos.models import Account, LedgerEntry, StripeEvent
+from lunos.services.access import ENDED
 from lunos.services.accounts import post_entry
 
 log = logging.getLogger(__name__)
 CENT_MICROS = 10_000
-ENDED = ("canceled", "unpaid", "incomplete_expired")
 
 
 def verify(payload, signature, secret):
@@ -118,13 +118,21 @@ def _invoice_price(invoice):
     return None
 
 
+def _subscription_details(invoice):
+    # stripe 16: an invoice names its subscription under parent.subscription_details
+    return (invoice.get("parent") or {}).get("subscription_details") or {}
+
+
 def _invoice_subscription(invoice):
-    details = (invoice.get("parent") or {}).get("subscription_details") or {}
-    return details.get("subscription") or invoice.get("subscription")
+    return _subscription_details(invoice).get("subscription") or invoice.get("subscription")
+
+
+def _invoice_account(invoice):
+    return _account(invoice) or _account(_subscription_details(invoice))
 
 
 def invoice_paid(invoice, event, plans, config):
-    account = _account(invoice) or _account((invoice.get("parent") or {}).get("subscription_details") or {})
+    account = _invoice_account(invoice)
     if account is None:
         return _missing(event)
     plan = plans.by_price(_invoice_price(invoice))
@@ -154,7 +162,7 @@ def _set_status(account, status):
 
 
 def invoice_payment_failed(invoice, event, plans, config):
-    account = _account(invoice) or _account((invoice.get("parent") or {}).get("subscription_details") or {})
+    account = _invoice_account(invoice)
     if account is None:
         return _missing(event)
     if _invoice_subscription(invoice) and _fresh(account, event):

@@ -6,8 +6,8 @@ from lunos.errors import InvalidSubscriptionPlan, SubscriptionRequired
 from lunos.plans import Plan
 from lunos.services.limits import Quota
 
-# Subscription states in which the subscribed plan no longer applies.
-ENDED = frozenset({"canceled", "unpaid", "incomplete_expired", "restricted"})
+# Stripe subscription states in which the subscribed plan no longer applies.
+ENDED = frozenset({"canceled", "unpaid", "incomplete_expired"})
 
 
 @dataclass(frozen=True)
