@@ -2,7 +2,6 @@
 from flask import Blueprint, current_app, g, jsonify, request
 
 from lunos.api.auth import require_key
-from lunos.catalog import MICRO_USD
 from lunos.services import accounts, usage
 from lunos.services.credits import usd
 
@@ -12,8 +11,7 @@ bp = Blueprint("account", __name__, url_prefix="/v1")
 @bp.get("/balance")
 @require_key
 def balance():
-    summary = accounts.balance_summary(g.caller.account_id,
-                                       int(current_app.config["LOW_BALANCE_USD"] * MICRO_USD))
+    summary = accounts.balance_summary(g.caller.account_id, current_app.config["LOW_BALANCE_USD"])
     return jsonify({"balance": usd(summary["balance_micros"]), "reserved": usd(summary["reserved_micros"]),
                     "available": usd(summary["available_micros"]), "low_balance": summary["low_balance"],
                     "currency": "usd", **summary})

@@ -4,7 +4,6 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 
 from lunos.billing import checkout
-from lunos.catalog import MICRO_USD
 from lunos.dashboard.charts import bar_chart
 from lunos.dashboard.session import check_csrf, csrf_token, sign_in, signed_in
 from lunos.errors import LunosError
@@ -57,7 +56,7 @@ def overview():
     now = datetime.now(timezone.utc)
     month = analytics.UsageFilter(g.account.id, now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), now)
     days = analytics.aggregate(month, "day")
-    summary = accounts.balance_summary(g.account.id, int(current_app.config["LOW_BALANCE_USD"] * MICRO_USD))
+    summary = accounts.balance_summary(g.account.id, current_app.config["LOW_BALANCE_USD"])
     totals = {"requests": sum(d["requests"] for d in days), "errors": sum(d["errors"] for d in days),
               "cost": sum(d["cost"] for d in days)}
     chart = bar_chart([(d["day"], d["requests"]) for d in days], "Requests per day this month")
@@ -123,7 +122,7 @@ def revoke(key_id):
 @signed_in
 def billing():
     plans = current_gateway().plans
-    summary = accounts.balance_summary(g.account.id, int(current_app.config["LOW_BALANCE_USD"] * MICRO_USD))
+    summary = accounts.balance_summary(g.account.id, current_app.config["LOW_BALANCE_USD"])
     return render_template("billing.html", summary=summary, plans=plans.plans.values(), account=g.account,
                            plan=g.account.plan or plans.default,
                            configured=bool(current_app.config["STRIPE_SECRET_KEY"]))

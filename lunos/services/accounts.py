@@ -62,11 +62,11 @@ def post_entry(account_id, amount_micros, *, kind, source_ref, reason=None):
     connection.execute(_MOVE_BALANCE, {"account": account_id, "delta": amount_micros})
 
 
-def balance_summary(account_id, low_balance_micros):
+def balance_summary(account_id, low_balance_usd):
     account = db.session.get(Account, account_id)
     available = account.balance_micros - account.reserved_micros
     return {"balance_micros": account.balance_micros, "reserved_micros": account.reserved_micros,
-            "available_micros": available, "low_balance": available < low_balance_micros}
+            "available_micros": available, "low_balance": available < usd_to_micros(low_balance_usd)}
 
 
 def credit_totals(account_id):
