@@ -9,7 +9,7 @@ from lunos.api.body import json_body
 from lunos.errors import InvalidRequest, NotFound
 from lunos.schemas import APP_ID
 from lunos.services import analytics
-from lunos.services.credits import usd
+from lunos.services.usage import summary
 
 bp = Blueprint("usage", __name__, url_prefix="/v1")
 CSV_COLUMNS = ("group", "name", "requests", "errors", "prompt_tokens", "completion_tokens", "cost",
@@ -35,15 +35,6 @@ def usage():
                     "to": usage_filter.end.isoformat(), "data": rows})
 
 
-def _event(event):
-    return {"id": f"chatcmpl-{event.id}", "created_at": event.created_at.isoformat(), "app_id": event.app_id,
-            "key_id": event.key_id, "model": event.model, "requested_model": event.requested_model,
-            "provider": event.provider, "stream": event.stream, "status": event.status,
-            "http_status": event.http_status, "prompt_tokens": event.prompt_tokens,
-            "completion_tokens": event.completion_tokens, "cost": usd(event.cost_micros),
-            "latency_ms": event.latency_ms, "ttft_ms": event.ttft_ms}
-
-
 @bp.get("/usage/events")
 @require_key
 def usage_events():
@@ -55,8 +46,8 @@ def usage_events():
         raise InvalidRequest("'limit' is a number from 1 to 1000", param="limit")
     usage_filter = analytics.make_filter(g.caller.account_id, request.args)
     page, cursor = analytics.events(usage_filter, limit, request.args.get("cursor"))
-    return jsonify({"object": "list", "data": [_event(e) for e in page], "next_cursor": cursor,
-                    "has_more": cursor is not None})
+    return jsonify({"object": "list", "data": [{**summary(e), "key_id": e.key_id} for e in page],
+                    "next_cursor": cursor, "has_more": cursor is not None})
 
 
 @bp.get("/apps")

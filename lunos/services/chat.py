@@ -9,6 +9,7 @@ from lunos.services.access import check_plan
 from lunos.services.keys import check_key_scope, require_kind
 from lunos.services.credits import usd
 from lunos.services.metering import Meter
+from lunos.services.usage import COMPLETION_PREFIX
 from lunos.services.streaming import SSE_DONE, SSE_KEEPALIVE, sse_event
 from lunos.tokens import estimate_prompt, estimate_text
 
@@ -54,7 +55,7 @@ class Completion:
     def __init__(self, gateway, caller, body, request_id):
         self.gateway = gateway
         self.request = {key: value for key, value in body.items() if key not in LUNOS_PARAMS}
-        self.completion_id = f"chatcmpl-{request_id}"
+        self.completion_id = COMPLETION_PREFIX + request_id  # what /v1/generation?id= takes back
         self.models = candidates(gateway.catalog, body)
         self.meter = Meter(caller, request_id, self.models[0].id, bool(body.get("stream")))
         self.plan = gateway.router.plan(self.models)

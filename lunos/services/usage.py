@@ -9,21 +9,25 @@ from lunos.services.credits import usd
 COMPLETION_PREFIX = "chatcmpl-"
 
 
+def summary(event):
+    """What every view of a usage event shows."""
+    return {"id": COMPLETION_PREFIX + event.id, "created_at": event.created_at.isoformat(),
+            "model": event.model, "requested_model": event.requested_model, "provider": event.provider,
+            "app_id": event.app_id, "stream": event.stream, "status": event.status,
+            "http_status": event.http_status, "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens, "cost": usd(event.cost_micros),
+            "latency_ms": event.latency_ms, "ttft_ms": event.ttft_ms}
+
+
 def generation(account_id, generation_id):
     """One request's stats, by the id its answer carried; only the caller's own account."""
     event_id = (generation_id or "").removeprefix(COMPLETION_PREFIX)
     event = db.session.get(UsageEvent, event_id) if event_id else None
     if event is None or event.account_id != account_id:
         raise NotFound(f"No generation with id {generation_id!r}.", param="id")
-    return {"id": COMPLETION_PREFIX + event.id, "created_at": event.created_at.isoformat(),
-            "model": event.model, "requested_model": event.requested_model, "provider": event.provider,
-            "app_id": event.app_id, "stream": event.stream, "status": event.status,
-            "http_status": event.http_status, "error": event.error,
-            "prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
-            "cached_tokens": event.cached_tokens, "reasoning_tokens": event.reasoning_tokens,
-            "usage_estimated": event.usage_estimated, "cost": usd(event.cost_micros),
-            "unbilled": usd(event.unbilled_micros), "latency_ms": event.latency_ms, "ttft_ms": event.ttft_ms,
-            "attempts": event.attempts}
+    return {**summary(event), "error": event.error, "cached_tokens": event.cached_tokens,
+            "reasoning_tokens": event.reasoning_tokens, "usage_estimated": event.usage_estimated,
+            "unbilled": usd(event.unbilled_micros), "attempts": event.attempts}
 
 
 def key_spend_micros(key_id):
