@@ -1,9 +1,10 @@
-"""Gateway against direct upstream, in one run: python bench/run.py [--database-url URL] [--redis-url URL]
+"""Gateway against direct upstream, in one run: python bench/run.py [--database-url URL] [--redis-url URL] [--floor]
 
 Starts bench/upstream.py (a fixed-answer upstream), the gateway under gunicorn with one gevent
 worker, and bench/load.py as the client, each in its own process, then prints:
 non-streaming requests/s at 16 connections, p50 latency at 1 connection, and 1,000 concurrent
-streams (20 chunks, 50 ms apart): failures, time-to-first-chunk and total time p50/p99.
+streams (20 chunks, 50 ms apart): failures, time-to-first-chunk and total time p50/p99. With
+--floor, the streams also go through bench/floor.py, a relay with no framework, for scale.
 """
 import argparse
 import json
@@ -68,6 +69,41 @@ def wait_ready(url, log=None):
     raise SystemExit(f"not ready after 60 s: {url}\n{tail}")
 
 
+def wait_listening(port):
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def gunicorn_worker(master_pid):
+    """The pid of the master's one worker (Linux); None elsewhere."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+        except OSError:
+            return None
+        if children:
+            return int(children[0])
+        time.sleep(0.2)
+    return None
+
+
+def cpu_seconds(pid):
+    """User and system CPU time of a process so far (Linux), 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(*args):
     output = subprocess.run([sys.executable, str(BENCH / "load.py"), *map(str, args)], check=True,
                             capture_output=True, text=True).stdout
@@ -80,6 +116,7 @@ def main():
     parser.add_argument("--redis-url")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--floor", action="store_true", help="also stream through bench/floor.py")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="lunos-bench-"))
@@ -110,8 +147,14 @@ def main():
                 env={**env, "LUNOS_AUTO_MIGRATE": "false"}, stdout=log_file, stderr=subprocess.STDOUT))
         wait_ready(f"http://127.0.0.1:{up_port}/")
         wait_ready(f"http://127.0.0.1:{gw_port}/readyz", log)
+        if args.floor:
+            floor_port = free_port()
+            processes.append(subprocess.Popen([sys.executable, str(BENCH / "floor.py"), str(floor_port),
+                                               str(up_port)]))
+            wait_listening(floor_port)
 
         results = {}
+        worker = gunicorn_worker(processes[1].pid)
         for name, port in (("direct", up_port), ("gateway", gw_port)):
             # Warm up: connection pools filled, code paths exercised, as in a server that has been up.
             load("throughput", "--port", port, "--key", key, "--connections", 16, "--seconds", 2)
@@ -121,8 +164,16 @@ def main():
                                    "--seconds", args.seconds),
                 "latency": load("throughput", "--port", port, "--key", key, "--connections", 1,
                                 "--seconds", args.seconds / 2),
-                "streams": load("streams", "--port", port, "--key", key, "--count", args.streams),
             }
+            before = cpu_seconds(worker)
+            results[name]["streams"] = load("streams", "--port", port, "--key", key, "--count", args.streams)
+            if name == "gateway":
+                results[name]["streams"]["cpu_s"] = cpu_seconds(worker) - before
+        if args.floor:
+            load("streams", "--port", floor_port, "--count", args.streams)
+            before = cpu_seconds(processes[-1].pid)
+            results["floor"] = {"streams": load("streams", "--port", floor_port, "--count", args.streams)}
+            results["floor"]["streams"]["cpu_s"] = cpu_seconds(processes[-1].pid) - before
     finally:
         for process in processes:
             process.terminate()
@@ -149,6 +200,11 @@ def report(results, args):
         ratio = f"{gateway / direct:.2f}x" if direct else "-"
         print(f"{label:38}{direct:>12.1f}{gateway:>12.1f}{ratio:>9}")
     print(f"added p50 latency: {g['latency']['p50_ms'] - d['latency']['p50_ms']:.2f} ms")
+    print(f"gateway worker CPU for the {args.streams} streams: {g['streams']['cpu_s']:.2f} s")
+    if "floor" in results:
+        f = results["floor"]["streams"]
+        print(f"streams through bench/floor.py: failures {f['failures']}, total p50 {f['total_p50_ms']:.1f} ms "
+              f"({f['total_p50_ms'] / d['streams']['total_p50_ms']:.2f}x direct), CPU {f['cpu_s']:.2f} s")
     if g["streams"]["failure_kinds"]:
         print("gateway stream failures:", g["streams"]["failure_kinds"])
     out = ROOT / "bench" / "results"
