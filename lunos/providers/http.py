@@ -60,21 +60,23 @@ class UpstreamHTTP:
         every call (a tenth of a request's cost here), and its proxies."""
         request = requests.PreparedRequest()
         request.method = "POST"
-        request.url, proxies = self._targets.get(url) or self._target(url)
+        request.url, url_headers, proxies = self._targets.get(url) or self._target(url)
         request.headers = CaseInsensitiveDict({"User-Agent": USER_AGENT})
         for header in headers.items():
             check_header_validity(header)  # a key with a newline is an error, not a header
             request.headers[header[0]] = header[1]
-        request.headers["Content-Length"] = str(len(data))
+        request.headers.update(url_headers, **{"Content-Length": str(len(data))})
         request.body = data
         return request, proxies
 
     def _target(self, url):
-        """An upstream URL as requests prepares it, and the proxies the environment sets for it
-        (HTTPS_PROXY, NO_PROXY): read once per URL of the catalog."""
+        """An upstream URL as requests prepares it, the headers it implies (Basic auth from
+        ``user:password@``), and the proxies the environment sets for it (HTTPS_PROXY, NO_PROXY):
+        worked out once per URL of the catalog."""
         request = requests.PreparedRequest()
-        request.prepare_url(url, None)
-        self._targets[url] = request.url, get_environ_proxies(url)
+        request.prepare(method="POST", url=url)
+        url_headers = {name: value for name, value in request.headers.items() if name == "Authorization"}
+        self._targets[url] = request.url, url_headers, get_environ_proxies(url)
         return self._targets[url]
 
     def close(self):

@@ -1,4 +1,5 @@
 """What the pooled upstream client puts on the wire: the request, its headers, the proxy it goes through."""
+import base64
 import json
 from http.server import BaseHTTPRequestHandler
 
@@ -64,3 +65,11 @@ def test_a_header_that_would_split_the_request_is_refused(recorder):
         UpstreamHTTP(4, 5).post_json(f"{recorder.url}/v1", {}, headers={"Authorization": "Bearer a\r\nX: b"},
                                      timeout_s=5)
     assert recorder.seen == []
+
+
+def test_credentials_in_the_url_become_basic_auth(recorder):
+    url = recorder.url.replace("http://", "http://lunos:s%40cret@") + "/v1/chat/completions"
+    assert read_json(UpstreamHTTP(4, 5).post_json(url, {}, headers={}, timeout_s=5)) == {"ok": True}
+    line, headers, _ = recorder.seen[0]
+    assert line == "POST /v1/chat/completions HTTP/1.1"
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"lunos:s@cret").decode()
