@@ -3,8 +3,9 @@
 Starts bench/upstream.py (a fixed-answer upstream), the gateway under gunicorn with one gevent
 worker, and bench/load.py as the client, each in its own process, then prints:
 non-streaming requests/s at 16 connections, p50 latency at 1 connection, and 1,000 concurrent
-streams (20 chunks, 50 ms apart): failures, time-to-first-chunk and total time p50/p99. With
---floor, the streams also go through bench/floor.py, a relay with no framework, for scale.
+streams (20 chunks, 50 ms apart): failures, time-to-first-chunk, total time p50/p99 and the CPU
+time the serving process spent on them (Linux). With --floor, the streams also go through
+bench/floor.py, a relay with no framework, for scale.
 """
 import argparse
 import json
@@ -56,29 +57,26 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def wait_ready(url, log=None):
+def wait_ready(ready, what, log=None):
+    """Poll ``ready()`` for up to 60 s; a connection error counts as not ready yet."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if requests.get(url, timeout=5).status_code < 500:
+            if ready():
                 return
-        except requests.RequestException:
+        except OSError:  # requests' errors included
             pass
         time.sleep(0.2)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
-    raise SystemExit(f"not ready after 60 s: {url}\n{tail}")
+    raise SystemExit(f"not ready after 60 s: {what}\n{tail}")
 
 
-def wait_listening(port):
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+def answers(url):
+    return lambda: requests.get(url, timeout=5).status_code < 500
+
+
+def listens(port):
+    return lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() is None
 
 
 def gunicorn_worker(master_pid):
@@ -102,6 +100,14 @@ def cpu_seconds(pid):
     except (OSError, TypeError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def streams(port, pid, key, count):
+    """One round of concurrent streams, with the CPU time the serving process ``pid`` spent on it."""
+    before = cpu_seconds(pid)
+    result = load("streams", "--port", port, "--key", key, "--count", count)
+    result["cpu_s"] = cpu_seconds(pid) - before
+    return result
 
 
 def load(*args):
@@ -145,17 +151,17 @@ def main():
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
                 env={**env, "LUNOS_AUTO_MIGRATE": "false"}, stdout=log_file, stderr=subprocess.STDOUT))
-        wait_ready(f"http://127.0.0.1:{up_port}/")
-        wait_ready(f"http://127.0.0.1:{gw_port}/readyz", log)
+        wait_ready(answers(f"http://127.0.0.1:{up_port}/"), "the upstream")
+        wait_ready(answers(f"http://127.0.0.1:{gw_port}/readyz"), "the gateway", log)
         if args.floor:
             floor_port = free_port()
             processes.append(subprocess.Popen([sys.executable, str(BENCH / "floor.py"), str(floor_port),
                                                str(up_port)]))
-            wait_listening(floor_port)
+            wait_ready(listens(floor_port), "bench/floor.py")
 
         results = {}
-        worker = gunicorn_worker(processes[1].pid)
-        for name, port in (("direct", up_port), ("gateway", gw_port)):
+        servers = (("direct", up_port, processes[0].pid), ("gateway", gw_port, gunicorn_worker(processes[1].pid)))
+        for name, port, pid in servers:
             # Warm up: connection pools filled, code paths exercised, as in a server that has been up.
             load("throughput", "--port", port, "--key", key, "--connections", 16, "--seconds", 2)
             load("streams", "--port", port, "--key", key, "--count", args.streams)
@@ -164,16 +170,11 @@ def main():
                                    "--seconds", args.seconds),
                 "latency": load("throughput", "--port", port, "--key", key, "--connections", 1,
                                 "--seconds", args.seconds / 2),
+                "streams": streams(port, pid, key, args.streams),
             }
-            before = cpu_seconds(worker)
-            results[name]["streams"] = load("streams", "--port", port, "--key", key, "--count", args.streams)
-            if name == "gateway":
-                results[name]["streams"]["cpu_s"] = cpu_seconds(worker) - before
         if args.floor:
             load("streams", "--port", floor_port, "--count", args.streams)
-            before = cpu_seconds(processes[-1].pid)
-            results["floor"] = {"streams": load("streams", "--port", floor_port, "--count", args.streams)}
-            results["floor"]["streams"]["cpu_s"] = cpu_seconds(processes[-1].pid) - before
+            results["floor"] = {"streams": streams(floor_port, processes[-1].pid, key, args.streams)}
     finally:
         for process in processes:
             process.terminate()
@@ -195,12 +196,12 @@ def report(results, args):
         ("streams: first chunk p99 ms", d["streams"]["ttft_p99_ms"], g["streams"]["ttft_p99_ms"]),
         ("streams: total p50 ms", d["streams"]["total_p50_ms"], g["streams"]["total_p50_ms"]),
         ("streams: total p99 ms", d["streams"]["total_p99_ms"], g["streams"]["total_p99_ms"]),
+        ("streams: server process CPU s", d["streams"]["cpu_s"], g["streams"]["cpu_s"]),
     ]
     for label, direct, gateway in rows:
         ratio = f"{gateway / direct:.2f}x" if direct else "-"
         print(f"{label:38}{direct:>12.1f}{gateway:>12.1f}{ratio:>9}")
     print(f"added p50 latency: {g['latency']['p50_ms'] - d['latency']['p50_ms']:.2f} ms")
-    print(f"gateway worker CPU for the {args.streams} streams: {g['streams']['cpu_s']:.2f} s")
     if "floor" in results:
         f = results["floor"]["streams"]
         print(f"streams through bench/floor.py: failures {f['failures']}, total p50 {f['total_p50_ms']:.1f} ms "

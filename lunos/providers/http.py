@@ -65,7 +65,8 @@ class UpstreamHTTP:
         for header in headers.items():
             check_header_validity(header)  # a key with a newline is an error, not a header
             request.headers[header[0]] = header[1]
-        request.headers.update(url_headers, **{"Content-Length": str(len(data))})
+        request.headers.update(url_headers)
+        request.headers["Content-Length"] = str(len(data))
         request.body = data
         return request, proxies
 
