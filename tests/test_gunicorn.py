@@ -54,6 +54,18 @@ def start_gunicorn(app, database_url, catalog_path, plans_path):
         process.wait(timeout=30)
 
 
+def settled_event(app, account):
+    """The account's one usage event, once the worker has written it (within 5 s), with the
+    account's books balanced and no reservation left."""
+    deadline = time.monotonic() + 5
+    while not usage_events(app, account) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [event] = usage_events(app, account)
+    balance, ledger, reserved = money(app, account)
+    assert balance == ledger and reserved == 0
+    return event
+
+
 def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, app, auth, account, upstream):
     base = start_gunicorn()
     upstream.script("primary", Reply(words=tuple(f" w{i}" for i in range(40)), chunk_delay_s=0.15))
@@ -70,13 +82,8 @@ def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, app, auth,
     response.close()  # the client goes away mid-stream
     assert upstream.wait_disconnect("gunicorn-leaver"), "the gateway closed its upstream request"
     # ...and billed what was produced, once, releasing the reservation.
-    deadline = time.monotonic() + 5
-    while not usage_events(app, account) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [event] = usage_events(app, account)
+    event = settled_event(app, account)
     assert event.status == "client_disconnected" and event.completion_tokens > 0 and event.cost_micros > 0
-    balance, ledger, reserved = money(app, account)
-    assert balance == ledger and reserved == 0
 
 
 def test_a_finished_stream_is_settled_by_gunicorns_close(start_gunicorn, app, auth, account, upstream):
@@ -86,13 +93,8 @@ def test_a_finished_stream_is_settled_by_gunicorns_close(start_gunicorn, app, au
                              timeout=10, json={"model": "test/primary", "stream": True,
                                                "messages": [{"role": "user", "content": "hi"}]})
     assert response.text.endswith("data: [DONE]\n\n")
-    deadline = time.monotonic() + 5  # settled just after the last byte, by the WSGI close
-    while not usage_events(app, account) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [event] = usage_events(app, account)
+    event = settled_event(app, account)  # settled just after the last byte, by the WSGI close
     assert (event.status, event.prompt_tokens, event.completion_tokens) == ("ok", 30, 10)
-    balance, ledger, reserved = money(app, account)
-    assert balance == ledger and reserved == 0
 
 
 def test_non_streaming_under_gevent(start_gunicorn, auth):
