@@ -4,8 +4,9 @@ Starts bench/upstream.py (a fixed-answer upstream), the gateway under gunicorn w
 worker, and bench/load.py as the client, each in its own process, then prints:
 non-streaming requests/s at 16 connections, p50 latency at 1 connection, and 1,000 concurrent
 streams (20 chunks, 50 ms apart): failures, time-to-first-chunk, total time p50/p99 and the CPU
-time the serving process spent on them (Linux). With --floor, the streams also go through
-bench/floor.py, a relay with no framework, for scale.
+time the serving process spent on them (Linux). With --floor, for scale: the same figures for
+bench/stack_floor.py (the gunicorn settings, Flask and requests relaying, with no Lunos code), and
+the streams through bench/floor.py (a relay with no framework at all).
 """
 import argparse
 import json
@@ -110,6 +111,13 @@ def streams(port, pid, key, count):
     return result
 
 
+def gunicorn(args, env, log):
+    """gunicorn with Lunos's settings (one gevent worker here), its output in ``log``."""
+    with open(log, "wb") as log_file:  # the access log goes here too, as in production
+        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args], cwd=ROOT,
+                                env=env, stdout=log_file, stderr=subprocess.STDOUT)
+
+
 def load(*args):
     output = subprocess.run([sys.executable, str(BENCH / "load.py"), *map(str, args)], check=True,
                             capture_output=True, text=True).stdout
@@ -122,7 +130,7 @@ def main():
     parser.add_argument("--redis-url")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--floor", action="store_true", help="also stream through bench/floor.py")
+    parser.add_argument("--floor", action="store_true", help="also measure bench/stack_floor.py and bench/floor.py")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="lunos-bench-"))
@@ -137,7 +145,8 @@ def main():
         env["LUNOS_REDIS_URL"] = args.redis_url
     processes = []
     try:
-        processes.append(subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), str(up_port)]))
+        upstream = subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), str(up_port)])
+        processes.append(upstream)
         subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
                        check=True, capture_output=True)
         account = f"bench-{int(time.time())}"
@@ -147,20 +156,26 @@ def main():
                               account], cwd=ROOT, env=env, check=True, capture_output=True,
                              text=True).stdout.strip().splitlines()[-1]
         log = tmp / "gunicorn.log"
-        with open(log, "wb") as log_file:  # the access log goes here too, as in production
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT,
-                env={**env, "LUNOS_AUTO_MIGRATE": "false"}, stdout=log_file, stderr=subprocess.STDOUT))
+        gateway = gunicorn(["wsgi:app"], {**env, "LUNOS_AUTO_MIGRATE": "false"}, log)
+        processes.append(gateway)
         wait_ready(answers(f"http://127.0.0.1:{up_port}/"), "the upstream")
         wait_ready(answers(f"http://127.0.0.1:{gw_port}/readyz"), "the gateway", log)
+        servers = [("direct", up_port, upstream.pid), ("gateway", gw_port, gunicorn_worker(gateway.pid))]
         if args.floor:
-            floor_port = free_port()
-            processes.append(subprocess.Popen([sys.executable, str(BENCH / "floor.py"), str(floor_port),
-                                               str(up_port)]))
+            floor_port, stack_port = free_port(), free_port()
+            floor = subprocess.Popen([sys.executable, str(BENCH / "floor.py"), str(floor_port), str(up_port)])
+            processes.append(floor)
             wait_ready(listens(floor_port), "bench/floor.py")
+            stack_log = tmp / "stack_floor.log"
+            stack = gunicorn(["--pythonpath", "bench", "stack_floor:app"],
+                             {**env, "LUNOS_AUTO_MIGRATE": "false", "LUNOS_BIND": f"127.0.0.1:{stack_port}",
+                              "LUNOS_STACK_FLOOR_UPSTREAM": f"http://127.0.0.1:{up_port}/v1/chat/completions"},
+                             stack_log)
+            processes.append(stack)
+            wait_ready(listens(stack_port), "bench/stack_floor.py", stack_log)
+            servers.insert(1, ("stack", stack_port, gunicorn_worker(stack.pid)))
 
         results = {}
-        servers = (("direct", up_port, processes[0].pid), ("gateway", gw_port, gunicorn_worker(processes[1].pid)))
         for name, port, pid in servers:
             # Warm up: connection pools filled, code paths exercised, as in a server that has been up.
             load("throughput", "--port", port, "--key", key, "--connections", 16, "--seconds", 2)
@@ -174,7 +189,7 @@ def main():
             }
         if args.floor:
             load("streams", "--port", floor_port, "--count", args.streams)
-            results["floor"] = {"streams": streams(floor_port, processes[-1].pid, key, args.streams)}
+            results["floor"] = {"streams": streams(floor_port, floor.pid, key, args.streams)}
     finally:
         for process in processes:
             process.terminate()
@@ -183,25 +198,32 @@ def main():
 
 
 def report(results, args):
+    """A column per server measured in full, each ratio against direct; the gateway's last."""
     d, g = results["direct"], results["gateway"]
+    names = [name for name in ("direct", "stack", "gateway") if name in results]
     backend = "PostgreSQL" if args.database_url and "postgres" in args.database_url else "SQLite"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"database: {backend}; redis: {'yes' if args.redis_url else 'no'}")
-    print(f"{'':38}{'direct':>12}{'gateway':>12}{'ratio':>9}")
+    print(f"{'':34}" + "".join(f"{name:>10}{'ratio' if name != 'direct' else '':>7}" for name in names))
     rows = [
-        ("requests/s, 16 connections", d["throughput"]["rps"], g["throughput"]["rps"]),
-        ("p50 latency ms, 1 connection", d["latency"]["p50_ms"], g["latency"]["p50_ms"]),
-        (f"{args.streams} streams: failures", d["streams"]["failures"], g["streams"]["failures"]),
-        ("streams: first chunk p50 ms", d["streams"]["ttft_p50_ms"], g["streams"]["ttft_p50_ms"]),
-        ("streams: first chunk p99 ms", d["streams"]["ttft_p99_ms"], g["streams"]["ttft_p99_ms"]),
-        ("streams: total p50 ms", d["streams"]["total_p50_ms"], g["streams"]["total_p50_ms"]),
-        ("streams: total p99 ms", d["streams"]["total_p99_ms"], g["streams"]["total_p99_ms"]),
-        ("streams: server process CPU s", d["streams"]["cpu_s"], g["streams"]["cpu_s"]),
+        ("requests/s, 16 connections", "throughput", "rps"),
+        ("p50 latency ms, 1 connection", "latency", "p50_ms"),
+        (f"{args.streams} streams: failures", "streams", "failures"),
+        ("streams: first chunk p50 ms", "streams", "ttft_p50_ms"),
+        ("streams: first chunk p99 ms", "streams", "ttft_p99_ms"),
+        ("streams: total p50 ms", "streams", "total_p50_ms"),
+        ("streams: total p99 ms", "streams", "total_p99_ms"),
+        ("streams: server process CPU s", "streams", "cpu_s"),
     ]
-    for label, direct, gateway in rows:
-        ratio = f"{gateway / direct:.2f}x" if direct else "-"
-        print(f"{label:38}{direct:>12.1f}{gateway:>12.1f}{ratio:>9}")
-    print(f"added p50 latency: {g['latency']['p50_ms'] - d['latency']['p50_ms']:.2f} ms")
+    for label, scenario, figure in rows:
+        line, direct = f"{label:34}", d[scenario][figure]
+        for name in names:
+            value = results[name][scenario][figure]
+            ratio = "" if name == "direct" else f"{value / direct:.2f}x" if direct else "-"
+            line += f"{value:>10.1f}{ratio:>7}"
+        print(line)
+    for name in names[1:]:
+        print(f"added p50 latency, {name}: {results[name]['latency']['p50_ms'] - d['latency']['p50_ms']:.2f} ms")
     if "floor" in results:
         f = results["floor"]["streams"]
         print(f"streams through bench/floor.py: failures {f['failures']}, total p50 {f['total_p50_ms']:.1f} ms "
