@@ -53,6 +53,7 @@ _DELETE_RESERVATION = Prepared(delete(Reservation).where(Reservation.id == bindp
 _STALE_RESERVATIONS = Prepared(select(Reservation.id, Reservation.account_id)
                                .where(Reservation.created_at < bindparam("cutoff")))
 _INSERT_EVENT = Prepared(insert(UsageEvent), _columns(UsageEvent))
+_EVENT_EXISTS = Prepared(select(UsageEvent.id).where(UsageEvent.id == bindparam("id")))
 _NEW_WINDOW = Prepared(update(ApiKey)
                        .where(ApiKey.id == bindparam("key"),
                               or_(ApiKey.window_start.is_(None), ApiKey.window_start < bindparam("start")))
@@ -152,42 +153,46 @@ def _hold(tx, account_id, amount_micros, key):
     return None
 
 
-class _SettledAlready(Exception):
-    """The one event of a batch exists already: nothing of the batch is written."""
-
-
 def settle_many(items):
     """Settle ``(reservation_id, account_id, event)`` items in one transaction; one bool each."""
-    try:
-        with transaction(db.engine) as tx:
-            return _settle(tx, items)
-    except _SettledAlready:
-        return [False] * len(items)
+    with transaction(db.engine) as tx:
+        return _settle(tx, items)
 
 
 def _settle(tx, items):
-    # Deleting the reservation is what settles at most once; on SQLite it takes the write lock.
-    held = {}
-    for reservation_id, _, _ in items:
-        if reservation_id is not None and reservation_id not in held:
-            row = tx.first(_DELETE_RESERVATION, {"id": reservation_id})
-            if row is not None:
-                held[reservation_id] = row
+    # What the batch depends on, read together (one round trip on PostgreSQL). Deleting its
+    # reservation is what settles a request at most once (on SQLite the first DELETE takes the
+    # write lock); a request that held nothing is settled already if its event exists. The
+    # balances are read last, with PostgreSQL's row locks, in account order so that concurrent
+    # batches cannot deadlock.
+    reservation_ids = list(dict.fromkeys(r for r, _, _ in items if r is not None))
+    unreserved_ids = list(dict.fromkeys(event["id"] for r, _, event in items if r is None))
+    accounts = sorted({account_id for r, account_id, event in items if r is not None or event["cost_micros"]})
+    found = iter(tx.each([(_DELETE_RESERVATION, {"id": r}) for r in reservation_ids]
+                         + [(_EVENT_EXISTS, {"id": event_id}) for event_id in unreserved_ids]
+                         + [(_BALANCE_LOCKED, {"account": account_id}) for account_id in accounts]))
+    held = {r: rows[0] for r, rows in zip(reservation_ids, found) if rows}
+    existing = {event_id for event_id, rows in zip(unreserved_ids, found) if rows}
+    funds = {account_id: list(rows[0]) for account_id, rows in zip(accounts, found)}
+
     results, settled = [], []
     for reservation_id, account_id, event in items:
-        if reservation_id is not None and reservation_id not in held:
+        if reservation_id is None:
+            if event["id"] in existing:
+                results.append(False)  # settled already
+                continue
+            existing.add(event["id"])
+            reserved, key_id = 0, None
+        elif reservation_id in held:
+            reserved, key_id = held.pop(reservation_id)
+        else:
             results.append(False)  # settled already (or released as stale)
             continue
-        reserved, key_id = held.pop(reservation_id) if reservation_id is not None else (0, None)
         settled.append((account_id, event, reserved, key_id))
         results.append(True)
     if not settled:
         return results
 
-    funds = {}  # PostgreSQL's row locks, taken in account order so batches cannot deadlock
-    for account_id in sorted({account_id for account_id, event, reserved, _ in settled
-                              if reserved or event["cost_micros"]}):
-        funds[account_id] = list(tx.first(_BALANCE_LOCKED, {"account": account_id}))
     account_moves, key_moves = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
     now = utcnow()
     events, entries = [], []
@@ -212,12 +217,7 @@ def _settle(tx, items):
     if key_moves:
         tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
                                   for key_id, (release, charge) in key_moves.items()])
-    try:
-        tx.run_many(_INSERT_EVENT, events)
-    except tx.IntegrityError:  # an event id that exists: settled already
-        if len(events) > 1:
-            raise  # the runner settles each on its own
-        raise _SettledAlready from None
+    tx.run_many(_INSERT_EVENT, events)
     roll_up(tx, events, now)
     if entries:
         tx.run_many(_INSERT_ENTRY, entries)

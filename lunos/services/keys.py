@@ -16,7 +16,7 @@ from lunos.errors import AuthenticationFailed, NotFound, PermissionDenied
 from lunos.extensions import db
 from lunos.models import Account, ApiKey
 from lunos.models.api_key import INFERENCE, MANAGEMENT
-from lunos.services.prepared import Prepared, transaction
+from lunos.services.prepared import Prepared, read
 
 KEY_PREFIX = "sk-lunos-"
 
@@ -76,11 +76,10 @@ def authenticate(secret, server_secret):
         raise AuthenticationFailed("Incorrect API key provided.")
     # The connection goes back to the pool at once: rate limits come next, and a Redis round
     # trip (or any other yield) must not keep it, nor SQLite's read snapshot, open.
-    with transaction(db.engine) as tx:
-        row = tx.first(_LOOKUP, {"secret_hash": hash_secret(secret, server_secret)})
-    if row is None:
+    found = read(db.engine, _LOOKUP, {"secret_hash": hash_secret(secret, server_secret)})
+    if not found:
         raise AuthenticationFailed("Incorrect API key provided.")
-    *identity, past_due_since, revoked_at, expires_at, disabled, suspended = row
+    *identity, past_due_since, revoked_at, expires_at, disabled, suspended = found[0]
     if revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
     if disabled:

@@ -4,6 +4,10 @@ SQLAlchemy compiles each statement once per dialect, with its type conversions (
 result processors that turn datetimes into SQLite's text, JSON into strings and back). What this
 skips is SQLAlchemy's work per execution and the Session's per transaction, which on SQLite cost
 several times the statements themselves: a request runs three transactions.
+
+On PostgreSQL a round trip to the server costs more than most statements: a transaction runs
+in psycopg's pipeline mode, where a statement whose outcome is not read travels with the next
+one that is, or with the COMMIT.
 """
 from contextlib import contextmanager
 
@@ -58,7 +62,8 @@ class _Form:
 
 
 class Transaction:
-    """A pooled DBAPI connection and a cursor: ``run``, ``run_many``, ``rows``; see ``transaction``."""
+    """A pooled DBAPI connection and a cursor: ``run``, ``run_many``, ``rows``, ``each``; see
+    ``transaction``."""
 
     def __init__(self, engine):
         self.dialect = engine.dialect
@@ -66,39 +71,107 @@ class Transaction:
         self.cursor = self.connection.cursor()
         # The driver's own exception (sqlite3's, psycopg's): SQLAlchemy does not wrap these.
         self.IntegrityError = self.dialect.loaded_dbapi.IntegrityError
+        self.pipeline = None  # psycopg's, while a transaction is open on PostgreSQL
 
     def run(self, prepared, values=None):
-        """Execute; the number of rows it changed."""
+        """Execute; the number of rows it changed (on PostgreSQL a round trip, to know it)."""
         form = prepared.form(self.dialect)
         self.cursor.execute(form.sql, form.parameters(values or {}))
+        if self.pipeline is not None:
+            self.pipeline.sync()
         return self.cursor.rowcount
 
     def run_many(self, prepared, rows):
+        """Execute once per row, reading nothing back: on PostgreSQL the rows are sent with the
+        next read or the COMMIT, which raise their errors."""
         form = prepared.form(self.dialect)
         self.cursor.executemany(form.sql, [form.parameters(values) for values in rows])
 
     def rows(self, prepared, values=None):
         """Execute a SELECT (or a statement with RETURNING): its rows, as tuples, converted."""
-        form = prepared.form(self.dialect)
-        self.cursor.execute(form.sql, form.parameters(values or {}))
-        return [form.row(raw) for raw in self.cursor.fetchall()]
+        return _fetch(self.dialect, prepared, values or {}, self.cursor)
 
     def first(self, prepared, values=None):
         found = self.rows(prepared, values)
         return found[0] if found else None
 
+    def each(self, statements):
+        """Execute ``(prepared, values)`` pairs in order: a list of rows for each. On PostgreSQL
+        they are sent together, in one round trip."""
+        if self.pipeline is None:
+            return [self.rows(prepared, values) for prepared, values in statements]
+        sent = []
+        try:
+            for prepared, values in statements:
+                form, cursor = prepared.form(self.dialect), self.connection.cursor()
+                sent.append((form, cursor))
+                cursor.execute(form.sql, form.parameters(values))
+            # The first fetch sends them all.
+            return [[form.row(raw) for raw in cursor.fetchall()] for form, cursor in sent]
+        finally:
+            for _, cursor in sent:
+                cursor.close()
+
 
 @contextmanager
 def transaction(engine):
     """One transaction on its own pooled connection: committed when the block ends, rolled back
-    if it raises. The connection goes back to the pool either way."""
+    if it raises. The connection goes back to the pool either way.
+
+    On PostgreSQL the BEGIN and COMMIT are queued in the pipeline with the statements (psycopg
+    would spend a round trip on its own BEGIN), so a transaction costs one round trip per read
+    and one to commit."""
     tx = Transaction(engine)
+    driver = tx.connection.dbapi_connection
+    pipelines = hasattr(driver, "pipeline")
     try:
-        yield tx
-        tx.connection.commit()
+        if pipelines:
+            driver.autocommit = True  # the transaction is ours: BEGIN ... COMMIT
+            with driver.pipeline() as tx.pipeline:
+                tx.cursor.execute("BEGIN")
+                yield tx
+                tx.cursor.execute("COMMIT")  # sent, and its errors raised, as the pipeline ends
+        else:
+            yield tx
+            tx.connection.commit()
     except BaseException:
         tx.connection.rollback()
         raise
     finally:
+        tx.pipeline = None
         tx.cursor.close()
-        tx.connection.close()
+        _release(tx.connection, driver if pipelines else None)
+
+
+def read(engine, prepared, values=None):
+    """One SELECT on its own: its rows. On PostgreSQL one round trip, with no BEGIN or COMMIT."""
+    connection = engine.raw_connection()
+    driver = connection.dbapi_connection
+    autocommits = hasattr(driver, "pipeline")
+    try:
+        if autocommits:
+            driver.autocommit = True
+        cursor = connection.cursor()
+        try:
+            return _fetch(engine.dialect, prepared, values or {}, cursor)
+        finally:
+            cursor.close()
+    finally:
+        _release(connection, driver if autocommits else None)
+
+
+def _fetch(dialect, prepared, values, cursor):
+    form = prepared.form(dialect)
+    cursor.execute(form.sql, form.parameters(values))
+    return [form.row(raw) for raw in cursor.fetchall()]
+
+
+def _release(connection, autocommitted):
+    """Back to the pool; a psycopg connection ``autocommitted`` as it was found, or, when it
+    cannot be (it broke), discarded: the ORM's sessions rely on transactions."""
+    if autocommitted is not None:
+        try:
+            autocommitted.autocommit = False
+        except Exception:  # noqa: BLE001  (whatever broke was raised to the caller already)
+            connection.invalidate()
+    connection.close()

@@ -48,13 +48,13 @@ def test_an_event_settled_already_spoils_only_itself(app, account):
     with app.app_context():
         credits.settle_many([(None, account, event("refused-once", account, 0, status="refused"))])
         credits.reserve(account, 1_000_000, "fine")
-        # Through the group commit's batch runner: the batch fails on the existing event id, then
-        # each item is settled on its own.
-        results = credits._each_alone_on_failure(credits.settle_many)([(None, account, event("refused-once", account, 0, status="refused")),
-                                         ("fine", account, event("fine", account, 300_000))])
-    assert results == [False, True]
+        results = credits.settle_many([(None, account, event("refused-once", account, 0, status="refused")),
+                                       ("fine", account, event("fine", account, 300_000)),
+                                       (None, account, event("refused-twice", account, 0, status="refused")),
+                                       (None, account, event("refused-twice", account, 0, status="refused"))])
+    assert results == [False, True, True, False]
     assert money(app, account) == (9_700_000, 9_700_000, 0)
-    assert sorted(charged(app, account)) == ["fine", "refused-once"]
+    assert sorted(charged(app, account)) == ["fine", "refused-once", "refused-twice"]
 
 
 def test_a_batch_adds_to_its_hours_rollup_row_once_per_row(app, account):

@@ -1,0 +1,72 @@
+"""Transactions on a pooled DBAPI connection: all or nothing, and the connection handed back as
+it was found (on PostgreSQL the statements are pipelined and the transaction is ours)."""
+import pytest
+import sqlalchemy as sa
+
+from lunos.extensions import db
+from lunos.models import LedgerEntry
+from lunos.models.account import utcnow
+from lunos.services.credits import _BALANCE, _INSERT_ENTRY
+from lunos.services.prepared import read, transaction
+
+
+@pytest.fixture
+def one_connection_app(make_app):
+    """One pooled connection, so each transaction here reuses the one before it."""
+    return make_app(DB_POOL_SIZE=1, DB_POOL_OVERFLOW=0)
+
+
+def entry(account, source_ref):
+    return {"account_id": account, "amount_micros": 1, "kind": "grant", "source_ref": source_ref,
+            "reason": None, "created_at": utcnow()}
+
+
+def refs():
+    """The ledger's source refs, but the account's opening credit."""
+    return set(db.session.scalars(sa.select(LedgerEntry.source_ref)
+                                  .where(LedgerEntry.source_ref.not_like("account-opening:%"))))
+
+
+def test_an_error_at_the_end_undoes_the_whole_transaction(one_connection_app, account):
+    with one_connection_app.app_context():
+        with transaction(db.engine) as tx:
+            tx.run_many(_INSERT_ENTRY, [entry(account, "taken")])
+        # On PostgreSQL the duplicate is only reported when the transaction ends.
+        with pytest.raises(db.engine.dialect.loaded_dbapi.IntegrityError):
+            with transaction(db.engine) as tx:
+                tx.run_many(_INSERT_ENTRY, [entry(account, "first")])
+                tx.run_many(_INSERT_ENTRY, [entry(account, "taken")])
+                tx.run_many(_INSERT_ENTRY, [entry(account, "last")])
+        assert refs() == {"taken"}
+
+
+def test_an_exception_in_the_block_undoes_what_was_sent(one_connection_app, account):
+    with one_connection_app.app_context():
+        with pytest.raises(RuntimeError):
+            with transaction(db.engine) as tx:
+                tx.run_many(_INSERT_ENTRY, [entry(account, "sent")])
+                assert tx.first(_BALANCE, {"account": account}) is not None  # what was queued has reached the server
+                raise RuntimeError("the caller gives up")
+        assert refs() == set()
+
+
+def test_the_connection_goes_back_to_the_orm_in_a_transaction(one_connection_app, account):
+    with one_connection_app.app_context():
+        with pytest.raises(db.engine.dialect.loaded_dbapi.IntegrityError):
+            with transaction(db.engine) as tx:
+                tx.run_many(_INSERT_ENTRY, [entry(account, "twice"), entry(account, "twice")])
+        read(db.engine, _BALANCE, {"account": account})
+        # The same pooled connection: a rollback still undoes the session's write.
+        db.session.add(LedgerEntry(**entry(account, "rolled-back")))
+        db.session.flush()
+        db.session.rollback()
+        assert refs() == set()
+
+
+def test_each_gives_every_statement_its_rows_in_order(one_connection_app, account):
+    with one_connection_app.app_context():
+        with transaction(db.engine) as tx:
+            found = tx.each([(_BALANCE, {"account": account}), (_BALANCE, {"account": account + 1000}),
+                             (_BALANCE, {"account": account})])
+        assert found == [[(10_000_000, 0)], [], [(10_000_000, 0)]]
+        assert read(db.engine, _BALANCE, {"account": account}) == [(10_000_000, 0)]
