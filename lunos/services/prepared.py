@@ -3,7 +3,7 @@
 SQLAlchemy compiles each statement once per dialect, with its type conversions (the bind and
 result processors that turn datetimes into SQLite's text, JSON into strings and back). What this
 skips is SQLAlchemy's work per execution and the Session's per transaction, which on SQLite cost
-several times the statements themselves: a request runs three transactions.
+several times the statements themselves: a request looks up its key and runs two transactions.
 
 On PostgreSQL a round trip to the server costs more than most statements: a transaction runs
 in psycopg's pipeline mode, where a statement whose outcome is not read travels with the next
