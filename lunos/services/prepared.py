@@ -9,7 +9,9 @@ On PostgreSQL a round trip to the server costs more than most statements: a tran
 in psycopg's pipeline mode, where a statement whose outcome is not read travels with the next
 one that is, or with the COMMIT.
 """
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+
+from sqlalchemy.exc import DBAPIError
 
 
 class Prepared:
@@ -65,12 +67,10 @@ class Transaction:
     """A pooled DBAPI connection and a cursor: ``run``, ``run_many``, ``rows``, ``each``; see
     ``transaction``."""
 
-    def __init__(self, engine):
-        self.dialect = engine.dialect
-        self.connection = engine.raw_connection()
-        self.cursor = self.connection.cursor()
-        # The driver's own exception (sqlite3's, psycopg's): SQLAlchemy does not wrap these.
-        self.IntegrityError = self.dialect.loaded_dbapi.IntegrityError
+    def __init__(self, dialect, connection):
+        self.dialect = dialect
+        self.connection = connection
+        self.cursor = connection.cursor()
         self.pipeline = None  # psycopg's, while a transaction is open on PostgreSQL
 
     def run(self, prepared, values=None):
@@ -121,43 +121,34 @@ def transaction(engine):
     On PostgreSQL the BEGIN and COMMIT are queued in the pipeline with the statements (psycopg
     would spend a round trip on its own BEGIN), so a transaction costs one round trip per read
     and one to commit."""
-    tx = Transaction(engine)
-    driver = tx.connection.dbapi_connection
-    pipelines = hasattr(driver, "pipeline")
-    try:
-        if pipelines:
-            driver.autocommit = True  # the transaction is ours: BEGIN ... COMMIT
-            with driver.pipeline() as tx.pipeline:
-                tx.cursor.execute("BEGIN")
+    with _checked_out(engine) as (connection, pipelines):
+        tx = Transaction(engine.dialect, connection)
+        try:
+            if pipelines:
+                with connection.dbapi_connection.pipeline() as tx.pipeline:
+                    tx.cursor.execute("BEGIN")
+                    yield tx
+                    tx.cursor.execute("COMMIT")  # sent, and its errors raised, as the pipeline ends
+            else:
                 yield tx
-                tx.cursor.execute("COMMIT")  # sent, and its errors raised, as the pipeline ends
-        else:
-            yield tx
-            tx.connection.commit()
-    except BaseException:
-        tx.connection.rollback()
-        raise
-    finally:
-        tx.pipeline = None
-        tx.cursor.close()
-        _release(tx.connection, driver if pipelines else None)
+                connection.commit()
+        except BaseException:
+            with suppress(Exception):  # a connection that cannot roll back is discarded below
+                connection.rollback()
+            raise
+        finally:
+            tx.pipeline = None
+            tx.cursor.close()
 
 
 def read(engine, prepared, values=None):
     """One SELECT on its own: its rows. On PostgreSQL one round trip, with no BEGIN or COMMIT."""
-    connection = engine.raw_connection()
-    driver = connection.dbapi_connection
-    autocommits = hasattr(driver, "pipeline")
-    try:
-        if autocommits:
-            driver.autocommit = True
+    with _checked_out(engine) as (connection, _):
         cursor = connection.cursor()
         try:
             return _fetch(engine.dialect, prepared, values or {}, cursor)
         finally:
             cursor.close()
-    finally:
-        _release(connection, driver if autocommits else None)
 
 
 def _fetch(dialect, prepared, values, cursor):
@@ -166,12 +157,32 @@ def _fetch(dialect, prepared, values, cursor):
     return [form.row(raw) for raw in cursor.fetchall()]
 
 
-def _release(connection, autocommitted):
-    """Back to the pool; a psycopg connection ``autocommitted`` as it was found, or, when it
-    cannot be (it broke), discarded: the ORM's sessions rely on transactions."""
-    if autocommitted is not None:
-        try:
-            autocommitted.autocommit = False
-        except Exception:  # noqa: BLE001  (whatever broke was raised to the caller already)
-            connection.invalidate()
-    connection.close()
+@contextmanager
+def _checked_out(engine):
+    """A pooled connection; a psycopg one in autocommit while it is out, as its transactions are
+    ours (pipelined, or none for a lone read), and back as the ORM's sessions expect it.
+
+    The driver's errors leave as SQLAlchemy's, which the app maps to HTTP (a database that is
+    down is a 503, not a 500). A connection found lost is discarded with the rest of the pool:
+    a server that restarted has closed them all."""
+    connection = engine.raw_connection()
+    driver = connection.dbapi_connection
+    ours = hasattr(driver, "pipeline")
+    errors = engine.dialect.loaded_dbapi.Error
+    try:
+        if ours:
+            driver.autocommit = True
+        yield connection, ours
+    except errors as exc:
+        lost = engine.dialect.is_disconnect(exc, driver, None)
+        if lost:
+            connection.invalidate(exc)
+            engine.dispose()
+        raise DBAPIError.instance(None, None, exc, errors, connection_invalidated=lost) from None
+    finally:
+        if ours and connection.is_valid:
+            try:
+                driver.autocommit = False
+            except errors:  # it broke: whatever broke it was raised above
+                connection.invalidate()
+        connection.close()

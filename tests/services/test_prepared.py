@@ -7,7 +7,9 @@ from lunos.extensions import db
 from lunos.models import LedgerEntry
 from lunos.models.account import utcnow
 from lunos.services.credits import _BALANCE, _INSERT_ENTRY
-from lunos.services.prepared import read, transaction
+from lunos.services.prepared import Prepared, read, transaction
+
+_BACKEND_PID = Prepared(sa.select(sa.func.pg_backend_pid()))
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def test_an_error_at_the_end_undoes_the_whole_transaction(one_connection_app, ac
         with transaction(db.engine) as tx:
             tx.run_many(_INSERT_ENTRY, [entry(account, "taken")])
         # On PostgreSQL the duplicate is only reported when the transaction ends.
-        with pytest.raises(db.engine.dialect.loaded_dbapi.IntegrityError):
+        with pytest.raises(sa.exc.IntegrityError):
             with transaction(db.engine) as tx:
                 tx.run_many(_INSERT_ENTRY, [entry(account, "first")])
                 tx.run_many(_INSERT_ENTRY, [entry(account, "taken")])
@@ -52,7 +54,7 @@ def test_an_exception_in_the_block_undoes_what_was_sent(one_connection_app, acco
 
 def test_the_connection_goes_back_to_the_orm_in_a_transaction(one_connection_app, account):
     with one_connection_app.app_context():
-        with pytest.raises(db.engine.dialect.loaded_dbapi.IntegrityError):
+        with pytest.raises(sa.exc.IntegrityError):
             with transaction(db.engine) as tx:
                 tx.run_many(_INSERT_ENTRY, [entry(account, "twice"), entry(account, "twice")])
         read(db.engine, _BALANCE, {"account": account})
@@ -70,3 +72,24 @@ def test_each_gives_every_statement_its_rows_in_order(one_connection_app, accoun
                              (_BALANCE, {"account": account})])
         assert found == [[(10_000_000, 0)], [], [(10_000_000, 0)]]
         assert read(db.engine, _BALANCE, {"account": account}) == [(10_000_000, 0)]
+
+
+def test_a_lost_connection_is_a_503_and_the_next_request_reconnects(one_connection_app, account, auth):
+    with one_connection_app.app_context():
+        if db.engine.dialect.name != "postgresql":
+            pytest.skip("a server that drops its connections: PostgreSQL only")
+        [(pid,)] = read(db.engine, _BACKEND_PID)
+        killer = sa.create_engine(db.engine.url)
+        with killer.connect() as conn:  # as a restarting server would
+            conn.execute(sa.select(sa.func.pg_terminate_backend(pid)))
+        killer.dispose()
+    client = one_connection_app.test_client()
+    body = {"model": "test/echo", "messages": [{"role": "user", "content": "hello"}]}
+    lost = client.post("/v1/chat/completions", json=body, headers=auth)
+    assert lost.status_code == 503
+    assert lost.get_json()["error"]["type"] == "service_unavailable"
+    again = client.post("/v1/chat/completions", json=body, headers=auth)
+    assert again.status_code == 200
+    with one_connection_app.app_context():
+        [(new_pid,)] = read(db.engine, _BACKEND_PID)
+    assert new_pid != pid
