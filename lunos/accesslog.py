@@ -41,22 +41,21 @@ class _Atoms(Mapping):
             if key[-2:-1] != "}":
                 return "-"
             if kind == "i":
-                headers = getattr(self.req, "headers", self.req)
-                return _last(headers.items() if hasattr(headers, "items") else headers, name)
+                return _last(getattr(self.req, "headers", self.req), name)
             if kind == "o":
-                headers = self.resp.headers
-                return _last(headers.items() if hasattr(headers, "items") else headers, name)
+                return _last(self.resp.headers, name)
             if kind == "e":
-                return _last(self.environ.items(), name)
+                return _last(self.environ, name)
             return "-"
         atom = _ATOMS.get(key)
         return "-" if atom is None else atom(self)
 
 
-def _last(pairs, name):
-    """The value of the last pair named ``name`` (case-insensitive), as a dict built from them holds."""
+def _last(headers, name):
+    """The value of the last of ``headers`` (a mapping, or pairs) named ``name``, case-insensitive,
+    as a dict built from them holds."""
     found = "-"
-    for key, value in pairs:
+    for key, value in headers.items() if hasattr(headers, "items") else headers:
         if key.lower() == name:
             found = value
     return found

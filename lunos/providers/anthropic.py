@@ -196,15 +196,16 @@ class AnthropicProvider(Provider):
         return ChunkStream(read_stream(response, self._chunks(response)), response)
 
     def _chunks(self, response):
-        translator, state = StreamTranslator(), {"stopped": False}
+        translator, stopped = StreamTranslator(), False
 
         def convert(_event, data):
-            if state["stopped"]:
+            nonlocal stopped
+            if stopped:
                 return ()  # read to the end so the connection goes back to the pool
             event = parse_event(data)
-            state["stopped"] = event.get("type") == "message_stop"
+            stopped = event.get("type") == "message_stop"
             return translator.translate(event)
 
         yield from chunk_batches(response, self.http.quiet_s, self.config.timeout_s, convert)
-        if not state["stopped"]:
+        if not stopped:
             raise ProviderError("stream ended before message_stop", retryable=True)

@@ -69,22 +69,23 @@ class OpenAIProvider(Provider):
         return ChunkStream(read_stream(response, self._chunks(response)), response)
 
     def _chunks(self, response):
-        state = {"finished": False, "done": False}
+        finished = done = False
 
         def convert(_event, data):
-            if state["done"]:
+            nonlocal finished, done
+            if done:
                 return ()  # read to the end so the connection goes back to the pool
             if data.strip() == b"[DONE]":
-                state["finished"] = state["done"] = True
+                finished = done = True
                 return ()
             chunk = parse_event(data)
             if isinstance(chunk, dict) and "error" in chunk:
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else str(error)
                 raise ProviderError(f"upstream error mid-stream: {message}", retryable=True)
-            state["finished"] = state["finished"] or any(c.get("finish_reason") for c in chunk.get("choices") or ())
+            finished = finished or any(c.get("finish_reason") for c in chunk.get("choices") or ())
             return (chunk,)
 
         yield from chunk_batches(response, self.http.quiet_s, self.config.timeout_s, convert)
-        if not state["finished"]:  # a server that omits [DONE] still sends a finish_reason
+        if not finished:  # a server that omits [DONE] still sends a finish_reason
             raise ProviderError("stream ended before the answer finished", retryable=True)
