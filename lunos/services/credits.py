@@ -19,7 +19,7 @@ from lunos.models import Account, ApiKey, LedgerEntry, Reservation, UsageEvent
 from lunos.models.account import utcnow
 from lunos.services.batching import GroupCommit
 from lunos.services.keys import window_start
-from lunos.services.prepared import Prepared, transaction
+from lunos.services.prepared import Prepared, read, transaction
 from lunos.services.rollup import roll_up
 
 
@@ -137,7 +137,7 @@ def _hold(tx, account_id, amount_micros, key):
     if _limited(key):
         start = window_start(key.credit_limit_reset)
         if start is not None:
-            tx.run(_NEW_WINDOW, {"key": key.id, "start": start})
+            tx.run_many(_NEW_WINDOW, [{"key": key.id, "start": start}])
         if tx.run(_HOLD_KEY, {"key": key.id, "hold": amount_micros}) != 1:
             return InsufficientCredits(
                 f"This key's credit limit (${usd(key.credit_limit_micros):.2f}"
@@ -145,7 +145,7 @@ def _hold(tx, account_id, amount_micros, key):
                 f"which may cost up to ${usd(amount_micros):.6f}.", code="key_limit_exceeded")
     if tx.run(_HOLD, {"account": account_id, "hold": amount_micros}) != 1:
         if _limited(key):  # give the key's hold back
-            tx.run(_SETTLE_KEY, {"key": key.id, "release": amount_micros, "charge": 0})
+            tx.run_many(_SETTLE_KEY, [{"key": key.id, "release": amount_micros, "charge": 0}])
         balance, reserved = tx.first(_BALANCE, {"account": account_id})
         return InsufficientCredits(
             f"Insufficient credits: this request may cost up to ${usd(amount_micros):.6f}, and the "
@@ -231,16 +231,15 @@ def _add(move, reserved, charged):
 
 def release_stale(older_than):
     """Release reservations older than ``older_than`` without billing; returns how many."""
-    with transaction(db.engine) as tx:
-        stale = tx.rows(_STALE_RESERVATIONS, {"cutoff": datetime.now(timezone.utc) - older_than})
+    stale = read(db.engine, _STALE_RESERVATIONS, {"cutoff": datetime.now(timezone.utc) - older_than})
     released = 0
     for reservation_id, account_id in stale:
         with transaction(db.engine) as tx:
             row = tx.first(_DELETE_RESERVATION, {"id": reservation_id})
             if row is not None:  # else settled meanwhile
                 amount, key_id = row
-                tx.run(_RELEASE_AND_DEBIT, {"account": account_id, "release": amount, "charge": 0})
+                tx.run_many(_RELEASE_AND_DEBIT, [{"account": account_id, "release": amount, "charge": 0}])
                 if key_id is not None:
-                    tx.run(_SETTLE_KEY, {"key": key_id, "release": amount, "charge": 0})
+                    tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": amount, "charge": 0}])
                 released += 1
     return released

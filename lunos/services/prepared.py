@@ -74,7 +74,8 @@ class Transaction:
         self.pipeline = None  # psycopg's, while a transaction is open on PostgreSQL
 
     def run(self, prepared, values=None):
-        """Execute; the number of rows it changed (on PostgreSQL a round trip, to know it)."""
+        """Execute; the number of rows it changed. On PostgreSQL that costs a round trip: a
+        statement whose count is not needed goes through ``run_many``."""
         form = prepared.form(self.dialect)
         self.cursor.execute(form.sql, form.parameters(values or {}))
         if self.pipeline is not None:
