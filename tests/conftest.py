@@ -20,7 +20,8 @@ from lunos.models import Account, LedgerEntry, UsageEvent
 from lunos.services import accounts, keys
 from tests.upstream import FakeUpstream
 
-PG_SCHEMA = "lunos_test"
+# Its own schema in the test database; parallel runs on one server each set their own.
+PG_SCHEMA = os.environ.get("LUNOS_TEST_PG_SCHEMA", "lunos_test")
 CATALOG = """
 default_model = "test/echo"
 

@@ -18,7 +18,8 @@ from lunos.errors import InvalidRequest, ServiceUnavailable
 from lunos.extensions import db
 from lunos.models import Account, LedgerEntry, StripeEvent
 from lunos.services.access import ENDED
-from lunos.services.accounts import post_entry
+from lunos import ledger
+from lunos.services.prepared import transaction
 
 log = logging.getLogger(__name__)
 CENT_MICROS = 10_000
@@ -78,7 +79,8 @@ def _post_once(account, micros, kind, source_ref, reason):
     """Post once per source_ref; a second event about the same Stripe object is a no-op."""
     exists = db.session.scalar(select(LedgerEntry.id).where(LedgerEntry.source_ref == source_ref))
     if exists is None and micros:
-        post_entry(account.id, micros, kind=kind, source_ref=source_ref, reason=reason)
+        with transaction(db.engine) as tx:  # joins the session's transaction (the event's row)
+            ledger.post(tx, [ledger.entry(account.id, micros, kind, source_ref, reason)])
 
 
 def _paid_topup(session, event, plans, config):
@@ -201,8 +203,9 @@ def charge_refunded(charge, event, plans, config):
     already = -int(db.session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount_micros), 0))
                                      .where(LedgerEntry.source_ref.startswith(prefix))))
     if refunded > already:
-        post_entry(account.id, -(refunded - already), kind="refund", source_ref=f"{prefix}{refunded}",
-                   reason=f"refund of Stripe charge {charge['id']}")
+        with transaction(db.engine) as tx:
+            ledger.post(tx, [ledger.entry(account.id, -(refunded - already), ledger.REFUND, f"{prefix}{refunded}",
+                                          f"refund of Stripe charge {charge['id']}")])
 
 
 def dispute_created(dispute, event, plans, config):

@@ -12,19 +12,16 @@ from flask import current_app
 
 from sqlalchemy import bindparam, delete, insert, or_, select, update
 
-from lunos.catalog import MICRO_USD
 from lunos.errors import InsufficientCredits
+from lunos import ledger
 from lunos.extensions import db
-from lunos.models import Account, ApiKey, LedgerEntry, Reservation, UsageEvent
+from lunos.models import Account, ApiKey, Reservation, UsageEvent
+from lunos.money import usd
 from lunos.models.account import utcnow
 from lunos.services.batching import GroupCommit
 from lunos.services.keys import window_start
-from lunos.services.prepared import Prepared, read, transaction
+from lunos.services.prepared import Prepared, in_session_transaction, read, transaction
 from lunos.services.rollup import roll_up
-
-
-def usd(micros):
-    return micros / MICRO_USD
 
 
 def _columns(model):
@@ -38,15 +35,11 @@ _HOLD = Prepared(update(Account)
                  .where(Account.id == bindparam("account"),
                         Account.balance_micros - Account.reserved_micros >= bindparam("hold"))
                  .values(reserved_micros=Account.reserved_micros + bindparam("hold")))
-_RELEASE_AND_DEBIT = Prepared(update(Account).where(Account.id == bindparam("account"))
-                              .values(reserved_micros=Account.reserved_micros - bindparam("release"),
-                                      balance_micros=Account.balance_micros - bindparam("charge")))
 _BALANCE = Prepared(select(Account.balance_micros, Account.reserved_micros)
                     .where(Account.id == bindparam("account")))
 # FOR UPDATE takes PostgreSQL's row lock; SQLite has one write lock, taken by the DELETE before.
 _BALANCE_LOCKED = Prepared(select(Account.balance_micros, Account.reserved_micros)
                            .where(Account.id == bindparam("account")).with_for_update())
-_INSERT_ENTRY = Prepared(insert(LedgerEntry), _columns(LedgerEntry))
 _INSERT_RESERVATION = Prepared(insert(Reservation), _columns(Reservation))
 _DELETE_RESERVATION = Prepared(delete(Reservation).where(Reservation.id == bindparam("id"))
                                .returning(Reservation.amount_micros, Reservation.key_id))
@@ -76,7 +69,7 @@ def reserve(account_id, amount_micros, reservation_id, key=None):
     limit (``key``, a KeyIdentity) holds the amount against its limit the same way. Reservations
     that arrive together share one transaction.
     """
-    current_app.extensions["lunos-reservations"].submit((account_id, amount_micros, reservation_id, key))
+    _submit("lunos-reservations", reserve_many, (account_id, amount_micros, reservation_id, key))
 
 
 def settle(reservation_id, account_id, event):
@@ -86,7 +79,18 @@ def settle(reservation_id, account_id, event):
     Returns False, writing nothing, when the request was settled already. A cost above what the
     account can pay is charged up to that and the rest recorded as ``unbilled_micros``.
     """
-    return current_app.extensions["lunos-settlements"].submit((reservation_id, account_id, event))
+    return _submit("lunos-settlements", settle_many, (reservation_id, account_id, event))
+
+
+def _submit(batcher, run, item):
+    """Run ``item`` in a shared batch; or alone, in the request's own open ORM transaction (see
+    prepared.transaction), which a batch led by another request must not commit."""
+    if not in_session_transaction():
+        return current_app.extensions[batcher].submit(item)
+    [outcome] = run([item])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def init_app(app):
@@ -207,20 +211,15 @@ def _settle(tx, items):
             _add(key_moves[key_id], reserved, charged)
         events.append({**event, "unbilled_micros": event["cost_micros"] - charged, "created_at": now})
         if charged:  # the ledger row for the debit, with the balance, in this transaction
-            entries.append({
-                "account_id": account_id, "amount_micros": -charged, "kind": "usage",
-                "source_ref": f"usage:{event['id']}", "created_at": now,
-                "reason": f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens"})
-    if account_moves:
-        tx.run_many(_RELEASE_AND_DEBIT, [{"account": account_id, "release": release, "charge": charge}
-                                         for account_id, (release, charge) in account_moves.items()])
+            entries.append(ledger.entry(
+                account_id, -charged, ledger.USAGE, f"usage:{event['id']}",
+                f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens", now))
+    ledger.post(tx, entries, released={account_id: release for account_id, (release, _) in account_moves.items()})
     if key_moves:
         tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
                                   for key_id, (release, charge) in key_moves.items()])
     tx.run_many(_INSERT_EVENT, events)
     roll_up(tx, events, now)
-    if entries:
-        tx.run_many(_INSERT_ENTRY, entries)
     return results
 
 
@@ -238,7 +237,7 @@ def release_stale(older_than):
             row = tx.first(_DELETE_RESERVATION, {"id": reservation_id})
             if row is not None:  # else settled meanwhile
                 amount, key_id = row
-                tx.run_many(_RELEASE_AND_DEBIT, [{"account": account_id, "release": amount, "charge": 0}])
+                ledger.post(tx, [], released={account_id: amount})
                 if key_id is not None:
                     tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": amount, "charge": 0}])
                 released += 1

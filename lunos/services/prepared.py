@@ -116,12 +116,21 @@ class Transaction:
 
 @contextmanager
 def transaction(engine):
-    """One transaction on its own pooled connection: committed when the block ends, rolled back
-    if it raises. The connection goes back to the pool either way.
+    """The one way to run a transaction on the request path: committed when the block ends,
+    rolled back if it raises.
 
-    On PostgreSQL the BEGIN and COMMIT are queued in the pipeline with the statements (psycopg
+    When the request's ORM session has a transaction open (it read or wrote through the ORM and
+    has not committed), the statements run on the session's own connection, inside that
+    transaction, and the block's end commits the session: a request never waits on a lock its
+    own uncommitted ORM work holds. Otherwise they run on a pooled connection of their own; on
+    PostgreSQL the BEGIN and COMMIT are queued in the pipeline with the statements (psycopg
     would spend a round trip on its own BEGIN), so a transaction costs one round trip per read
     and one to commit."""
+    session = _open_session()
+    if session is not None:
+        with _joined(engine, session) as tx:
+            yield tx
+        return
     with _checked_out(engine) as (connection, pipelines):
         tx = Transaction(engine.dialect, connection)
         try:
@@ -140,6 +149,39 @@ def transaction(engine):
         finally:
             tx.pipeline = None
             tx.cursor.close()
+
+
+def in_session_transaction():
+    """True when the current ORM session has a transaction open (see ``transaction``)."""
+    return _open_session() is not None
+
+
+def _open_session():
+    from lunos.extensions import db  # the unbound extension; a session exists only in an app context
+    from flask import has_app_context
+
+    if not has_app_context():
+        return None
+    session = db.session()
+    return session if session.in_transaction() else None
+
+
+@contextmanager
+def _joined(engine, session):
+    session.flush()  # the ORM's pending writes go first, so these statements see them
+    connection = session.connection().connection  # the pooled DBAPI connection, in the transaction
+    errors = engine.dialect.loaded_dbapi.Error
+    tx = Transaction(engine.dialect, connection)
+    try:
+        yield tx
+        tx.cursor.close()
+        session.commit()
+    except errors as exc:
+        session.rollback()
+        raise DBAPIError.instance(None, None, exc, errors) from None
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def read(engine, prepared, values=None):

@@ -6,7 +6,8 @@ import sqlalchemy as sa
 from lunos.extensions import db
 from lunos.models import LedgerEntry
 from lunos.models.account import utcnow
-from lunos.services.credits import _BALANCE, _INSERT_ENTRY
+from lunos.ledger import _INSERT as _INSERT_ENTRY
+from lunos.services.credits import _BALANCE
 from lunos.services.prepared import Prepared, read, transaction
 
 _BACKEND_PID = Prepared(sa.select(sa.func.pg_backend_pid()))
