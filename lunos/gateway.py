@@ -5,7 +5,7 @@ from lunos.catalog import load_catalog
 from lunos.plans import load_plans
 from lunos.providers import build_providers
 from lunos.providers.http import UpstreamHTTP
-from lunos.providers.router import RetryPolicy, Router
+from lunos.routing import RetryPolicy, Router
 
 
 class Gateway:

@@ -1,5 +1,5 @@
 """POST /v1/chat/completions."""
-from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify
 
 from lunos.api.auth import require_key
 from lunos.api.body import json_body
@@ -19,21 +19,11 @@ def chat_completions():
     completion = Completion(current_gateway(), g.caller, body, g.request_id)
     if not body.get("stream"):
         response = jsonify(completion.answer())
-        response.headers.update(completion.meter.rate_headers)
-        return response
-
-    stream = ChatStream(completion)
-    response = Response(stream_with_context(stream.events()), mimetype="text/event-stream")
-    app = current_app._get_current_object()
-
-    def close():
-        # Settles a stream that ended well, after its last byte, and one closed before its body
-        # started, which never runs the generator's finally.
-        with app.app_context():
-            stream.close()
-
-    response.call_on_close(close)
-    response.headers.update(completion.meter.rate_headers)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"  # nginx: pass chunks on as they come
+    else:
+        # The body owns the stream: the server's close of it settles, after the last byte.
+        response = Response(ChatStream(completion, current_app._get_current_object()),
+                            mimetype="text/event-stream")
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"  # nginx: pass chunks on as they come
+    response.headers.update(completion.rate_headers)
     return response

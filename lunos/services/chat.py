@@ -1,102 +1,72 @@
-"""Chat completions: pick the candidate models, admit and meter the request, call the models
-through the router, shape the answer."""
+"""Chat completions: what is chat's own (messages, choices, SSE) on top of the metered-request
+seam (services/metered.py), which admits, routes and settles."""
+import logging
 import time
 
-from lunos.errors import LunosError, ModelNotFound, UpstreamFailed
+from lunos.errors import LunosError, UpstreamFailed
+from lunos.money import usd
 from lunos.providers.base import QUIET, ProviderError
-from lunos.models.api_key import INFERENCE
-from lunos.services.access import check_plan
-from lunos.services.keys import check_key_scope, require_kind
-from lunos.services.credits import usd
-from lunos.services.metering import Meter
-from lunos.services.usage import COMPLETION_PREFIX
+from lunos.routing.candidates import ROUTING_PARAMS, candidates
+from lunos.services.metered import INTERNAL_ERROR, MeteredRequest
+from lunos.services.metering import CLIENT_DISCONNECTED, ERROR, OK, UPSTREAM_ERROR
 from lunos.services.streaming import SSE_DONE, SSE_KEEPALIVE, sse_event
-from lunos.tokens import estimate_prompt, estimate_text
+from lunos.services.usage import COMPLETION_PREFIX
+from lunos.tokens import estimate_prompt, estimate_text, prompt_upper_estimate
 
-LUNOS_PARAMS = ("fallback_model", "models")
-
-
-def candidates(catalog, body):
-    """The models to try, in order: ``model`` (or the first of ``models``, or the catalog
-    default), then ``fallback_model``, then ``models``. Unknown ids are a 400 naming the param."""
-    listed = [(f"models[{i}]", name) for i, name in enumerate(body.get("models") or [])]
-    if body.get("model"):
-        named = [("model", body["model"])]
-    elif listed:
-        named = []
-    else:
-        named = [("model", catalog.default_model)]
-    if body.get("fallback_model"):
-        named.append(("fallback_model", body["fallback_model"]))
-    chosen = []
-    for param, name in named + listed:
-        model = catalog.find(name)
-        if model is None:
-            raise ModelNotFound(f"The model '{name}' does not exist in this gateway's catalog.", param=param)
-        if model not in chosen:
-            chosen.append(model)
-    return chosen
+log = logging.getLogger(__name__)
+STREAMING = "streaming"  # a stream's status until it ends
 
 
-def estimated_usage(body, completion_text):
+def worst_case_micros(models: list, body: dict) -> int:
+    """The most any candidate could cost: a generous prompt estimate plus the most output allowed."""
+    prompt = prompt_upper_estimate(body)
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    choices = body.get("n") or 1
+    return max(m.cost_micros(prompt, min(asked or m.max_output_tokens, m.max_output_tokens) * choices)
+               for m in models)
+
+
+def estimated_usage(body: dict, completion_text: str) -> dict:
     prompt, completion = estimate_prompt(body), estimate_text(completion_text)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def with_cost(usage, model):
+def with_cost(usage: dict, model) -> dict:
     usage["cost"] = usd(model.cost_micros(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0))
     return usage
 
 
 class Completion:
-    """One chat completion request: admitted, routed and metered. ``answer`` and ``ChatStream``
-    run it; either way it ends in exactly one usage event."""
+    """One chat completion request, admitted when built. ``answer`` runs it unstreamed;
+    ``ChatStream`` streamed."""
 
-    def __init__(self, gateway, caller, body, request_id):
-        self.gateway = gateway
-        self.request = {key: value for key, value in body.items() if key not in LUNOS_PARAMS}
+    def __init__(self, gateway, caller, body: dict, request_id: str):
+        self.request = {key: value for key, value in body.items() if key not in ROUTING_PARAMS}
         self.completion_id = COMPLETION_PREFIX + request_id  # what /v1/generation?id= takes back
-        self.models = candidates(gateway.catalog, body)
-        self.meter = Meter(caller, request_id, self.models[0].id, bool(body.get("stream")))
-        self.plan = gateway.router.plan(self.models)
-        self.attempts = []
-        try:
-            require_kind(caller.key, INFERENCE)
-            check_plan(caller.plan, self.models)
-            check_key_scope(caller.key, self.models, caller.app_id)
-            self.meter.admit(self.models, body)
-        except LunosError as error:
-            self.fail(error, status="refused")
-            raise
+        models = candidates(gateway.catalog, body)
+        self.metered = MeteredRequest(gateway, caller, request_id, models, stream=bool(body.get("stream")),
+                                      worst_case_micros=worst_case_micros(models, body))
 
-    def fail(self, error, status="upstream_error", model=None, usage=None, estimated=False):
-        self.meter.finish(status=status, http_status=error.status, model=model, usage=usage,
-                          usage_estimated=estimated, attempts=self.attempts, error=error.message)
+    @property
+    def rate_headers(self) -> dict:
+        return self.metered.rate_headers
 
-    def answer(self):
+    def answer(self) -> dict:
         """A non-streaming completion: the chat.completion dict."""
-        try:
-            answer, model = self.gateway.router.run(
-                self.plan, lambda provider, m: provider.complete(m, self.request), self.attempts)
-        except LunosError as error:
-            self.fail(error)
-            raise
-        except BaseException:
-            self.fail(LunosError("internal error"), status="error")
-            raise
-        estimated = not answer.get("usage")
-        if estimated:
-            text = "".join(str((c.get("message") or {}).get("content") or "") for c in answer["choices"])
-            answer["usage"] = estimated_usage(self.request, text)
-        with_cost(answer["usage"], model)
-        answer.update(id=self.completion_id, model=model.id, provider=model.provider)
-        self.meter.output_started()
-        self.meter.finish(status="ok", model=model, usage=answer["usage"], usage_estimated=estimated,
-                          attempts=self.attempts)
+        with self.metered.guard():
+            answer, model = self.metered.route.call(lambda provider, m: provider.complete(m, self.request))
+            estimated = not answer.get("usage")
+            if estimated:
+                text = "".join(str((c.get("message") or {}).get("content") or "") for c in answer["choices"])
+                answer["usage"] = estimated_usage(self.request, text)
+            with_cost(answer["usage"], model)
+            answer.update(id=self.completion_id, model=model.id, provider=model.provider)
+            self.metered.meter.output_started()
+            self.metered.finish(status=OK, model=model, usage=answer["usage"], usage_estimated=estimated)
         return answer
 
 
-def _has_output(chunk):
+def _has_output(chunk: dict) -> bool:
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
         if choice.get("finish_reason") or any(delta.get(k) for k in (
@@ -105,7 +75,7 @@ def _has_output(chunk):
     return False
 
 
-def _output_text(chunk):
+def _output_text(chunk: dict) -> str:
     parts = []
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
@@ -116,54 +86,62 @@ def _output_text(chunk):
 
 
 class ChatStream:
-    """A streamed completion. Construction routes until an upstream accepts the request, so a
-    total failure is still an ordinary HTTP error; ``events`` then yields SSE bytes.
+    """A streamed completion, from its first attempt to its settlement, and the WSGI body that
+    serves it: iterate it for the SSE bytes; the server's ``close`` settles it.
 
-    Chunks are held back until the first one with output: until then a broken upstream can be
-    replaced by the next attempt without the client seeing two models. After output has reached
-    the client there is no switch: a failure becomes an error event. Whatever ends the stream
-    (success, upstream failure, client disconnect) bills the tokens produced, once.
+    Construction routes until an upstream accepts the request, so a total failure is still an
+    ordinary HTTP error. Chunks are held back until the first one with output: until then a
+    broken upstream can be replaced by the next attempt without the client seeing two models.
+    After output has reached the client there is no switch: a failure becomes an error event.
+    Whatever ends the stream (success, upstream failure, client disconnect, an unexpected
+    error) bills the tokens produced, once, when the server closes the body.
     """
 
-    def __init__(self, completion):
+    def __init__(self, completion: Completion, app):
         self.completion = completion
-        self.gateway = completion.gateway
+        self.metered = completion.metered
+        self.app = app  # the settlement, at close, runs in an app context of its own
         self.include_usage = bool((completion.request.get("stream_options") or {}).get("include_usage"))
         self.usage = None
         self.output_text = []
-        self.status = "streaming"
-        try:
+        self.status = STREAMING
+        self.error_message = None
+        self._events = None
+        with self.metered.guard():
             self._open()
-        except LunosError as error:
-            completion.fail(error)
-            raise
+        self.metered.hand_over()
 
-    def _open(self):
-        c = self.completion
-        self.upstream, self.model = self.gateway.router.run(
-            c.plan, lambda p, m: p.open_stream(m, c.request), c.attempts)
-        self.opened_at = time.monotonic()
+    def _open(self) -> None:
+        request = self.completion.request
+        self.upstream, self.model = self.metered.route.call(lambda p, m: p.open_stream(m, request))
 
-    def close(self):
-        """Release the upstream and settle; safe to call more than once."""
+    def __iter__(self):
+        self._events = self._run()
+        return self._events
+
+    def close(self) -> None:
+        """End the stream (the client may have gone) and settle it; safe to call more than once."""
+        if self._events is not None:
+            self._events.close()  # a generator left mid-way sees GeneratorExit: the client went away
         self.upstream.close()
-        if self.status == "streaming":
-            self.status = "client_disconnected"
-        self._settle()
+        if self.status == STREAMING:
+            self.status = CLIENT_DISCONNECTED
+        with self.app.app_context():
+            self._settle()
 
-    def _settle(self, error=None):
+    def _settle(self) -> None:
         # Without the upstream's count, estimate what was produced; nothing produced, nothing billed.
         text = "".join(self.output_text)
         estimated = self.usage is None and bool(text)
         usage = self.usage or (estimated_usage(self.completion.request, text) if text else None)
-        self.completion.meter.finish(status=self.status, http_status=200, model=self.model, usage=usage,
-                                     usage_estimated=estimated, attempts=self.completion.attempts, error=error)
+        self.metered.finish(status=self.status, model=self.model, usage=usage, usage_estimated=estimated,
+                            error=self.error_message)
 
-    def _shape(self, chunk):
+    def _shape(self, chunk: dict) -> dict:
         chunk.update(id=self.completion.completion_id, model=self.model.id, provider=self.model.provider)
         return chunk
 
-    def _accept(self, chunk, held):
+    def _accept(self, chunk: dict, held: list) -> None:
         """Note usage and output of one upstream chunk; queue what the client should see."""
         usage = chunk.get("usage")
         if usage:
@@ -175,8 +153,8 @@ class ChatStream:
         self.output_text.append(_output_text(chunk))
         held.append(sse_event(self._shape(chunk)))
 
-    def events(self):
-        held, sent_output, error_message = [], False, None
+    def _run(self):
+        held, sent_output = [], False
         try:
             while True:
                 try:
@@ -188,7 +166,7 @@ class ChatStream:
                             self._accept(chunk, held)
                             sent_output = sent_output or _has_output(chunk)
                         if sent_output and held:
-                            self.completion.meter.output_started()
+                            self.metered.meter.output_started()
                             yield b"".join(held)
                             held = []
                     break
@@ -196,26 +174,25 @@ class ChatStream:
                     self.upstream.close()
                     if sent_output:
                         raise
-                    self.gateway.router.record_failure(self.completion.plan, self.model, error,
-                                                       self.completion.attempts, self.opened_at)
+                    self.metered.route.failed(error)
                     held, self.output_text, self.usage = [], [], None
                     self._open()
-            self.status = "ok"
+            self.status = OK
             yield b"".join(held) + SSE_DONE
         except ProviderError as error:
-            self.status = "upstream_error"
-            error_message = f"The upstream failed mid-stream ({self.model.id}): {error.message}"
-            yield sse_event(UpstreamFailed(error_message).body())
+            self.status = UPSTREAM_ERROR
+            self.error_message = f"The upstream failed mid-stream ({self.model.id}): {error.message}"
+            yield sse_event(UpstreamFailed(self.error_message).body())
         except LunosError as error:
-            self.status = "upstream_error"
-            error_message = error.message
+            self.status = UPSTREAM_ERROR
+            self.error_message = error.message
             yield sse_event(error.body())
         except GeneratorExit:
-            self.status = "client_disconnected"
+            self.status = CLIENT_DISCONNECTED
             raise
+        except Exception as exc:  # noqa: BLE001  (a bug must still end the stream, and be billed)
+            log.exception("stream %s failed unexpectedly", self.completion.completion_id)
+            self.status, self.error_message = ERROR, f"{INTERNAL_ERROR} ({exc.__class__.__name__})"
+            yield sse_event(LunosError(INTERNAL_ERROR).body())
         finally:
             self.upstream.close()
-            # A stream that ended well is settled by close(), which the server calls once the
-            # last byte has gone out: the client does not wait for the settlement's transaction.
-            if self.status != "ok":
-                self._settle(error_message)

@@ -1,23 +1,65 @@
-"""One usage event per chat completion, whatever its outcome, settled against its reservation."""
+"""One usage event per metered request, whatever its outcome, settled against its reservation."""
 import logging
 import time
+from dataclasses import dataclass, field, fields
 
 from lunos.services import credits, limits
-from lunos.tokens import prompt_upper_estimate
 
 log = logging.getLogger(__name__)
 
+# Final statuses of a usage event.
+OK = "ok"
+UPSTREAM_ERROR = "upstream_error"          # every candidate failed, or the stream broke
+CLIENT_DISCONNECTED = "client_disconnected"
+REFUSED = "refused"                        # admission said no: plan, scope, limits, credits
+ERROR = "error"                            # an unexpected failure inside Lunos
+STATUSES = (OK, UPSTREAM_ERROR, CLIENT_DISCONNECTED, REFUSED, ERROR)
 
-def worst_case_micros(models, body):
-    """The most any candidate could cost: a generous prompt estimate plus the most output allowed."""
-    prompt = prompt_upper_estimate(body)
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    choices = body.get("n") or 1
-    return max(m.cost_micros(prompt, min(asked or m.max_output_tokens, m.max_output_tokens) * choices)
-               for m in models)
+
+@dataclass
+class UsageRecord:
+    """A usage event as settlement writes it: one field per column of ``usage_events``, but
+    ``unbilled_micros`` and ``created_at``, which settlement fills in (``check_table`` holds the
+    two together)."""
+    id: str
+    account_id: int
+    key_id: int | None
+    app_id: str
+    requested_model: str | None
+    model: str | None
+    provider: str | None
+    stream: bool
+    status: str
+    http_status: int
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    usage_estimated: bool
+    cost_micros: int
+    latency_ms: int
+    ttft_ms: int | None
+    attempts: list = field(default_factory=list)
+
+    SETTLED_COLUMNS = ("unbilled_micros", "created_at")
+
+    def row(self) -> dict:
+        """The columns' values, for the settlement's INSERT."""
+        return dict(self.__dict__)
 
 
-def usage_tokens(usage):
+def check_table(table) -> None:
+    """Fail loudly when ``usage_events`` and UsageRecord disagree, so a new column cannot
+    silently break settlement (run at start-up)."""
+    columns = {column.key for column in table.columns}
+    recorded = {f.name for f in fields(UsageRecord)} | set(UsageRecord.SETTLED_COLUMNS)
+    if columns != recorded:
+        raise RuntimeError(f"usage_events and UsageRecord differ: table only {sorted(columns - recorded)}, "
+                           f"record only {sorted(recorded - columns)} (lunos/services/metering.py)")
+
+
+def usage_tokens(usage: dict | None) -> dict:
     usage = usage or {}
     return {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
             "completion_tokens": int(usage.get("completion_tokens") or 0),
@@ -28,7 +70,7 @@ def usage_tokens(usage):
 class Meter:
     """Follows one request from admission to its single usage event."""
 
-    def __init__(self, caller, request_id, requested_model, stream):
+    def __init__(self, caller, request_id: str, requested_model: str, stream: bool):
         self.caller = caller
         self.request_id = request_id
         self.requested_model = requested_model
@@ -37,26 +79,30 @@ class Meter:
         self.first_output_at = None
         self.reservation_id = None
         self.rate_headers = {}
-        self.event = None
+        self.event: UsageRecord | None = None
 
-    def admit(self, models, body):
-        """Rate limits, then the reservation; either refusal is raised."""
+    def admit(self, worst_case_micros: int) -> None:
+        """Rate limits, then the reservation of ``worst_case_micros``; either refusal is raised."""
         self.rate_headers = limits.admit(self.caller.key_id, self.caller.quota)
-        credits.reserve(self.caller.account_id, worst_case_micros(models, body), self.request_id, self.caller.key)
+        credits.reserve(self.caller.account_id, worst_case_micros, self.request_id, self.caller.key)
         self.reservation_id = self.request_id
 
-    def output_started(self):
+    def output_started(self) -> None:
         if self.first_output_at is None:
             self.first_output_at = time.monotonic()
 
-    def finish(self, *, status, http_status=200, model=None, usage=None, usage_estimated=False,
-               attempts=(), error=None):
-        """Write the usage event (kept as ``self.event``, a dict) and settle; only the first call counts."""
+    @property
+    def finished(self) -> bool:
+        return self.event is not None
+
+    def finish(self, *, status: str, http_status: int = 200, model=None, usage: dict | None = None,
+               usage_estimated: bool = False, attempts=(), error: str | None = None) -> UsageRecord:
+        """Write the usage event (kept as ``self.event``) and settle; only the first call counts."""
         if self.event is not None:
             return self.event
         tokens = usage_tokens(usage)
         cost = model.cost_micros(tokens["prompt_tokens"], tokens["completion_tokens"]) if model else 0
-        self.event = dict(
+        self.event = UsageRecord(
             id=self.request_id, account_id=self.caller.account_id, key_id=self.caller.key_id,
             app_id=self.caller.app_id, requested_model=self.requested_model,
             model=model.id if model else None, provider=model.provider if model else None,
@@ -66,7 +112,7 @@ class Meter:
             ttft_ms=int((self.first_output_at - self.started) * 1000) if self.first_output_at else None,
             attempts=[a.as_dict() for a in attempts], **tokens)
         try:
-            credits.settle(self.reservation_id, self.caller.account_id, self.event)
+            credits.settle(self.reservation_id, self.caller.account_id, self.event.row())
         except Exception:
             # The reservation stays open (visible in /v1/balance as reserved) rather than
             # anything being billed twice; `flask lunos release-reservations` settles it later.

@@ -8,7 +8,7 @@ import requests
 from lunos.extensions import db
 from lunos.models import Account
 from lunos.services import accounts
-from lunos.services.metering import worst_case_micros
+from lunos.services.chat import worst_case_micros
 from lunos.gateway import current_gateway
 from tests.conftest import money
 from tests.upstream import Reply
