@@ -24,10 +24,11 @@ def create_app(config=None):
     from lunos.errors import register_error_handlers
     from lunos.extensions import db, init_limiter, migrate
     from lunos.gateway import Gateway
-    from lunos.services import credits, metered
+    from lunos.services import credits, metered, metering
     from lunos.services.limits import MEMORY_STORAGE_URI
     from lunos import models  # noqa: F401  (registers the tables with db.metadata)
 
+    metering.check_table(models.UsageEvent.__table__)  # settlement writes every column
     app = Flask(__name__, instance_relative_config=True)
     settings = settings_module.load_settings(overrides=config)
     app.config.update(settings)

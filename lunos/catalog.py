@@ -2,11 +2,13 @@
 
 A bad catalog stops start-up with a message naming the file, the entry and the problem.
 """
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from decimal import Decimal
 
-PROVIDER_KINDS = ("openai", "anthropic", "echo")
-MICRO_USD = 1_000_000
+from lunos.fields import FieldError, read_toml, require
+from lunos.money import cost_micros, price, round_micros
+from lunos.providers import REGISTRY
+from lunos.providers.base import ProviderConfig
 
 
 class CatalogError(Exception):
@@ -14,68 +16,57 @@ class CatalogError(Exception):
 
 
 @dataclass(frozen=True)
-class ProviderConfig:
-    name: str
-    kind: str
-    base_url: str = ""
-    api_key_env: str = ""
-    timeout_s: float = 600.0
-    headers: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ModelEntry:
     id: str
     provider: str
     upstream_model: str
-    input_usd_per_mtok: float
-    output_usd_per_mtok: float
+    input_usd_per_mtok: Decimal
+    output_usd_per_mtok: Decimal
     context_length: int
     max_output_tokens: int
     aliases: tuple = ()
 
-    def cost_micros(self, prompt_tokens, completion_tokens):
-        """Cost in integer micro-USD; prices are USD per million tokens, so tokens x price = micro-USD."""
-        return round(prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok)
+    def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """Exact cost in integer micro-USD, rounded once: USD per million tokens is micro-USD a token."""
+        return round_micros(cost_micros(prompt_tokens, self.input_usd_per_mtok)
+                            + cost_micros(completion_tokens, self.output_usd_per_mtok))
 
 
 @dataclass
 class Catalog:
     path: str
     default_model: str
-    providers: dict
+    providers: dict[str, ProviderConfig]
     models: dict  # id -> ModelEntry, in file order
     aliases: dict
 
-    def find(self, name):
+    def find(self, name: str) -> ModelEntry | None:
         return self.models.get(name) or self.models.get(self.aliases.get(name))
 
 
 def _require(table, key, kind, where, default=None):
-    if key not in table:
-        if default is not None:
-            return default
-        raise CatalogError(f"{where}: missing '{key}'")
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise CatalogError(f"{where}: '{key}' must be {kind.__name__}, got {value!r}")
-    return value
+    try:
+        return require(table, key, kind, **({} if default is None else {"default": default}))
+    except FieldError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
 
 
 def _provider(name, table, where):
     kind = _require(table, "kind", str, where)
-    if kind not in PROVIDER_KINDS:
-        raise CatalogError(f"{where}: kind must be one of {', '.join(PROVIDER_KINDS)}, got {kind!r}")
-    base_url = _require(table, "base_url", str, where, default="" if kind == "echo" else None)
-    timeout = _require(table, "timeout_s", float, where, default=600.0)
-    if timeout <= 0:
-        raise CatalogError(f"{where}: 'timeout_s' must be positive")
-    headers = _require(table, "headers", dict, where, default={})
-    return ProviderConfig(name=name, kind=kind, base_url=base_url.rstrip("/"),
-                          api_key_env=_require(table, "api_key_env", str, where, default=""),
-                          timeout_s=timeout, headers={str(k): str(v) for k, v in headers.items()})
+    adapter = REGISTRY.get(kind)
+    if adapter is None:
+        raise CatalogError(f"{where}: kind must be one of {', '.join(REGISTRY)}, got {kind!r}")
+    try:
+        return adapter.configure(name, table)
+    except FieldError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
+
+
+def _price(table, key, where):
+    value = price(_require(table, key, float, where))
+    if value < 0:
+        raise CatalogError(f"{where}: prices must not be negative")
+    return value
 
 
 def _model(table, index, providers, where):
@@ -88,28 +79,15 @@ def _model(table, index, providers, where):
     entry = ModelEntry(
         id=model_id, provider=provider,
         upstream_model=_require(table, "upstream_model", str, where, default=model_id),
-        input_usd_per_mtok=_require(table, "input_usd_per_mtok", float, where),
-        output_usd_per_mtok=_require(table, "output_usd_per_mtok", float, where),
+        input_usd_per_mtok=_price(table, "input_usd_per_mtok", where),
+        output_usd_per_mtok=_price(table, "output_usd_per_mtok", where),
         context_length=_require(table, "context_length", int, where),
         max_output_tokens=_require(table, "max_output_tokens", int, where),
         aliases=tuple(_require(table, "aliases", list, where, default=[])),
     )
-    if entry.input_usd_per_mtok < 0 or entry.output_usd_per_mtok < 0:
-        raise CatalogError(f"{where}: prices must not be negative")
     if entry.context_length <= 0 or entry.max_output_tokens <= 0:
         raise CatalogError(f"{where}: context_length and max_output_tokens must be positive")
     return entry
-
-
-def read_toml(path, where, error):
-    """The parsed file; a missing or malformed one raises ``error`` naming ``where``."""
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise error(f"{where}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise error(f"{where}: invalid TOML: {exc}") from None
 
 
 def load_catalog(path):

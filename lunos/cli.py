@@ -9,6 +9,7 @@ from flask.cli import AppGroup
 from lunos.errors import LunosError
 from lunos.extensions import db
 from lunos.models.api_key import INFERENCE, MANAGEMENT
+from lunos.money import format_usd, usd_to_micros
 from lunos.services import accounts, credits, keys
 
 lunos_cli = AppGroup("lunos", help="Manage Lunos accounts and keys.")
@@ -24,14 +25,14 @@ def _fail(error):
 def create_account(name, credits_usd):
     """Create account NAME, optionally with opening credits."""
     try:
-        micros = accounts.usd_to_micros(credits_usd)
+        micros = usd_to_micros(credits_usd)
         if micros < 0:
             raise click.BadParameter("must not be negative", param_hint="--credits")
         account = accounts.create_account(name, micros)
     except LunosError as error:
         _fail(error)
     click.echo(f"created account {account.name!r} (id {account.id}) with "
-               f"{account.balance_micros / 1_000_000:.6f} USD of credits")
+               f"{format_usd(account.balance_micros)} USD of credits")
 
 
 @lunos_cli.command("create-key")
@@ -59,13 +60,13 @@ def grant_credits(account_name, amount_usd, reason):
     """Write a manual adjustment to an account's ledger."""
     try:
         account = accounts.get_account(account_name)
-        accounts.grant(account, accounts.usd_to_micros(amount_usd), reason,
+        accounts.grant(account, usd_to_micros(amount_usd), reason,
                        source_ref=f"adjustment:{uuid.uuid4().hex}")
     except LunosError as error:
         _fail(error)
     db.session.refresh(account)
     click.echo(f"adjusted {account.name!r} by {amount_usd} USD; balance now "
-               f"{account.balance_micros / 1_000_000:.6f} USD")
+               f"{format_usd(account.balance_micros)} USD")
 
 
 @lunos_cli.command("release-reservations")

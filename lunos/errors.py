@@ -1,6 +1,25 @@
 """The error tree and the one place that turns errors into OpenAI-shaped HTTP responses.
 
-Domain code raises these; only ``register_error_handlers`` knows about HTTP.
+Domain code raises these; only ``register_error_handlers`` knows about HTTP. Every answer is
+``{"error": {"message", "type", "param", "code"}}``::
+
+    LunosError                        500 api_error (also: anything unexpected, never a traceback)
+    +-- InvalidRequest                400 invalid_request_error
+    |   +-- ModelNotFound                 code model_not_found
+    +-- AuthenticationFailed          401 authentication_error, code invalid_api_key
+    +-- InsufficientCredits           402 insufficient_credits, x-should-retry: false
+    +-- PermissionDenied              403 permission_error
+    |   +-- SubscriptionRequired          type subscription_required
+    |   +-- InvalidSubscriptionPlan       type invalid_subscription_plan
+    +-- NotFound                      404 not_found_error
+    +-- RateLimited                   429 rate_limit_error, code rate_limit_exceeded, Retry-After
+    +-- UpstreamFailed                502 upstream_error (every candidate failed)
+    |   +-- UpstreamTimedOut          504 timeout_error (every candidate timed out)
+    +-- ServiceUnavailable            503 service_unavailable (database, Redis, billing not set up)
+
+Outside the tree: werkzeug's HTTPExceptions (routing, 405, 413) keep their status and take the
+shape; SQLAlchemy's OperationalError (a database that is down) is a 503. A provider's failed
+attempt is a ``providers.base.ProviderError``, which the router turns into one of the above.
 """
 import logging
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
 
-from lunos.catalog import MICRO_USD, read_toml
+from lunos.fields import read_toml
+from lunos.money import MICROS_PER_USD
 
 
 class PlansError(Exception):
@@ -62,7 +63,7 @@ def load_plans(path):
         models = _field(table, "models", list, at)
         plans[name] = Plan(
             name=name,
-            monthly_credits_micros=int(_field(table, "monthly_credits_usd", Decimal, at) * MICRO_USD),
+            monthly_credits_micros=int(_field(table, "monthly_credits_usd", Decimal, at) * MICROS_PER_USD),
             requests_per_minute=_field(table, "requests_per_minute", int, at),
             tokens_per_minute=_field(table, "tokens_per_minute", int, at),
             models=tuple(str(m) for m in models),

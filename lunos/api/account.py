@@ -3,7 +3,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from lunos.api.auth import require_key
 from lunos.services import accounts, usage
-from lunos.services.credits import usd
+from lunos.money import usd
 
 bp = Blueprint("account", __name__, url_prefix="/v1")
 

@@ -12,7 +12,7 @@ from lunos.extensions import db
 from lunos.gateway import current_gateway
 from lunos.models import Account, LedgerEntry
 from lunos.services import accounts
-from lunos.services.credits import usd
+from lunos.money import usd, usd_to_micros
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -49,7 +49,7 @@ def describe(account):
 @admin_only
 def create_account():
     body = json_body()
-    credits = accounts.usd_to_micros(body.get("credits_usd", 0))
+    credits = usd_to_micros(body.get("credits_usd", 0), param="credits_usd")
     if credits < 0:
         raise InvalidRequest("credits_usd must not be negative", param="credits_usd")
     account = accounts.create_account(body.get("name"), credits)
@@ -99,7 +99,7 @@ def adjust_credits(account_id):
     source_ref = f"admin:{account.id}:{body.get('reference') or uuid.uuid4().hex}"
     if db.session.scalar(select(LedgerEntry.id).where(LedgerEntry.source_ref == source_ref)) is not None:
         return jsonify({**describe(account), "applied": False})  # a retry of an applied adjustment
-    accounts.grant(account, accounts.usd_to_micros(body.get("usd")), body.get("reason"), source_ref=source_ref)
+    accounts.grant(account, usd_to_micros(body.get("usd"), param="usd"), body.get("reason"), source_ref=source_ref)
     return jsonify({**describe(account), "applied": True})
 
 

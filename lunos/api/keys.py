@@ -3,14 +3,13 @@ from flask import Blueprint, current_app, g, jsonify
 
 from lunos.api.auth import require_key
 from lunos.api.body import json_body
-from lunos.catalog import MICRO_USD
 from lunos.extensions import db
 from lunos.models import Account
 from lunos.models.api_key import MANAGEMENT
 from lunos.schemas import load
 from lunos.schemas.keys import KeyCreate, KeyUpdate
 from lunos.services import keys
-from lunos.services.credits import usd
+from lunos.money import usd, usd_to_micros
 from lunos.services.usage import key_spend_micros
 
 bp = Blueprint("keys", __name__, url_prefix="/v1/keys")
@@ -22,7 +21,7 @@ def _settings(data):
     data = dict(data)
     if "credit_limit_usd" in data:
         limit = data.pop("credit_limit_usd")
-        data["credit_limit_micros"] = int(limit * MICRO_USD) if limit is not None else None
+        data["credit_limit_micros"] = usd_to_micros(limit, param="credit_limit_usd") if limit is not None else None
     return data
 
 

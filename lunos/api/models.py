@@ -11,8 +11,8 @@ bp = Blueprint("models", __name__, url_prefix="/v1")
 def _describe(model):
     return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider,
             "context_length": model.context_length, "max_output_tokens": model.max_output_tokens,
-            "pricing": {"input_usd_per_mtok": model.input_usd_per_mtok,
-                        "output_usd_per_mtok": model.output_usd_per_mtok},
+            "pricing": {"input_usd_per_mtok": float(model.input_usd_per_mtok),
+                        "output_usd_per_mtok": float(model.output_usd_per_mtok)},
             "aliases": list(model.aliases)}
 
 

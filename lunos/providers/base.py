@@ -1,5 +1,8 @@
 """What every provider adapter implements, and the failures it reports to the router."""
 import time
+from dataclasses import dataclass, field
+
+from lunos.fields import MISSING, FieldError, require
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
@@ -40,23 +43,47 @@ def parse_retry_after(value):
             return None
 
 
+@dataclass(frozen=True)
+class ProviderConfig:
+    """A ``[providers.NAME]`` table of the catalog, as its adapter read it."""
+    name: str
+    kind: str
+    base_url: str = ""
+    api_key_env: str = ""
+    timeout_s: float = 600.0
+    headers: dict = field(default_factory=dict)
+
+
 class Provider:
     """One configured upstream. Adapters translate the OpenAI request and answer both ways.
 
     ``complete`` returns a ``chat.completion`` dict. ``open_stream`` returns a ChunkStream once the
     upstream has accepted the request; failures before that raise ProviderError so the router
-    can still retry or fall back.
+    can still retry or fall back. ``configure`` reads the adapter's settings from the catalog.
     """
-    kind = None
+    kind: str = ""
+    needs_base_url = True  # an upstream over HTTP
 
-    def __init__(self, config, http):
+    def __init__(self, config: ProviderConfig, http):
         self.config = config
         self.http = http
 
-    def complete(self, model, body):
+    @classmethod
+    def configure(cls, name: str, table: dict) -> ProviderConfig:
+        """This adapter's settings from its catalog table; FieldError names what is wrong."""
+        base_url = require(table, "base_url", str, default=MISSING if cls.needs_base_url else "")
+        timeout = require(table, "timeout_s", float, default=600.0)
+        if timeout <= 0:
+            raise FieldError("'timeout_s' must be positive")
+        headers = require(table, "headers", dict, default={})
+        return ProviderConfig(name=name, kind=cls.kind, base_url=base_url.rstrip("/"),
+                              api_key_env=require(table, "api_key_env", str, default=""),
+                              timeout_s=timeout, headers={str(k): str(v) for k, v in headers.items()})
+
+    def complete(self, model, body: dict) -> dict:
         raise NotImplementedError
 
-    def open_stream(self, model, body):
+    def open_stream(self, model, body: dict) -> "ChunkStream":
         raise NotImplementedError
 
 

@@ -21,6 +21,7 @@ def _usage(body, text):
 
 class EchoProvider(Provider):
     kind = "echo"
+    needs_base_url = False
 
     def complete(self, model, body):
         text = _answer(body)

@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select
 from lunos.errors import InvalidRequest
 from lunos.extensions import db
 from lunos.models import ApiKey, App, UsageEvent, UsageHourly
-from lunos.services.credits import usd
+from lunos.money import usd
 from lunos.services.rollup import LATENCY_COLUMNS, percentile
 
 GROUPS = ("app", "model", "key", "day", "hour")

@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from lunos.extensions import db
 from lunos.models import Account
+from lunos.money import usd_to_micros
 from lunos.services import accounts, keys
 
 DEMO_ACCOUNT = "demo"
@@ -19,7 +20,7 @@ def ensure_demo_key(instance_path, server_secret):
     """
     if db.session.scalar(select(Account.id).limit(1)) is not None:
         return None
-    account = accounts.create_account(DEMO_ACCOUNT, accounts.usd_to_micros(DEMO_CREDITS_USD))
+    account = accounts.create_account(DEMO_ACCOUNT, usd_to_micros(DEMO_CREDITS_USD))
     _key, secret = keys.create_key(account, server_secret, name="demo")
     path = Path(instance_path) / "demo-key"
     path.write_text(secret + "\n")

@@ -4,7 +4,7 @@ from sqlalchemy import func, select
 from lunos.errors import NotFound
 from lunos.extensions import db
 from lunos.models import UsageEvent
-from lunos.services.credits import usd
+from lunos.money import usd
 
 COMPLETION_PREFIX = "chatcmpl-"
 

@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from lunos.catalog import MICRO_USD
+from lunos.money import MICROS_PER_USD as MICRO_USD
 from lunos.extensions import db
 from lunos.models import Account
 from lunos.services import accounts, keys
