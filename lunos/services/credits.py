@@ -34,7 +34,7 @@ def _columns(model):
 _HOLD = Prepared(update(Account)
                  .where(Account.id == bindparam("account"),
                         Account.balance_micros - Account.reserved_micros >= bindparam("hold"))
-                 .values(reserved_micros=Account.reserved_micros + bindparam("hold")))
+                 .values(reserved_micros=Account.reserved_micros + bindparam("hold")).returning(Account.id))
 _BALANCE = Prepared(select(Account.balance_micros, Account.reserved_micros)
                     .where(Account.id == bindparam("account")))
 # FOR UPDATE takes PostgreSQL's row lock; SQLite has one write lock, taken by the DELETE before.
@@ -55,7 +55,7 @@ _HOLD_KEY = Prepared(update(ApiKey)
                      .where(ApiKey.id == bindparam("key"),
                             ApiKey.spent_micros + ApiKey.reserved_micros + bindparam("hold")
                             <= ApiKey.credit_limit_micros)
-                     .values(reserved_micros=ApiKey.reserved_micros + bindparam("hold")))
+                     .values(reserved_micros=ApiKey.reserved_micros + bindparam("hold")).returning(ApiKey.id))
 _SETTLE_KEY = Prepared(update(ApiKey).where(ApiKey.id == bindparam("key"))
                        .values(reserved_micros=ApiKey.reserved_micros - bindparam("release"),
                                spent_micros=ApiKey.spent_micros + bindparam("charge")))
@@ -118,16 +118,44 @@ def _each_alone_on_failure(run):
 
 
 def reserve_many(items):
-    """Hold ``(account_id, amount_micros, reservation_id, key)`` items in one transaction, each in
-    turn; one outcome each: None, or the InsufficientCredits to raise."""
-    outcomes, reservations, now = [], [], utcnow()
+    """Hold ``(account_id, amount_micros, reservation_id, key)`` items in one transaction; one
+    outcome each: None, or the InsufficientCredits to raise.
+
+    Row locks are taken accounts first, in id order, then keys, in id order, as settlement takes
+    them, so concurrent batches cannot deadlock. The conditional holds of each phase travel
+    together (one round trip on PostgreSQL); items of one account apply in turn."""
+    outcomes, now = [None] * len(items), utcnow()
     with transaction(db.engine) as tx:
-        for account_id, amount_micros, reservation_id, key in items:
-            refusal = _hold(tx, account_id, amount_micros, key)
-            outcomes.append(refusal)
-            if refusal is None:
-                reservations.append({"id": reservation_id, "account_id": account_id, "amount_micros": amount_micros,
-                                     "key_id": key.id if _limited(key) else None, "created_at": now})
+        order = sorted(range(len(items)), key=lambda i: items[i][0])
+        held = tx.each([(_HOLD, {"account": items[i][0], "hold": items[i][1]}) for i in order])
+        accepted = [i for i, rows in zip(order, held) if rows]
+        short = [i for i, rows in zip(order, held) if not rows]
+        limited = sorted((i for i in accepted if _limited(items[i][3])), key=lambda i: items[i][3].id)
+        windows = {items[i][3].id: window_start(items[i][3].credit_limit_reset) for i in limited}
+        tx.run_many(_NEW_WINDOW, [{"key": key_id, "start": start} for key_id, start in windows.items() if start])
+        key_held = tx.each([(_HOLD_KEY, {"key": items[i][3].id, "hold": items[i][1]}) for i in limited])
+        over_limit = [i for i, rows in zip(limited, key_held) if not rows]
+        if over_limit:  # the account's hold goes back
+            given_back = defaultdict(int)
+            for i in over_limit:
+                given_back[items[i][0]] += items[i][1]
+            ledger.post(tx, [], released=given_back)
+        for i in over_limit:
+            key, amount = items[i][3], items[i][1]
+            outcomes[i] = InsufficientCredits(
+                f"This key's credit limit (${usd(key.credit_limit_micros):.2f}"
+                f"{' ' + key.credit_limit_reset if key.credit_limit_reset else ''}) cannot cover this request, "
+                f"which may cost up to ${usd(amount):.6f}.", code="key_limit_exceeded")
+        balances = tx.each([(_BALANCE, {"account": items[i][0]}) for i in short])
+        for i, rows in zip(short, balances):
+            balance, reserved = rows[0] if rows else (0, 0)
+            outcomes[i] = InsufficientCredits(
+                f"Insufficient credits: this request may cost up to ${usd(items[i][1]):.6f}, and the "
+                f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
+        refused = set(over_limit)
+        reservations = [{"id": items[i][2], "account_id": items[i][0], "amount_micros": items[i][1],
+                         "key_id": items[i][3].id if _limited(items[i][3]) else None, "created_at": now}
+                        for i in accepted if i not in refused]
         if reservations:
             tx.run_many(_INSERT_RESERVATION, reservations)
     return outcomes
@@ -135,26 +163,6 @@ def reserve_many(items):
 
 def _limited(key):
     return key is not None and key.credit_limit_micros is not None
-
-
-def _hold(tx, account_id, amount_micros, key):
-    if _limited(key):
-        start = window_start(key.credit_limit_reset)
-        if start is not None:
-            tx.run_many(_NEW_WINDOW, [{"key": key.id, "start": start}])
-        if tx.run(_HOLD_KEY, {"key": key.id, "hold": amount_micros}) != 1:
-            return InsufficientCredits(
-                f"This key's credit limit (${usd(key.credit_limit_micros):.2f}"
-                f"{' ' + key.credit_limit_reset if key.credit_limit_reset else ''}) cannot cover this request, "
-                f"which may cost up to ${usd(amount_micros):.6f}.", code="key_limit_exceeded")
-    if tx.run(_HOLD, {"account": account_id, "hold": amount_micros}) != 1:
-        if _limited(key):  # give the key's hold back
-            tx.run_many(_SETTLE_KEY, [{"key": key.id, "release": amount_micros, "charge": 0}])
-        balance, reserved = tx.first(_BALANCE, {"account": account_id})
-        return InsufficientCredits(
-            f"Insufficient credits: this request may cost up to ${usd(amount_micros):.6f}, and the "
-            f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
-    return None
 
 
 def settle_many(items):
@@ -215,9 +223,9 @@ def _settle(tx, items):
                 account_id, -charged, ledger.USAGE, f"usage:{event['id']}",
                 f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens", now))
     ledger.post(tx, entries, released={account_id: release for account_id, (release, _) in account_moves.items()})
-    if key_moves:
+    if key_moves:  # keys after accounts, in id order, as reservations lock them
         tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
-                                  for key_id, (release, charge) in key_moves.items()])
+                                  for key_id, (release, charge) in sorted(key_moves.items())])
     tx.run_many(_INSERT_EVENT, events)
     roll_up(tx, events, now)
     return results
