@@ -18,6 +18,10 @@ class Reservation(db.Model):
     # Set when the amount is also held against the key's credit limit.
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, server_default=func.now())
+    # The worker holding it, which proves it alive by moving heartbeat_at (services/housekeeping.py):
+    # release-reservations frees only holds whose heartbeat stopped.
+    worker: Mapped[str | None] = mapped_column(String(100), index=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class UsageEvent(db.Model):

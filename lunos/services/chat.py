@@ -20,7 +20,8 @@ STREAMING = "streaming"  # a stream's status until it ends
 def worst_case_micros(models: list, body: dict) -> int:
     """The most any candidate could cost: a generous prompt estimate plus the most output allowed."""
     prompt = prompt_upper_estimate(body)
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    # Both limits sent: an upstream may honour either, so reserve for the larger.
+    asked = max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0) or None
     choices = body.get("n") or 1
     return max(m.cost_micros(prompt, min(asked or m.max_output_tokens, m.max_output_tokens) * choices)
                for m in models)

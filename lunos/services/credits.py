@@ -5,12 +5,15 @@ reservation into the actual debit in the same transaction as the usage event. De
 reservation row is what makes settlement happen at most once. Both run on every request, so
 their statements are prepared (services/prepared.py), not the ORM's unit of work.
 """
+import os
+import secrets
+import socket
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from lunos.errors import InsufficientCredits
 from lunos import ledger
@@ -43,8 +46,12 @@ _BALANCE_LOCKED = Prepared(select(Account.balance_micros, Account.reserved_micro
 _INSERT_RESERVATION = Prepared(insert(Reservation), _columns(Reservation))
 _DELETE_RESERVATION = Prepared(delete(Reservation).where(Reservation.id == bindparam("id"))
                                .returning(Reservation.amount_micros, Reservation.key_id))
+# A hold is stale when its worker stopped proving itself alive (or never did: older rows).
 _STALE_RESERVATIONS = Prepared(select(Reservation.id, Reservation.account_id)
-                               .where(Reservation.created_at < bindparam("cutoff")))
+                               .where(func.coalesce(Reservation.heartbeat_at, Reservation.created_at)
+                                      < bindparam("cutoff")))
+_HEARTBEAT = Prepared(update(Reservation).where(Reservation.worker == bindparam("worker"))
+                      .values(heartbeat_at=bindparam("now")))
 _INSERT_EVENT = Prepared(insert(UsageEvent), _columns(UsageEvent))
 _EVENT_EXISTS = Prepared(select(UsageEvent.id).where(UsageEvent.id == bindparam("id")))
 _NEW_WINDOW = Prepared(update(ApiKey)
@@ -94,6 +101,8 @@ def _submit(batcher, run, item):
 
 
 def init_app(app):
+    # Names this worker's holds; a new app (a new worker) is a new name.
+    app.extensions["lunos-worker"] = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     app.extensions["lunos-reservations"] = GroupCommit(_each_alone_on_failure(reserve_many))
     app.extensions["lunos-settlements"] = GroupCommit(_each_alone_on_failure(settle_many))
 
@@ -153,8 +162,10 @@ def reserve_many(items):
                 f"Insufficient credits: this request may cost up to ${usd(items[i][1]):.6f}, and the "
                 f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
         refused = set(over_limit)
+        worker = current_app.extensions["lunos-worker"]
         reservations = [{"id": items[i][2], "account_id": items[i][0], "amount_micros": items[i][1],
-                         "key_id": items[i][3].id if _limited(items[i][3]) else None, "created_at": now}
+                         "key_id": items[i][3].id if _limited(items[i][3]) else None, "created_at": now,
+                         "worker": worker, "heartbeat_at": now}
                         for i in accepted if i not in refused]
         if reservations:
             tx.run_many(_INSERT_RESERVATION, reservations)
@@ -172,34 +183,33 @@ def settle_many(items):
 
 
 def _settle(tx, items):
-    # What the batch depends on, read together (one round trip on PostgreSQL). Deleting its
-    # reservation is what settles a request at most once (on SQLite the first DELETE takes the
-    # write lock); a request that held nothing is settled already if its event exists. The
-    # balances are read last, with PostgreSQL's row locks, in account order so that concurrent
-    # batches cannot deadlock.
+    # What the batch depends on, read together (one round trip on PostgreSQL). A request is
+    # settled at most once: its usage event's id is unique, and one whose event exists already
+    # is skipped. Deleting its reservation is what releases the hold, once (on SQLite the first
+    # DELETE takes the write lock). A request whose hold is gone (never held, or released as
+    # stale by release-reservations) is still billed, for what the balance allows. The balances
+    # are read last, with PostgreSQL's row locks, in account order so that concurrent batches
+    # cannot deadlock.
     reservation_ids = list(dict.fromkeys(r for r, _, _ in items if r is not None))
-    unreserved_ids = list(dict.fromkeys(event["id"] for r, _, event in items if r is None))
+    event_ids = list(dict.fromkeys(event["id"] for _, _, event in items))
     accounts = sorted({account_id for r, account_id, event in items if r is not None or event["cost_micros"]})
     found = iter(tx.each([(_DELETE_RESERVATION, {"id": r}) for r in reservation_ids]
-                         + [(_EVENT_EXISTS, {"id": event_id}) for event_id in unreserved_ids]
+                         + [(_EVENT_EXISTS, {"id": event_id}) for event_id in event_ids]
                          + [(_BALANCE_LOCKED, {"account": account_id}) for account_id in accounts]))
     held = {r: rows[0] for r, rows in zip(reservation_ids, found) if rows}
-    existing = {event_id for event_id, rows in zip(unreserved_ids, found) if rows}
+    existing = {event_id for event_id, rows in zip(event_ids, found) if rows}
     funds = {account_id: list(rows[0]) for account_id, rows in zip(accounts, found)}
 
     results, settled = [], []
     for reservation_id, account_id, event in items:
-        if reservation_id is None:
-            if event["id"] in existing:
-                results.append(False)  # settled already
-                continue
-            existing.add(event["id"])
-            reserved, key_id = 0, None
-        elif reservation_id in held:
-            reserved, key_id = held.pop(reservation_id)
-        else:
-            results.append(False)  # settled already (or released as stale)
+        if event["id"] in existing:
+            results.append(False)  # settled already
             continue
+        existing.add(event["id"])
+        if reservation_id in held:
+            reserved, key_id = held.pop(reservation_id)
+        else:  # no hold: the key's spend still moves, if it has a limit
+            reserved, key_id = 0, (event["key_id"] if reservation_id is not None else None)
         settled.append((account_id, event, reserved, key_id))
         results.append(True)
     if not settled:
@@ -217,7 +227,9 @@ def _settle(tx, items):
             _add(account_moves[account_id], reserved, charged)
         if key_id is not None:
             _add(key_moves[key_id], reserved, charged)
-        events.append({**event, "unbilled_micros": event["cost_micros"] - charged, "created_at": now})
+        # A settlement kept while the database was away carries the time the request ended.
+        events.append({**event, "unbilled_micros": event["cost_micros"] - charged,
+                       "created_at": event.get("created_at") or now})
         if charged:  # the ledger row for the debit, with the balance, in this transaction
             entries.append(ledger.entry(
                 account_id, -charged, ledger.USAGE, f"usage:{event['id']}",
@@ -227,7 +239,7 @@ def _settle(tx, items):
         tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
                                   for key_id, (release, charge) in sorted(key_moves.items())])
     tx.run_many(_INSERT_EVENT, events)
-    roll_up(tx, events, now)
+    roll_up(tx, events)
     return results
 
 
@@ -236,8 +248,16 @@ def _add(move, reserved, charged):
     move[1] += charged
 
 
-def release_stale(older_than):
-    """Release reservations older than ``older_than`` without billing; returns how many."""
+def heartbeat(worker: str) -> None:
+    """Prove the holds of ``worker`` alive: release-reservations leaves them alone."""
+    with transaction(db.engine) as tx:
+        tx.run_many(_HEARTBEAT, [{"worker": worker, "now": utcnow()}])
+
+
+def release_stale(older_than: timedelta) -> int:
+    """Release, unbilled, the holds whose worker has not proved itself alive for ``older_than``
+    (it died mid-request); returns how many. A request still running keeps its hold; one that
+    settles after its hold was released is still billed once (see ``_settle``)."""
     stale = read(db.engine, _STALE_RESERVATIONS, {"cutoff": datetime.now(timezone.utc) - older_than})
     released = 0
     for reservation_id, account_id in stale:

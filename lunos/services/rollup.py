@@ -29,13 +29,13 @@ def _upsert(dialect):
     return _upserts[dialect]
 
 
-def roll_up(tx, events, at):
-    """Add ``events`` to their hours' rows, in the settlement's transaction ``tx`` (a
-    prepared.Transaction): one row per (account, hour, app, model, key), summed here first, so a
-    batch of settlements upserts each row once."""
-    hour = at.replace(minute=0, second=0, microsecond=0)
+def roll_up(tx, events: list[dict]) -> None:
+    """Add ``events`` to the rows of the hours they were created in, in the settlement's
+    transaction ``tx`` (a prepared.Transaction): one row per (account, hour, app, model, key),
+    summed here first, so a batch of settlements upserts each row once."""
     rows = {}
     for event in events:
+        hour = event["created_at"].replace(minute=0, second=0, microsecond=0)
         key = (event["account_id"], hour, event["app_id"], event["model"] or event["requested_model"] or "",
                event["key_id"] or 0)
         row = rows.get(key)

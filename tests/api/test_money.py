@@ -200,3 +200,15 @@ def test_past_due_beyond_grace_falls_back_to_default_plan(app, client, auth, acc
     set_plan(app, account, "dashboard-only", subscription_status="past_due",
              past_due_since=datetime.now(timezone.utc) - timedelta(days=30))
     assert chat(client, auth).status_code == 200, "restricted: the default plan applies"
+
+
+@pytest.mark.parametrize("limits", [{"max_tokens": 900, "max_completion_tokens": 100},
+                                    {"max_tokens": 100, "max_completion_tokens": 900}])
+def test_the_reservation_covers_the_larger_of_the_two_output_limits(app, client, auth, account, upstream, limits):
+    # The account can pay for 100 output tokens, not for 900: whichever field says 900 is refused.
+    with app.app_context():
+        acct = db.session.get(Account, account)
+        accounts.grant(acct, 1_000 - acct.balance_micros, "room for 100 output tokens, not 900", f"t:{uuid.uuid4()}")
+    response = chat(client, auth, model="test/primary", **limits)
+    assert response.status_code == 402
+    assert upstream.requests_for("primary") == []
