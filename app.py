@@ -14,6 +14,7 @@ from flask_migrate import upgrade  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from lunos import create_app  # noqa: E402
+from lunos.services import housekeeping  # noqa: E402
 from lunos.services.demo import ensure_demo_key  # noqa: E402
 
 app = create_app()
@@ -29,7 +30,11 @@ def main():
     host = os.environ.get("LUNOS_HOST", "127.0.0.1")
     port = int(os.environ.get("LUNOS_PORT", "8000"))
     print(f"Lunos serving on http://{host}:{port} (Ctrl-C to stop)", flush=True)
-    WSGIServer((host, port), app, log=None).serve_forever()
+    housekeeper = housekeeping.start(app)
+    try:
+        WSGIServer((host, port), app, log=None).serve_forever()
+    finally:
+        housekeeper.stop()
 
 
 if __name__ == "__main__":

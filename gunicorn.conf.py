@@ -13,7 +13,9 @@ workers = int(os.environ.get("LUNOS_WORKERS", multiprocessing.cpu_count()))
 worker_connections = int(os.environ.get("LUNOS_WORKER_CONNECTIONS", 2000))
 # gevent workers heartbeat from the event loop, so a long stream does not trip this.
 timeout = 60
-graceful_timeout = 30
+# On a reload (SIGHUP) or stop (SIGTERM), how long running requests may go on: long enough for
+# a long completion to finish streaming.
+graceful_timeout = int(os.environ.get("LUNOS_GRACEFUL_TIMEOUT_S", 600))
 keepalive = 75
 preload_app = False  # psycopg must be imported after gevent patches, in each worker
 # gunicorn's control socket has one fixed path per user: two instances on one host would
@@ -31,3 +33,11 @@ def on_starting(server):
         return
     here = os.path.dirname(os.path.abspath(__file__))
     subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=here, check=True)
+
+
+def worker_exit(server, worker):
+    """Settle what the worker kept while the database was away (bounded); what remains waits in
+    its spool for another worker."""
+    housekeeper = getattr(worker, "wsgi", None) and worker.wsgi.extensions.get("lunos-housekeeper")
+    if housekeeper:
+        housekeeper.stop(deadline_s=10)

@@ -10,8 +10,12 @@ monkey.patch_all()
 import gc  # noqa: E402
 
 from lunos import create_app  # noqa: E402
+from lunos.services import housekeeping  # noqa: E402
 
 app = create_app()
+# Heartbeats of this worker's holds, adoption of spools left by workers that are gone; stopped
+# (and what is pending settled) by gunicorn.conf.py's worker_exit.
+housekeeping.start(app)
 
 # One process holds thousands of streams, each with its own objects, and the collector walks
 # them all: keep what start-up built out of its reach, and collect young objects less often.

@@ -24,7 +24,7 @@ def create_app(config=None):
     from lunos.errors import register_error_handlers
     from lunos.extensions import db, init_limiter, migrate
     from lunos.gateway import Gateway
-    from lunos.services import credits, metered, metering
+    from lunos.services import credits, metered, metering, pending
     from lunos.services.limits import MEMORY_STORAGE_URI
     from lunos import models  # noqa: F401  (registers the tables with db.metadata)
 
@@ -60,6 +60,7 @@ def create_app(config=None):
     init_limiter(app)
     Gateway(settings).init_app(app)
     credits.init_app(app)
+    pending.init_app(app)
     metered.init_app(app)
     register_error_handlers(app)
     register_blueprints(app)

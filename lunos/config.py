@@ -64,6 +64,8 @@ SETTINGS = [
     Setting("TOPUP_MIN_USD", _positive(float), 5.0, "smallest credit top-up"),
     Setting("TOPUP_MAX_USD", _positive(float), 10000.0, "largest credit top-up"),
     Setting("BILLING_RETURN_URL", str, "http://127.0.0.1:8000/", "where Checkout and the Portal send users back"),
+    Setting("SPOOL_DIR", str, None, "where settlements wait while the database is away; default instance/"),
+    Setting("HEARTBEAT_S", _positive(float), 15.0, "how often a worker proves its holds alive"),
     Setting("AUTO_MIGRATE", _bool, True, "migrate the schema when the development server starts"),
     Setting("LOG_LEVEL", str, "INFO", "logging level"),
 ]

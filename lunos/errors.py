@@ -18,13 +18,13 @@ Domain code raises these; only ``register_error_handlers`` knows about HTTP. Eve
     +-- ServiceUnavailable            503 service_unavailable (database, Redis, billing not set up)
 
 Outside the tree: werkzeug's HTTPExceptions (routing, 405, 413) keep their status and take the
-shape; SQLAlchemy's OperationalError (a database that is down) is a 503. A provider's failed
+shape; SQLAlchemy's errors of a database that is away (down, unreachable, locked) are a 503. A provider's failed
 attempt is a ``providers.base.ProviderError``, which the router turns into one of the above.
 """
 import logging
 
 from flask import jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -139,9 +139,13 @@ def register_error_handlers(app):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
-    @app.errorhandler(OperationalError)
-    def _database_down(exc):
-        log.error("database error: %s", exc)
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc):
+        from lunos.services.prepared import database_unavailable
+
+        if not database_unavailable(exc):
+            return _unexpected(exc)
+        log.error("database unavailable: %s", exc)
         return error_response(ServiceUnavailable("The database is unavailable; try again shortly."))
 
     @app.errorhandler(Exception)

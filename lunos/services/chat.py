@@ -8,7 +8,7 @@ from lunos.money import usd
 from lunos.providers.base import QUIET, ProviderError
 from lunos.routing.candidates import ROUTING_PARAMS, candidates
 from lunos.services.metered import INTERNAL_ERROR, MeteredRequest
-from lunos.services.metering import CLIENT_DISCONNECTED, ERROR, OK, UPSTREAM_ERROR
+from lunos.services.metering import CLIENT_DISCONNECTED, ERROR, INTERRUPTED, OK, UPSTREAM_ERROR
 from lunos.services.streaming import SSE_DONE, SSE_KEEPALIVE, sse_event
 from lunos.services.usage import COMPLETION_PREFIX
 from lunos.tokens import estimate_prompt, estimate_text, prompt_upper_estimate
@@ -195,5 +195,8 @@ class ChatStream:
             log.exception("stream %s failed unexpectedly", self.completion.completion_id)
             self.status, self.error_message = ERROR, f"{INTERNAL_ERROR} ({exc.__class__.__name__})"
             yield sse_event(LunosError(INTERNAL_ERROR).body())
+        except BaseException:  # the worker is shutting down (gevent's GreenletExit): close() bills it
+            self.status = INTERRUPTED
+            raise
         finally:
             self.upstream.close()

@@ -23,7 +23,7 @@ from lunos.money import usd
 from lunos.models.account import utcnow
 from lunos.services.batching import GroupCommit
 from lunos.services.keys import window_start
-from lunos.services.prepared import Prepared, in_session_transaction, read, transaction
+from lunos.services.prepared import Prepared, in_session_transaction, read, retry_if_lost, transaction
 from lunos.services.rollup import roll_up
 
 
@@ -103,8 +103,12 @@ def _submit(batcher, run, item):
 def init_app(app):
     # Names this worker's holds; a new app (a new worker) is a new name.
     app.extensions["lunos-worker"] = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    app.extensions["lunos-reservations"] = GroupCommit(_each_alone_on_failure(reserve_many))
-    app.extensions["lunos-settlements"] = GroupCommit(_each_alone_on_failure(settle_many))
+    app.extensions["lunos-reservations"] = GroupCommit(_each_alone_on_failure(_retrying(reserve_many)))
+    app.extensions["lunos-settlements"] = GroupCommit(_each_alone_on_failure(_retrying(settle_many)))
+
+
+def _retrying(run):
+    return lambda items: retry_if_lost(lambda: run(items))
 
 
 def _each_alone_on_failure(run):

@@ -3,7 +3,10 @@ import logging
 import time
 from dataclasses import dataclass, field, fields
 
+from flask import current_app
+
 from lunos.services import credits, limits
+from lunos.services.prepared import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -13,7 +16,8 @@ UPSTREAM_ERROR = "upstream_error"          # every candidate failed, or the stre
 CLIENT_DISCONNECTED = "client_disconnected"
 REFUSED = "refused"                        # admission said no: plan, scope, limits, credits
 ERROR = "error"                            # an unexpected failure inside Lunos
-STATUSES = (OK, UPSTREAM_ERROR, CLIENT_DISCONNECTED, REFUSED, ERROR)
+INTERRUPTED = "interrupted"                # cut by the worker's shutdown
+STATUSES = (OK, UPSTREAM_ERROR, CLIENT_DISCONNECTED, REFUSED, ERROR, INTERRUPTED)
 
 
 @dataclass
@@ -113,11 +117,16 @@ class Meter:
             attempts=[a.as_dict() for a in attempts], **tokens)
         try:
             credits.settle(self.reservation_id, self.caller.account_id, self.event.row())
-        except Exception:
-            # The reservation stays open (visible in /v1/balance as reserved) rather than
-            # anything being billed twice; `flask lunos release-reservations` settles it later.
-            log.exception("could not settle request %s", self.request_id)
-            raise
+        except Exception as exc:
+            if not database_unavailable(exc):
+                # The reservation stays open (visible in /v1/balance as reserved) rather than
+                # anything being billed twice; `flask lunos release-reservations` frees it later.
+                log.exception("could not settle request %s", self.request_id)
+                raise
+            # The database is away: the settlement waits in this worker's spool, and the answer
+            # goes out; the hold stays until it lands (services/pending.py).
+            current_app.extensions["lunos-pending"].keep(self.reservation_id, self.caller.account_id,
+                                                         self.event.row())
         limits.consume_tokens(self.caller.key_id, self.caller.quota,
                               tokens["prompt_tokens"] + tokens["completion_tokens"])
         return self.event

@@ -9,9 +9,31 @@ On PostgreSQL a round trip to the server costs more than most statements: a tran
 in psycopg's pipeline mode, where a statement whose outcome is not read travels with the next
 one that is, or with the COMMIT.
 """
+from collections.abc import Callable
 from contextlib import contextmanager, suppress
+from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+T = TypeVar("T")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is away (down, restarting, unreachable, locked), as
+    opposed to a statement that is wrong: the first is a 503 and worth retrying later."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def retry_if_lost(call: Callable[[], T]) -> T:
+    """``call()``, and once more when it failed on a connection found lost before anything could
+    have committed (``retry_safe``): after a database restart every pooled connection is dead,
+    and the first request should not be the one that finds out."""
+    try:
+        return call()
+    except DBAPIError as exc:
+        if not getattr(exc, "retry_safe", False):
+            raise
+    return call()
 
 
 class Prepared:
@@ -72,6 +94,7 @@ class Transaction:
         self.connection = connection
         self.cursor = connection.cursor()
         self.pipeline = None  # psycopg's, while a transaction is open on PostgreSQL
+        self.committing = False  # from here on, a lost connection may have committed
 
     def run(self, prepared, values=None):
         """Execute; the number of rows it changed. On PostgreSQL that costs a round trip: a
@@ -131,16 +154,18 @@ def transaction(engine):
         with _joined(engine, session) as tx:
             yield tx
         return
-    with _checked_out(engine) as (connection, pipelines):
-        tx = Transaction(engine.dialect, connection)
+    with _checked_out(engine) as (connection, pipelines, state):
+        tx = state.tx = Transaction(engine.dialect, connection)
         try:
             if pipelines:
                 with connection.dbapi_connection.pipeline() as tx.pipeline:
                     tx.cursor.execute("BEGIN")
                     yield tx
+                    tx.committing = True
                     tx.cursor.execute("COMMIT")  # sent, and its errors raised, as the pipeline ends
             else:
                 yield tx
+                tx.committing = True
                 connection.commit()
         except BaseException:
             with suppress(Exception):  # a connection that cannot roll back is discarded below
@@ -186,12 +211,19 @@ def _joined(engine, session):
 
 def read(engine, prepared, values=None):
     """One SELECT on its own: its rows. On PostgreSQL one round trip, with no BEGIN or COMMIT."""
-    with _checked_out(engine) as (connection, _):
-        cursor = connection.cursor()
-        try:
-            return _fetch(engine.dialect, prepared, values or {}, cursor)
-        finally:
-            cursor.close()
+    def select():
+        with _checked_out(engine) as (connection, _, _state):
+            cursor = connection.cursor()
+            try:
+                return _fetch(engine.dialect, prepared, values or {}, cursor)
+            finally:
+                cursor.close()
+    return retry_if_lost(select)
+
+
+class _CheckOut:
+    """What a checked-out connection's error handling needs to know of its transaction."""
+    tx = None
 
 
 def _fetch(dialect, prepared, values, cursor):
@@ -206,22 +238,31 @@ def _checked_out(engine):
     ours (pipelined, or none for a lone read), and back as the ORM's sessions expect it.
 
     The driver's errors leave as SQLAlchemy's, which the app maps to HTTP (a database that is
-    down is a 503, not a 500). A connection found lost is discarded with the rest of the pool:
-    a server that restarted has closed them all."""
-    connection = engine.raw_connection()
+    down is a 503, not a 500), marked ``retry_safe`` when nothing can have committed. A
+    connection found lost is discarded with the rest of the pool: a server that restarted has
+    closed them all."""
+    errors = engine.dialect.loaded_dbapi.Error
+    try:
+        connection = engine.raw_connection()
+    except errors as exc:  # no connection at all: nothing was sent
+        wrapped = DBAPIError.instance(None, None, exc, errors, connection_invalidated=True)
+        wrapped.retry_safe = True
+        raise wrapped from None
     driver = connection.dbapi_connection
     ours = hasattr(driver, "pipeline")
-    errors = engine.dialect.loaded_dbapi.Error
+    state = _CheckOut()
     try:
         if ours:
             driver.autocommit = True
-        yield connection, ours
+        yield connection, ours, state
     except errors as exc:
-        lost = engine.dialect.is_disconnect(exc, driver, None)
+        lost = engine.dialect.is_disconnect(exc, driver, None) or bool(getattr(driver, "closed", False))
         if lost:
             connection.invalidate(exc)
             engine.dispose()
-        raise DBAPIError.instance(None, None, exc, errors, connection_invalidated=lost) from None
+        wrapped = DBAPIError.instance(None, None, exc, errors, connection_invalidated=lost)
+        wrapped.retry_safe = lost and not (state.tx is not None and state.tx.committing)
+        raise wrapped from None
     finally:
         if ours and connection.is_valid:
             try:

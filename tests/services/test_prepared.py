@@ -75,7 +75,7 @@ def test_each_gives_every_statement_its_rows_in_order(one_connection_app, accoun
         assert read(db.engine, _BALANCE, {"account": account}) == [(10_000_000, 0)]
 
 
-def test_a_lost_connection_is_a_503_and_the_next_request_reconnects(one_connection_app, account, auth):
+def test_the_first_request_after_the_server_dropped_its_connections_succeeds(one_connection_app, account, auth):
     with one_connection_app.app_context():
         if db.engine.dialect.name != "postgresql":
             pytest.skip("a server that drops its connections: PostgreSQL only")
@@ -86,11 +86,9 @@ def test_a_lost_connection_is_a_503_and_the_next_request_reconnects(one_connecti
         killer.dispose()
     client = one_connection_app.test_client()
     body = {"model": "test/echo", "messages": [{"role": "user", "content": "hello"}]}
-    lost = client.post("/v1/chat/completions", json=body, headers=auth)
-    assert lost.status_code == 503
-    assert lost.get_json()["error"]["type"] == "service_unavailable"
-    again = client.post("/v1/chat/completions", json=body, headers=auth)
-    assert again.status_code == 200
+    # The pooled connection is dead: found lost before anything was sent, so tried again on a new one.
+    first = client.post("/v1/chat/completions", json=body, headers=auth)
+    assert first.status_code == 200, first.get_json()
     with one_connection_app.app_context():
         [(new_pid,)] = read(db.engine, _BACKEND_PID)
     assert new_pid != pid
