@@ -1,4 +1,4 @@
-"""Plans: monthly credits, rate limits, the models they allow, and their Stripe price.
+"""Plans: monthly (and trial) credits, rate limits, the models they allow, and their Stripe price.
 
 Read from a TOML file (LUNOS_PLANS); a bad file stops start-up naming the file, plan and problem.
 """
@@ -22,6 +22,7 @@ class Plan:
     models: tuple
     api_access: bool
     stripe_price_id: str
+    trial_credits_micros: int = 0  # granted by a $0 (trial) invoice instead of the monthly credits
 
     def allows(self, model_id):
         return any(fnmatchcase(model_id, pattern) for pattern in self.models)
@@ -68,6 +69,8 @@ def load_plans(path):
             models=tuple(str(m) for m in models),
             api_access=_field(table, "api_access", bool, at),
             stripe_price_id=str(table.get("stripe_price_id") or ""),
+            trial_credits_micros=int(_field({"trial_credits_usd": 0, **table}, "trial_credits_usd", Decimal, at)
+                                     * MICRO_USD),
         )
     if not plans:
         raise PlansError(f"{where}: no [plans.*] defined")
