@@ -5,11 +5,17 @@ those runs are skipped and say so.
 """
 import contextlib
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import redis
+import requests
 import sqlalchemy as sa
 from flask_migrate import upgrade
 from werkzeug.serving import make_server
@@ -295,3 +301,45 @@ def live_server(app):
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+
+
+# The production path: gunicorn with gevent workers, started as operators start it.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def start_gunicorn(app, database_url, catalog_path, plans_path):
+    """start(workers=1, **env) -> base URL of a gunicorn serving wsgi:app on this test's database."""
+    processes = []
+
+    def start(workers=1, **extra_env):
+        port = free_port()
+        env = {**os.environ, "LUNOS_DATABASE_URL": database_url, "LUNOS_CATALOG": catalog_path,
+               "LUNOS_PLANS": plans_path, "LUNOS_SECRET_KEY": app.config["SECRET_KEY"],
+               "LUNOS_STREAM_KEEPALIVE_S": "0.1", "LUNOS_WORKERS": str(workers),
+               "LUNOS_BIND": f"127.0.0.1:{port}", **extra_env}
+        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        processes.append(process)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    return base
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
+                time.sleep(0.1)
+        process.kill()
+        pytest.fail("gunicorn did not become ready: " + process.communicate()[1].decode()[-2000:])
+
+    yield start
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
