@@ -102,7 +102,9 @@ def refunds_changed(delivery: Delivery) -> str:
     charge's refunds as Stripe lists them now."""
     obj = delivery.obj
     is_charge = obj.get("object") == "charge" or delivery.type == "charge.refunded"
-    charge_id = required_text(obj, "id") if is_charge else required_text(obj, "charge")
+    charge_id = required_text(obj, "id") if is_charge else text(obj, "charge")
+    if charge_id is None:
+        return delivery.nothing("a refund of no charge (a customer balance, say): no credits bought it")
     paid = _payer(delivery, charge_id, text(obj, "payment_intent"), obj if is_charge else None)
     if paid is None:
         return delivery.nothing("no Lunos account for this charge")

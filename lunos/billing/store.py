@@ -26,7 +26,7 @@ class _IgnoringDuplicates:
     inserted. On PostgreSQL a concurrent insert of the same key waits for the other transaction
     and then does nothing, so the duplicate is answered, never raised."""
 
-    def __init__(self, model, **values):
+    def __init__(self, model: type, **values: object) -> None:
         self._forms = {name: Prepared(dialect.insert(model).values(**values).on_conflict_do_nothing())
                        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 

@@ -18,6 +18,7 @@ operator. A subscription that ends (``canceled``, ``incomplete_expired``) leaves
 with none, on the default plan.
 """
 import logging
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import partial
 
@@ -36,6 +37,8 @@ SYNC_ATTEMPTS = 8  # each round of concurrent syncs of one account commits at le
 # Invoices that pay for a period of the plan. An update is a mid-period plan change (proration).
 CREATE, CYCLE, UPDATE = "subscription_create", "subscription_cycle", "subscription_update"
 GRANTING = (CREATE, CYCLE, UPDATE)
+# More effects of an event, in the sync's transaction: (tx, the account before the sync, the subscription).
+Then = Callable[[Transaction, store.AccountState, dict], str]
 
 
 def subscription_changed(delivery: Delivery) -> str:
@@ -92,7 +95,7 @@ def _payment_id(invoice_payment: dict) -> str:
     return text(payment, "payment_intent") or text(payment, "charge") or ""
 
 
-def sync(delivery: Delivery, owner: store.Owner, subscription_id: str, then=None) -> str:
+def sync(delivery: Delivery, owner: store.Owner, subscription_id: str, then: Then | None = None) -> str:
     """Sync the account to the subscription as Stripe has it (see the module's docstring);
     ``then(tx, account, subscription)`` adds the event's other effects to the same transaction
     when the subscription is the account's."""
@@ -110,7 +113,7 @@ def sync(delivery: Delivery, owner: store.Owner, subscription_id: str, then=None
 
 
 def _apply(tx: Transaction, delivery: Delivery, owner: store.Owner, seen: int, subscription_id: str,
-           subscription: dict | None, then) -> str:
+           subscription: dict | None, then: Then | None) -> str:
     store.claim(tx, owner)
     account = store.account_state(tx, owner.account_id)
     if subscription is None:

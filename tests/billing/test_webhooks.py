@@ -8,7 +8,7 @@ import pytest
 import stripe
 
 from lunos.extensions import db
-from lunos.models import Account
+from lunos.models import Account, StripeCredit
 from tests.billing.conftest import WEBHOOK_SECRET
 from tests.billing.stripe_events import (CENT, balance, charge, deliver, dispute, event, invoice, invoice_payment,
                                          refund, topup_session)
@@ -154,3 +154,17 @@ def test_no_stripe_call_while_a_transaction_is_open(billing_app, billing_client,
     assert {"/v1/subscriptions/sub_1", "/v1/invoice_payments", "/v1/refunds", "/v1/charges/ch_9",
             "/v1/checkout/sessions", "/v1/billing_portal/sessions"} <= called
     assert [call.path for call in stripe_fake.calls if call.probe is not True] == []
+
+
+def test_a_unique_reference_refusing_a_row_is_a_duplicate_with_everything_rolled_back(
+        billing_app, billing_client, account, customer):
+    """The unique references are the last line of defence: should a row slip past the checks
+    made under the lock, the event's whole transaction rolls back and answers 200."""
+    with billing_app.app_context():  # a record of this session's payment, without its ledger row
+        db.session.add(StripeCredit(account_id=account, source="cs_1", payment="pi_topup", amount_cents=2000,
+                                    credited_micros=0))
+        db.session.commit()
+    start = balance(billing_app, account)
+    response = deliver(billing_client, event("checkout.session.completed", topup_session(account)))
+    assert response.status_code == 200 and response.get_json()["outcome"] == "duplicate"
+    assert balance(billing_app, account) == start
