@@ -33,6 +33,7 @@ _MOVE = Prepared(update(Account).where(Account.id == bindparam("account"))
                  .values(balance_micros=Account.balance_micros + bindparam("delta"),
                          reserved_micros=Account.reserved_micros - bindparam("release")))
 _EXISTS = Prepared(select(LedgerEntry.id).where(LedgerEntry.source_ref == bindparam("source_ref")))
+_AMOUNT = Prepared(select(LedgerEntry.amount_micros).where(LedgerEntry.source_ref == bindparam("source_ref")))
 _SUM_PREFIX = Prepared(select(LedgerEntry.amount_micros)
                        .where(LedgerEntry.source_ref.like(bindparam("pattern"), escape="\\")))
 # An UPDATE that changes nothing: PostgreSQL's row lock on the account, SQLite's write lock.
@@ -72,6 +73,12 @@ def post(tx: Transaction, entries: list[dict], released: dict[int, int] | None =
 def posted(tx: Transaction, source_ref: str) -> bool:
     """Whether an entry with ``source_ref`` exists."""
     return tx.first(_EXISTS, {"source_ref": source_ref}) is not None
+
+
+def amount(tx: Transaction, source_ref: str) -> int | None:
+    """The amount of the entry posted with ``source_ref``; None when there is none."""
+    found = tx.first(_AMOUNT, {"source_ref": source_ref})
+    return None if found is None else int(found[0])
 
 
 def post_once(tx: Transaction, row: dict) -> bool:

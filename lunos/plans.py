@@ -1,4 +1,4 @@
-"""Plans: monthly credits, rate limits, the models they allow, and their Stripe price.
+"""Plans: monthly (and trial) credits, rate limits, the models they allow, and their Stripe price.
 
 Read from a TOML file (LUNOS_PLANS); a bad file stops start-up naming the file, plan and problem.
 """
@@ -7,7 +7,7 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 
 from lunos.fields import read_toml
-from lunos.money import MICROS_PER_USD
+from lunos.money import usd_to_micros
 
 
 class PlansError(Exception):
@@ -23,6 +23,7 @@ class Plan:
     models: tuple
     api_access: bool
     stripe_price_id: str
+    trial_credits_micros: int = 0  # granted by a $0 (trial) invoice instead of the monthly credits
 
     def allows(self, model_id):
         return any(fnmatchcase(model_id, pattern) for pattern in self.models)
@@ -63,12 +64,14 @@ def load_plans(path):
         models = _field(table, "models", list, at)
         plans[name] = Plan(
             name=name,
-            monthly_credits_micros=int(_field(table, "monthly_credits_usd", Decimal, at) * MICROS_PER_USD),
+            monthly_credits_micros=usd_to_micros(_field(table, "monthly_credits_usd", Decimal, at)),
             requests_per_minute=_field(table, "requests_per_minute", int, at),
             tokens_per_minute=_field(table, "tokens_per_minute", int, at),
             models=tuple(str(m) for m in models),
             api_access=_field(table, "api_access", bool, at),
             stripe_price_id=str(table.get("stripe_price_id") or ""),
+            trial_credits_micros=usd_to_micros(_field({"trial_credits_usd": 0, **table}, "trial_credits_usd",
+                                                      Decimal, at)),
         )
     if not plans:
         raise PlansError(f"{where}: no [plans.*] defined")

@@ -1,4 +1,5 @@
-"""The operator's API under /admin, authorised by LUNOS_ADMIN_TOKEN: accounts, credits, plans."""
+"""The operator's API under /admin, authorised by LUNOS_ADMIN_TOKEN: accounts, credits, plans,
+and the billing events that need the operator's attention."""
 import functools
 import hmac
 import uuid
@@ -7,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 
 from lunos.api.body import json_body
+from lunos.billing import store as billing_store
 from lunos.errors import AuthenticationFailed, InvalidRequest, NotFound
 from lunos.extensions import db
 from lunos.gateway import current_gateway
@@ -113,3 +115,13 @@ def assign_plan(account_id):
     account.plan = plan
     db.session.commit()
     return jsonify(describe(account))
+
+
+@bp.get("/billing/attention")
+@admin_only
+def billing_attention():
+    """What Stripe sent that Lunos did not turn into credits by itself, newest first."""
+    raw = request.args.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest("limit must be a whole number from 1 to 1000", param="limit")
+    return jsonify({"object": "list", "data": billing_store.notices(int(raw))})

@@ -25,8 +25,11 @@ class Account(db.Model):
     stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
     subscription_status: Mapped[str | None] = mapped_column(String(32))
     past_due_since: Mapped[datetime | None] = mapped_column(Timestamp)
-    # Stripe `created` of the last subscription event applied: older ones arriving late are ignored.
-    subscription_event_at: Mapped[int | None] = mapped_column(BigInteger)
+    # Bumped by every subscription sync: a sync applies what it fetched from Stripe only if no
+    # other sync committed since it read this (lunos/billing/subscriptions.py).
+    subscription_sync: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The monthly credits granted for the current period: an upgrade's invoice grants the rest.
+    period_credits_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     flagged: Mapped[bool] = mapped_column(default=False, server_default="0")
     flag_reason: Mapped[str | None] = mapped_column(String(500))
     suspended: Mapped[bool] = mapped_column(default=False, server_default="0")  # no key of it works

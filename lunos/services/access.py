@@ -6,8 +6,9 @@ from lunos.errors import InvalidSubscriptionPlan, SubscriptionRequired
 from lunos.plans import Plan
 from lunos.services.limits import Quota
 
-# Stripe subscription states in which the subscribed plan no longer applies.
-ENDED = frozenset({"canceled", "unpaid", "incomplete_expired"})
+# Stripe subscription states in which the subscribed plan is not in force: never paid for yet
+# (incomplete), paused, or ended.
+ENDED = frozenset({"canceled", "unpaid", "incomplete", "incomplete_expired", "paused"})
 
 
 @dataclass(frozen=True)

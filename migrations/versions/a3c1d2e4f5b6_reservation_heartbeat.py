@@ -1,7 +1,7 @@
 """reservation heartbeat
 
 Revision ID: a3c1d2e4f5b6
-Revises: 5db987a6bd10
+Revises: c3a91f7d2e68
 Create Date: 2026-12-01 23:10:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'a3c1d2e4f5b6'
-down_revision = '5db987a6bd10'
+down_revision = 'c3a91f7d2e68'
 branch_labels = None
 depends_on = None
 
