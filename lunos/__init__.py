@@ -24,12 +24,14 @@ def create_app(config=None):
     from lunos.errors import register_error_handlers
     from lunos.extensions import db, init_limiter, migrate
     from lunos.gateway import Gateway
+    from lunos.jsonio import JSONProvider
     from lunos.services import credits, metered, metering, pending
     from lunos.services.limits import MEMORY_STORAGE_URI
     from lunos import models  # noqa: F401  (registers the tables with db.metadata)
 
     metering.check_table(models.UsageEvent.__table__)  # settlement writes every column
     app = Flask(__name__, instance_relative_config=True)
+    app.json = JSONProvider(app)
     settings = settings_module.load_settings(overrides=config)
     app.config.update(settings)
     database_uri = settings_module.database_uri(settings["DATABASE_URL"], app.instance_path)
@@ -48,8 +50,6 @@ def create_app(config=None):
         RATELIMIT_STRATEGY="fixed-window",
         RATELIMIT_HEADERS_ENABLED=False,  # lunos sets the OpenAI-style x-ratelimit-* headers itself
     )
-    app.json.sort_keys = False
-    app.json.compact = True
     logging.basicConfig(level=settings["LOG_LEVEL"].upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):

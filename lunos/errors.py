@@ -6,15 +6,17 @@ Domain code raises these; only ``register_error_handlers`` knows about HTTP. Eve
     LunosError                        500 api_error (also: anything unexpected, never a traceback)
     +-- InvalidRequest                400 invalid_request_error
     |   +-- ModelNotFound                 code model_not_found
+    |   +-- UpstreamRejected          400/413/422 as every candidate's upstream said: its type, code, param
     +-- AuthenticationFailed          401 authentication_error, code invalid_api_key
     +-- InsufficientCredits           402 insufficient_credits, x-should-retry: false
     +-- PermissionDenied              403 permission_error
     |   +-- SubscriptionRequired          type subscription_required
     |   +-- InvalidSubscriptionPlan       type invalid_subscription_plan
     +-- NotFound                      404 not_found_error
-    +-- RateLimited                   429 rate_limit_error, code rate_limit_exceeded, Retry-After
-    +-- UpstreamFailed                502 upstream_error (every candidate failed)
-    |   +-- UpstreamTimedOut          504 timeout_error (every candidate timed out)
+    +-- RateLimited                   429 rate_limit_error, code rate_limit_exceeded (upstream_rate_limited
+    |                                 when every upstream attempt was), Retry-After
+    +-- UpstreamFailed                502 upstream_error (every candidate failed), x-should-retry: false
+    |   +-- UpstreamTimedOut          504 timeout_error (every candidate timed out), x-should-retry: false
     +-- ServiceUnavailable            503 service_unavailable (database, Redis, billing not set up)
 
 Outside the tree: werkzeug's HTTPExceptions (routing, 405, 413) keep their status and take the
@@ -94,6 +96,19 @@ class RateLimited(LunosError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class UpstreamRejected(InvalidRequest):
+    """Every candidate's upstream rejected the request itself: its status (400, 413, 422), type,
+    code, param and message, as the upstream sent them. ``summary`` (every attempt) is for the
+    usage event."""
+
+    def __init__(self, message, *, status=400, type=None, summary=None, **kw):
+        super().__init__(message, **kw)
+        self.status = status
+        if type:
+            self.type = type
+        self.summary = summary or message
 
 
 class UpstreamFailed(LunosError):

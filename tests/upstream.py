@@ -20,6 +20,9 @@ class Reply:
     status: int = 200
     words: tuple = ("Hello", " from", " upstream")
     message: str = "upstream error"   # error text when status >= 400
+    code: str | None = None           # ...and its OpenAI-style code, param and type
+    param: str | None = None
+    error_type: str | None = None
     retry_after: str | None = None
     wait_s: float = 0.0               # before answering at all
     chunk_delay_s: float = 0.0        # between streamed chunks
@@ -107,9 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, reply, anthropic):
         headers = {"Retry-After": reply.retry_after} if reply.retry_after else {}
-        kind = "overloaded_error" if anthropic else "server_error"
+        kind = reply.error_type or ("overloaded_error" if anthropic else
+                                    "server_error" if reply.status >= 500 else "invalid_request_error")
         payload = {"type": "error", "error": {"type": kind, "message": reply.message}} if anthropic \
-            else {"error": {"message": reply.message, "type": kind, "param": None, "code": None}}
+            else {"error": {"message": reply.message, "type": kind, "param": reply.param, "code": reply.code}}
         self._json(reply.status, payload, headers)
 
     def _send_event(self, payload, event=None):

@@ -12,21 +12,27 @@ QUIET = type("Quiet", (), {"__repr__": lambda self: "QUIET"})()
 
 
 class ProviderError(Exception):
-    """One failed upstream attempt. The router decides whether to retry or move on."""
+    """One failed upstream attempt. The router decides whether to retry or move on.
 
-    def __init__(self, message, *, status=None, retryable=False, timed_out=False, retry_after=None):
+    ``upstream`` is the upstream's own error, when it answered with one: its ``message``,
+    ``type``, ``code`` and ``param``, which a client sees unchanged when every candidate
+    rejected the request itself (a context overflow, say)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 timed_out: bool = False, retry_after: float | None = None, upstream: dict | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.retryable = retryable
         self.timed_out = timed_out
         self.retry_after = retry_after
+        self.upstream = upstream or {}
 
     @classmethod
-    def from_status(cls, status, message, retry_after=None):
+    def from_status(cls, status: int, upstream: dict, retry_after: float | None = None) -> "ProviderError":
         retryable = status in RETRYABLE_STATUSES or status >= 500
-        return cls(f"HTTP {status}: {message}", status=status, retryable=retryable,
-                   retry_after=retry_after)
+        return cls(f"HTTP {status}: {upstream.get('message')}", status=status, retryable=retryable,
+                   retry_after=retry_after, upstream=upstream)
 
 
 def parse_retry_after(value):

@@ -48,10 +48,10 @@ class UpstreamHTTP:
             raise ProviderError(f"connection failed: {_reason(exc)}", retryable=True) from None
         if response.status_code >= 400:
             try:
-                message = error_message(response)
+                upstream = upstream_error(response)
             finally:
                 response.close()
-            raise ProviderError.from_status(response.status_code, message,
+            raise ProviderError.from_status(response.status_code, upstream,
                                             parse_retry_after(response.headers.get("Retry-After")))
         return response
 
@@ -98,19 +98,22 @@ def read_json(response):
         response.close()
 
 
-def error_message(response):
-    """The upstream's own error text when it sent one (OpenAI and Anthropic shapes), else the body."""
+def upstream_error(response) -> dict:
+    """The upstream's own error (OpenAI's and Anthropic's shapes): its message, and its type,
+    code and param when it sent them; the body or the reason when it is not JSON."""
     try:
         text = response.text[:2000]
     except requests.RequestException:
-        return response.reason or "no body"
+        return {"message": response.reason or "no body"}
     try:
         error = json.loads(text).get("error")
     except (ValueError, AttributeError):
-        return text.strip() or response.reason or "no body"
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])
-    return str(error or text)
+        return {"message": text.strip() or response.reason or "no body"}
+    if not isinstance(error, dict):
+        return {"message": str(error or text)}
+    found = {key: error[key] for key in ("type", "code", "param")
+             if isinstance(error.get(key), str) or (key == "code" and isinstance(error.get(key), int))}
+    return {"message": str(error.get("message") or text), **found}
 
 
 def _reason(exc):

@@ -7,13 +7,14 @@ a longer one moves on to the next candidate at once.
 the plan, the attempts and the clock. Callers only ``call`` it and, when a stream breaks before
 any output reached the client, tell it ``failed``.
 """
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lunos.errors import InvalidRequest, UpstreamFailed, UpstreamTimedOut
+from lunos.errors import LunosError, RateLimited, UpstreamFailed, UpstreamRejected, UpstreamTimedOut
 from lunos.providers.base import ProviderError
 
 # Upstream answers that say the request itself is wrong: every candidate would say the same.
@@ -28,6 +29,8 @@ class Attempt:
     error: str | None = None
     timed_out: bool = False
     latency_ms: int = 0
+    code: str | None = None  # the upstream's own error code
+    retry_after: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +59,7 @@ class Route:
         self.router = router
         self.candidates = list(candidates)
         self.attempts: list[Attempt] = []
+        self.errors: list[ProviderError] = []  # of the failed attempts, in order
         self._index = 0
         self._retries = 0
         self._started = None
@@ -76,15 +80,18 @@ class Route:
                 continue
             self.attempts.append(Attempt(model.id, model.provider, 200, latency_ms=self._elapsed_ms()))
             return result, model
-        raise all_failed(self.attempts)
+        raise all_failed(self.attempts, self.errors)
 
     def failed(self, error: ProviderError) -> None:
         """Record that the current attempt failed (also after it had succeeded at first, as a
         stream that broke before any output), and move on: a retry after its backoff, or the
         next candidate."""
         model = self.current
+        code = error.upstream.get("code")
         self.attempts.append(Attempt(model.id, model.provider, error.status, error.message, error.timed_out,
-                                     self._elapsed_ms()))
+                                     self._elapsed_ms(), str(code) if code is not None else None,
+                                     error.retry_after))
+        self.errors.append(error)
         if error.retryable and self._retries < self.router.policy.max_retries:
             delay = self.router.policy.delay(self._retries + 1, error.retry_after)
             if delay is not None:
@@ -109,11 +116,25 @@ class Router:
         return Route(self, candidates)
 
 
-def all_failed(attempts: list[Attempt]) -> Exception:
-    failures = [a for a in attempts if a.status != 200]
-    summary = "; ".join(f"{a.model} ({a.provider}): {a.error}" for a in failures)
-    if failures and all(a.status in CLIENT_ERROR_STATUSES for a in failures):
-        return InvalidRequest(f"The upstream rejected the request: {summary}")
-    if failures and all(a.timed_out for a in failures):
-        return UpstreamTimedOut(f"Every candidate model timed out: {summary}")
-    return UpstreamFailed(f"Every candidate model failed: {summary}")
+def all_failed(attempts: list[Attempt], errors: list[ProviderError]) -> LunosError:
+    """The error of a route on which every attempt failed, as a client should see it.
+
+    Every candidate rejected the request itself (400, 413, 422): the last upstream's own status,
+    type, code, param and message, so a client sees a context overflow as OpenAI would send it.
+    Every attempt was rate limited: 429 with the shortest Retry-After. Otherwise 502, or 504 when
+    every attempt timed out; Lunos has retried already, so those say ``x-should-retry: false``."""
+    summary = "; ".join(f"{a.model} ({a.provider}): {a.error}" for a in attempts if a.status != 200)
+    if errors and all(e.status in CLIENT_ERROR_STATUSES for e in errors):
+        last = errors[-1]
+        return UpstreamRejected(str(last.upstream.get("message") or last.message), status=last.status,
+                                type=last.upstream.get("type"), param=last.upstream.get("param"),
+                                code=last.upstream.get("code"), summary=summary)
+    if errors and all(e.status == 429 for e in errors):
+        waits = [e.retry_after for e in errors if e.retry_after is not None]
+        headers = {"Retry-After": str(max(1, math.ceil(min(waits))))} if waits else {}
+        return RateLimited(f"Every candidate model is rate limited upstream: {summary}",
+                           code="upstream_rate_limited", headers=headers)
+    no_retry = {"x-should-retry": "false"}
+    if errors and all(e.timed_out for e in errors):
+        return UpstreamTimedOut(f"Every candidate model timed out: {summary}", headers=no_retry)
+    return UpstreamFailed(f"Every candidate model failed: {summary}", headers=no_retry)

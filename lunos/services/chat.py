@@ -4,7 +4,7 @@ import logging
 import time
 
 from lunos.errors import LunosError, UpstreamFailed
-from lunos.money import usd
+from lunos.money import micros_to_decimal
 from lunos.providers.base import QUIET, ProviderError
 from lunos.routing.candidates import ROUTING_PARAMS, candidates
 from lunos.services.metered import INTERNAL_ERROR, MeteredRequest
@@ -33,7 +33,9 @@ def estimated_usage(body: dict, completion_text: str) -> dict:
 
 
 def with_cost(usage: dict, model) -> dict:
-    usage["cost"] = usd(model.cost_micros(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0))
+    """``usage`` with its ``cost`` in USD: an exact decimal, rendered without an exponent."""
+    usage["cost"] = micros_to_decimal(model.cost_micros(usage.get("prompt_tokens") or 0,
+                                                        usage.get("completion_tokens") or 0))
     return usage
 
 
@@ -138,6 +140,13 @@ class ChatStream:
         self.metered.finish(status=self.status, model=self.model, usage=usage, usage_estimated=estimated,
                             error=self.error_message)
 
+    def _estimated_usage_chunk(self) -> bytes:
+        """The usage Lunos bills when the upstream streamed none, marked as an estimate."""
+        usage = with_cost(estimated_usage(self.completion.request, "".join(self.output_text)), self.model)
+        usage["estimated"] = True
+        return sse_event(self._shape({"object": "chat.completion.chunk", "created": int(time.time()),
+                                      "choices": [], "usage": usage}))
+
     def _shape(self, chunk: dict) -> dict:
         chunk.update(id=self.completion.completion_id, model=self.model.id, provider=self.model.provider)
         return chunk
@@ -156,6 +165,9 @@ class ChatStream:
 
     def _run(self):
         held, sent_output = [], False
+        # An upstream has accepted the stream: the status and headers go out now, not with the
+        # first token (a slow-starting model would outlast a client's read timeout).
+        yield b""
         try:
             while True:
                 try:
@@ -179,6 +191,8 @@ class ChatStream:
                     held, self.output_text, self.usage = [], [], None
                     self._open()
             self.status = OK
+            if self.include_usage and self.usage is None:
+                held.append(self._estimated_usage_chunk())
             yield b"".join(held) + SSE_DONE
         except ProviderError as error:
             self.status = UPSTREAM_ERROR

@@ -60,7 +60,9 @@ class MeteredRequest:
                                  usage_estimated=usage_estimated, attempts=self.route.attempts, error=error)
 
     def fail(self, error: LunosError, status: str = UPSTREAM_ERROR, **details) -> UsageRecord:
-        return self.finish(status=status, http_status=error.status, error=error.message, **details)
+        # A rejection the client sees in the upstream's words is recorded with every attempt's.
+        return self.finish(status=status, http_status=error.status, error=getattr(error, "summary", error.message),
+                           **details)
 
     @contextmanager
     def guard(self) -> Iterator[None]:

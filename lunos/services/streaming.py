@@ -1,9 +1,9 @@
 """Server-Sent Events framing."""
-import orjson
+from lunos.jsonio import dumps
 
 
-def sse_event(payload):
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+def sse_event(payload: dict) -> bytes:
+    return b"data: " + dumps(payload) + b"\n\n"
 
 
 SSE_KEEPALIVE = b": keep-alive\n\n"  # sent for each quiet interval of the upstream

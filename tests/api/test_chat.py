@@ -150,8 +150,8 @@ def test_upstream_rejecting_the_request_is_400(client, auth, upstream):
     response = chat(client, auth, model="test/primary", fallback_model="test/backup")
     assert response.status_code == 400
     error = response.get_json()["error"]
-    assert error["type"] == "invalid_request_error"
-    assert "messages too long" in error["message"] and "context exceeded" in error["message"]
+    # As the last upstream said it; the usage event keeps every attempt's.
+    assert error == {"message": "context exceeded", "type": "invalid_request_error", "param": None, "code": None}
     assert len(upstream.requests_for("primary")) == 1, "a rejected request is not retried"
 
 
@@ -211,7 +211,7 @@ def test_client_disconnect_closes_upstream(client, auth, upstream):
     response = client.post("/v1/chat/completions", headers=auth, buffered=False, json={
         "model": "test/primary", "stream": True, "user": "leaver", "messages": [{"role": "user", "content": "hi"}]})
     body = iter(response.response)
-    first = next(body)
+    first = next(piece for piece in body if piece)  # an empty first piece sends the headers
     assert b"w0" in first
     response.close()  # what the WSGI server does when the client goes away
     assert upstream.wait_disconnect("leaver"), "the gateway closed its upstream request"
