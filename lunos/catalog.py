@@ -1,14 +1,23 @@
 """The model catalog: providers and models read from a TOML file.
 
-A bad catalog stops start-up with a message naming the file, the entry and the problem.
+A model is served by one or more endpoints: a provider, its upstream model name and its prices.
+A model names one ``provider`` (one endpoint, its fields at the model's level) or lists
+``[[models.endpoints]]``. A bad catalog stops start-up with a message naming the file, the
+model, the endpoint and the problem.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from lunos.fields import FieldError, read_toml, require
-from lunos.money import cost_micros, price, round_micros
+from lunos.money import price
+from lunos.pricing import Prices, Tier, TokenUsage
 from lunos.providers import REGISTRY
 from lunos.providers.base import ProviderConfig
+
+# Optional request features an endpoint may declare it honours (``supports``), for the
+# request's ``provider.require_parameters``.
+FEATURES = ("tools", "response_format", "logprobs", "seed")
+DATA_COLLECTION = ("allow", "deny")
 
 
 class CatalogError(Exception):
@@ -16,20 +25,58 @@ class CatalogError(Exception):
 
 
 @dataclass(frozen=True)
-class ModelEntry:
-    id: str
+class Endpoint:
+    """One place a model is served: a provider, its name for the model there, its prices."""
+    model_id: str
     provider: str
     upstream_model: str
-    input_usd_per_mtok: Decimal
-    output_usd_per_mtok: Decimal
+    prices: Prices
     context_length: int
     max_output_tokens: int
+    weight: float = 1.0
+    supports: frozenset = frozenset(FEATURES)
+    data_collection: str = "allow"
+    zdr: bool = False
+
+    @property
+    def key(self) -> str:
+        """What health and statistics are kept under: the same upstream model at the same
+        provider is one endpoint, whichever catalog models share it."""
+        return f"{self.provider}/{self.upstream_model}"
+
+    def cost_micros(self, usage: TokenUsage) -> int:
+        return self.prices.cost_micros(usage)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    context_length: int
+    max_output_tokens: int
+    endpoints: tuple[Endpoint, ...]
     aliases: tuple = ()
+    type: str = "chat"
+
+    # The first endpoint's, for what shows one provider and price per model (/v1/models).
+    @property
+    def provider(self) -> str:
+        return self.endpoints[0].provider
+
+    @property
+    def upstream_model(self) -> str:
+        return self.endpoints[0].upstream_model
+
+    @property
+    def input_usd_per_mtok(self) -> Decimal:
+        return self.endpoints[0].prices.input
+
+    @property
+    def output_usd_per_mtok(self) -> Decimal:
+        return self.endpoints[0].prices.output
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Exact cost in integer micro-USD, rounded once: USD per million tokens is micro-USD a token."""
-        return round_micros(cost_micros(prompt_tokens, self.input_usd_per_mtok)
-                            + cost_micros(completion_tokens, self.output_usd_per_mtok))
+        """The first endpoint's exact cost of uncached prompt and output tokens."""
+        return self.endpoints[0].cost_micros(TokenUsage(uncached_input=prompt_tokens, output=completion_tokens))
 
 
 @dataclass
@@ -39,6 +86,7 @@ class Catalog:
     providers: dict[str, ProviderConfig]
     models: dict  # id -> ModelEntry, in file order
     aliases: dict
+    endpoints: dict = field(default_factory=dict)  # Endpoint.key -> Endpoint (the first of a key)
 
     def find(self, name: str) -> ModelEntry | None:
         return self.models.get(name) or self.models.get(self.aliases.get(name))
@@ -62,32 +110,85 @@ def _provider(name, table, where):
         raise CatalogError(f"{where}: {exc}") from None
 
 
-def _price(table, key, where):
-    value = price(_require(table, key, float, where))
+def _price(table, key, where, default=None):
+    value = _require(table, key, float, where, default=default)
+    value = price(value)
     if value < 0:
-        raise CatalogError(f"{where}: prices must not be negative")
+        raise CatalogError(f"{where}: '{key}' must not be negative")
     return value
+
+
+def _positive(table, key, where, default=None):
+    value = _require(table, key, int, where, default=default)
+    if value <= 0:
+        raise CatalogError(f"{where}: '{key}' must be positive")
+    return value
+
+
+def _prices(table, where):
+    input_price = _price(table, "input_usd_per_mtok", where)
+    cache_write = _price(table, "cache_write_usd_per_mtok", where, default=float(input_price))
+    tier = None
+    if "long_context" in table:
+        long_context = _require(table, "long_context", dict, where)
+        at = f"{where} long_context"
+        tier = Tier(above_tokens=_positive(long_context, "above_tokens", at),
+                    input=_price(long_context, "input_usd_per_mtok", at),
+                    output=_price(long_context, "output_usd_per_mtok", at))
+    return Prices(input=input_price, output=_price(table, "output_usd_per_mtok", where),
+                  cache_read=_price(table, "cached_input_usd_per_mtok", where, default=float(input_price)),
+                  cache_write=cache_write,
+                  cache_write_1h=_price(table, "cache_write_1h_usd_per_mtok", where, default=float(cache_write)),
+                  request=_price(table, "request_usd", where, default=0.0), long_context=tier)
+
+
+def _endpoint(table, model_id, providers, where, context_length, max_output_tokens, default_upstream):
+    provider = _require(table, "provider", str, where)
+    if provider not in providers:
+        raise CatalogError(f"{where}: provider {provider!r} is not defined under [providers]")
+    weight = _require(table, "weight", float, where, default=1.0)
+    if weight <= 0:
+        raise CatalogError(f"{where}: 'weight' must be positive")
+    adapter = REGISTRY[providers[provider].kind]
+    supports = _require(table, "supports", list, where, default=sorted(adapter.supports))
+    unknown = [s for s in supports if s not in FEATURES]
+    if unknown:
+        raise CatalogError(f"{where}: 'supports' names {unknown[0]!r}; known: {', '.join(FEATURES)}")
+    data_collection = _require(table, "data_collection", str, where, default="allow")
+    if data_collection not in DATA_COLLECTION:
+        raise CatalogError(f"{where}: 'data_collection' must be 'allow' or 'deny', got {data_collection!r}")
+    return Endpoint(
+        model_id=model_id, provider=provider,
+        upstream_model=_require(table, "upstream_model", str, where, default=default_upstream),
+        prices=_prices(table, where),
+        context_length=min(_positive(table, "context_length", where, default=context_length), context_length),
+        max_output_tokens=min(_positive(table, "max_output_tokens", where, default=max_output_tokens),
+                              max_output_tokens),
+        weight=weight, supports=frozenset(supports), data_collection=data_collection,
+        zdr=_require(table, "zdr", bool, where, default=False))
 
 
 def _model(table, index, providers, where):
     where = f"{where} [[models]] #{index + 1}"
     model_id = _require(table, "id", str, where)
     where = f"{where} ({model_id})"
-    provider = _require(table, "provider", str, where)
-    if provider not in providers:
-        raise CatalogError(f"{where}: provider {provider!r} is not defined under [providers]")
-    entry = ModelEntry(
-        id=model_id, provider=provider,
-        upstream_model=_require(table, "upstream_model", str, where, default=model_id),
-        input_usd_per_mtok=_price(table, "input_usd_per_mtok", where),
-        output_usd_per_mtok=_price(table, "output_usd_per_mtok", where),
-        context_length=_require(table, "context_length", int, where),
-        max_output_tokens=_require(table, "max_output_tokens", int, where),
-        aliases=tuple(_require(table, "aliases", list, where, default=[])),
-    )
-    if entry.context_length <= 0 or entry.max_output_tokens <= 0:
-        raise CatalogError(f"{where}: context_length and max_output_tokens must be positive")
-    return entry
+    context_length = _positive(table, "context_length", where)
+    max_output_tokens = _positive(table, "max_output_tokens", where)
+    listed = table.get("endpoints")
+    if listed is None:  # one provider, named at the model's level
+        endpoints = (_endpoint(table, model_id, providers, where, context_length, max_output_tokens, model_id),)
+    else:
+        if "provider" in table:
+            raise CatalogError(f"{where}: name one 'provider' or list 'endpoints', not both")
+        if not isinstance(listed, list) or not listed or not all(isinstance(e, dict) for e in listed):
+            raise CatalogError(f"{where}: 'endpoints' must be a list of [[models.endpoints]] tables")
+        endpoints = tuple(_endpoint(e, model_id, providers, f"{where} endpoint #{n + 1}", context_length,
+                                    max_output_tokens, model_id) for n, e in enumerate(listed))
+        keys = [e.key for e in endpoints]
+        if len(keys) != len(set(keys)):
+            raise CatalogError(f"{where}: two endpoints name the same provider and upstream_model")
+    return ModelEntry(id=model_id, context_length=context_length, max_output_tokens=max_output_tokens,
+                      endpoints=endpoints, aliases=tuple(_require(table, "aliases", list, where, default=[])))
 
 
 def load_catalog(path):
@@ -117,5 +218,9 @@ def load_catalog(path):
     default_model = _require(data, "default_model", str, where)
     if default_model not in models:
         raise CatalogError(f"{where}: default_model {default_model!r} is not a model in the catalog")
+    endpoints = {}
+    for model in models.values():
+        for endpoint in model.endpoints:
+            endpoints.setdefault(endpoint.key, endpoint)
     return Catalog(path=str(path), default_model=default_model, providers=providers,
-                   models=models, aliases=aliases)
+                   models=models, aliases=aliases, endpoints=endpoints)

@@ -6,6 +6,7 @@ from lunos.plans import load_plans
 from lunos.providers import build_providers
 from lunos.providers.http import UpstreamHTTP
 from lunos.routing import RetryPolicy, Router
+from lunos.routing.health import HealthBoard
 
 
 class Gateway:
@@ -14,9 +15,11 @@ class Gateway:
         self.plans = load_plans(settings["PLANS"])
         self.http = UpstreamHTTP(settings["UPSTREAM_POOL_SIZE"], settings["CONNECT_TIMEOUT_S"],
                                  quiet_s=settings["STREAM_KEEPALIVE_S"])
+        self.health = HealthBoard({key: self.catalog.providers[e.provider].cooldown_s
+                                   for key, e in self.catalog.endpoints.items()}, redis_url=settings["REDIS_URL"])
         self.router = Router(build_providers(self.catalog, self.http), RetryPolicy(
             max_retries=settings["UPSTREAM_MAX_RETRIES"], backoff_s=settings["RETRY_BACKOFF_S"],
-            retry_after_cap_s=settings["RETRY_AFTER_CAP_S"]))
+            retry_after_cap_s=settings["RETRY_AFTER_CAP_S"]), self.health)
 
     def init_app(self, app):
         app.extensions["lunos"] = self

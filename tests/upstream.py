@@ -29,6 +29,7 @@ class Reply:
     reset_after: int | None = None    # stream: reset the connection after this many words
     error_after: int | None = None    # stream: send an error event after this many words
     usage: tuple | None = (11, 7)     # (prompt, completion) tokens reported; None: no usage
+    usage_details: dict | None = None  # merged into the usage reported (cache buckets and such)
     tool_call: dict | None = None     # {"id", "name", "arguments"}: answer with a tool call
 
 
@@ -154,7 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _usage_openai(reply):
     prompt, completion = reply.usage
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            **(reply.usage_details or {})}
 
 
 def _completion(reply, body):
@@ -197,14 +199,15 @@ def _anthropic_message(reply, body):
     prompt, completion = reply.usage or (0, 0)
     return {"id": "msg_upstream", "type": "message", "role": "assistant", "model": body["model"],
             "content": content, "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": completion}}
+            "usage": {"input_tokens": prompt, "output_tokens": completion, **(reply.usage_details or {})}}
 
 
 def _anthropic_events(reply, body):
     prompt, completion = reply.usage or (0, 0)
     yield "meta", {"type": "message_start", "message": {
         "id": "msg_upstream", "type": "message", "role": "assistant", "model": body["model"], "content": [],
-        "stop_reason": None, "usage": {"input_tokens": prompt, "output_tokens": 1}}}, "message_start"
+        "stop_reason": None, "usage": {"input_tokens": prompt, "output_tokens": 1,
+                                       **(reply.usage_details or {})}}}, "message_start"
     yield "meta", {"type": "ping"}, "ping"
     if reply.tool_call:
         yield "meta", {"type": "content_block_start", "index": 0, "content_block": {
@@ -226,3 +229,33 @@ def _anthropic_events(reply, body):
     yield "meta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                    "usage": {"output_tokens": completion}}, "message_delta"
     yield "meta", {"type": "message_stop"}, "message_stop"
+
+
+class RefusingServer:
+    """An upstream that accepts connections and resets them at once, counting them: a provider
+    that is down behind its load balancer."""
+
+    def __init__(self):
+        self.connections = 0
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+    def close(self):
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()

@@ -42,7 +42,11 @@ class UsageEvent(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(default=0)
     completion_tokens: Mapped[int] = mapped_column(default=0)
+    # Buckets of prompt_tokens (which counts them all): cache reads, and cache writes (5-minute,
+    # and 1-hour where the upstream reports them); reasoning_tokens are part of completion_tokens.
     cached_tokens: Mapped[int] = mapped_column(default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    cache_write_1h_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
     reasoning_tokens: Mapped[int] = mapped_column(default=0)
     usage_estimated: Mapped[bool] = mapped_column(default=False)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)

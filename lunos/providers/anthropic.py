@@ -2,9 +2,11 @@
 import json
 import time
 
+from lunos.errors import InvalidRequest
+from lunos.pricing import TokenUsage
 from lunos.providers.base import ChunkStream, Provider, ProviderError
 from lunos.providers.http import chunk_batches, read_json
-from lunos.providers.openai import parse_event, read_api_key, read_stream
+from lunos.providers.openai import auth_headers, parse_event, read_api_key, read_stream, url
 from lunos.tokens import message_text
 
 API_VERSION = "2023-06-01"
@@ -54,6 +56,19 @@ def _append(messages, role, blocks):
         messages.append({"role": role, "content": blocks})
 
 
+# Share of max_tokens a thinking budget may take, by reasoning effort.
+THINKING_SHARE = {"low": 0.25, "medium": 0.5, "high": 0.75}
+MIN_THINKING_BUDGET = 1024  # Anthropic's
+
+
+def _thinking(effort, max_tokens):
+    """Extended thinking with a budget within ``max_tokens`` (which must leave room for one)."""
+    if max_tokens <= MIN_THINKING_BUDGET:
+        raise InvalidRequest(f"Extended thinking needs max_tokens above {MIN_THINKING_BUDGET} on this model.",
+                             param="max_tokens")
+    return {"type": "enabled", "budget_tokens": max(MIN_THINKING_BUDGET, int(max_tokens * THINKING_SHARE[effort]))}
+
+
 def to_messages_request(model, body, max_output_tokens):
     system, messages = [], []
     for message in body.get("messages", []):
@@ -73,8 +88,12 @@ def to_messages_request(model, body, max_output_tokens):
     request = {key: value for key, value in body.items()
                if key not in DROPPED and key not in ("messages", "model", "max_tokens", "stop", "tools",
                                                       "tool_choice", "user")}
-    request.update(model=model.upstream_model, messages=messages,
-                   max_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or max_output_tokens)
+    max_tokens = max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0) or max_output_tokens
+    request.update(model=model.upstream_model, messages=messages, max_tokens=max_tokens)
+    if body.get("reasoning_effort") in ("low", "medium", "high") and "thinking" not in body:
+        request["thinking"] = _thinking(body["reasoning_effort"], max_tokens)
+        request.pop("temperature", None)  # extended thinking takes the default temperature
+        request.pop("top_k", None)
     if system:
         request["system"] = "\n\n".join(system)
     stop = body.get("stop")
@@ -98,12 +117,19 @@ def to_messages_request(model, body, max_output_tokens):
     return request
 
 
-def to_usage(usage):
-    cached = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cached + (usage.get("cache_creation_input_tokens") or 0)
-    completion = usage.get("output_tokens") or 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion, "prompt_tokens_details": {"cached_tokens": cached}}
+def to_usage(usage: dict) -> dict:
+    """Anthropic's disjoint buckets (uncached input, cache reads, cache writes, split into
+    5-minute and 1-hour when it says so) as OpenAI-shaped usage."""
+    def count(value):
+        return value if isinstance(value, int) and value > 0 else 0
+
+    written = count(usage.get("cache_creation_input_tokens"))
+    split = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
+    written_1h = min(count(split.get("ephemeral_1h_input_tokens")), written)
+    return TokenUsage(uncached_input=count(usage.get("input_tokens")),
+                      cache_read=count(usage.get("cache_read_input_tokens")),
+                      cache_write=written - written_1h, cache_write_1h=written_1h,
+                      output=count(usage.get("output_tokens"))).as_openai()
 
 
 def to_completion(answer):
@@ -154,6 +180,8 @@ class StreamTranslator:
             delta = event.get("delta", {})
             if delta.get("type") == "text_delta":
                 yield self.chunk({"content": delta.get("text", "")})
+            elif delta.get("type") == "thinking_delta":
+                yield self.chunk({"reasoning": delta.get("thinking", "")})
             elif delta.get("type") == "input_json_delta":
                 index = self.tool_index.get(event.get("index"), 0)
                 yield self.chunk({"tool_calls": [{"index": index,
@@ -172,16 +200,25 @@ class StreamTranslator:
 
 class AnthropicProvider(Provider):
     kind = "anthropic"
+    default_auth_header = "x-api-key"
+    supports = frozenset({"tools"})  # the rest of catalog.FEATURES is dropped (DROPPED)
+
+    def __init__(self, config, http):
+        super().__init__(config, http)
+        self._messages_url = url(config, "/messages")
+
+    @staticmethod
+    def with_reasoning(body: dict, endpoint) -> dict:
+        """Extended thinking, with a budget within max_tokens (to_messages_request)."""
+        return {**body, "reasoning_effort": "high"}
 
     def _post(self, model, body, stream):
-        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION, **self.config.headers}
-        key = read_api_key(self.config)
-        if key:
-            headers["x-api-key"] = key
+        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION, **self.config.headers,
+                   **auth_headers(self.config, read_api_key(self.config))}
         request = to_messages_request(model, body, model.max_output_tokens)
         if stream:
             request["stream"] = True
-        return self.http.post_json(f"{self.config.base_url}/messages", request, headers=headers,
+        return self.http.post_json(self._messages_url, request, headers=headers,
                                    timeout_s=self.config.timeout_s, stream=stream)
 
     def complete(self, model, body):

@@ -58,6 +58,10 @@ class ProviderConfig:
     api_key_env: str = ""
     timeout_s: float = 600.0
     headers: dict = field(default_factory=dict)
+    # The header that carries the key (Azure OpenAI: "api-key"); Authorization sends "Bearer <key>".
+    auth_header: str = "Authorization"
+    query: dict = field(default_factory=dict)  # added to every call's URL (Azure: api-version)
+    cooldown_s: float = 30.0  # how long an endpoint whose breaker opened is skipped
 
 
 class Provider:
@@ -69,6 +73,10 @@ class Provider:
     """
     kind: str = ""
     needs_base_url = True  # an upstream over HTTP
+    default_auth_header = "Authorization"
+    # The optional request features (catalog.FEATURES) this kind honours, unless an endpoint
+    # of the catalog says otherwise with its own ``supports``.
+    supports: frozenset = frozenset({"tools", "response_format", "logprobs", "seed"})
 
     def __init__(self, config: ProviderConfig, http):
         self.config = config
@@ -82,9 +90,24 @@ class Provider:
         if timeout <= 0:
             raise FieldError("'timeout_s' must be positive")
         headers = require(table, "headers", dict, default={})
+        query = require(table, "query", dict, default={})
+        cooldown = require(table, "cooldown_s", float, default=30.0)
+        if cooldown < 0:
+            raise FieldError("'cooldown_s' must not be negative")
+        auth_header = require(table, "auth_header", str, default=cls.default_auth_header).strip()
+        if not auth_header or any(c in auth_header for c in ":\r\n "):
+            raise FieldError(f"'auth_header' must be a header name, got {auth_header!r}")
         return ProviderConfig(name=name, kind=cls.kind, base_url=base_url.rstrip("/"),
                               api_key_env=require(table, "api_key_env", str, default=""),
-                              timeout_s=timeout, headers={str(k): str(v) for k, v in headers.items()})
+                              timeout_s=timeout, headers={str(k): str(v) for k, v in headers.items()},
+                              auth_header=auth_header, query={str(k): str(v) for k, v in query.items()},
+                              cooldown_s=cooldown)
+
+    @staticmethod
+    def with_reasoning(body: dict, endpoint) -> dict:
+        """The request with extended reasoning asked for (the ``:thinking`` variant); kinds
+        without it leave the request as it is."""
+        return body
 
     def complete(self, model, body: dict) -> dict:
         raise NotImplementedError

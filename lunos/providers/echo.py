@@ -22,6 +22,7 @@ def _usage(body, text):
 class EchoProvider(Provider):
     kind = "echo"
     needs_base_url = False
+    supports = frozenset()
 
     def complete(self, model, body):
         text = _answer(body)

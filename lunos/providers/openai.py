@@ -1,5 +1,6 @@
 """Any OpenAI-compatible Chat Completions server: OpenAI, vLLM, Ollama, llama.cpp, Groq..."""
 import os
+from urllib.parse import urlencode
 
 import orjson
 import requests
@@ -39,20 +40,40 @@ def read_stream(response, chunks):
         response.close()
 
 
+def auth_headers(config, key):
+    """The key in the provider's ``auth_header``: ``Authorization: Bearer <key>`` by default,
+    the bare key in any other header (Azure OpenAI's ``api-key``)."""
+    if not key:
+        return {}
+    if config.auth_header.lower() == "authorization":
+        return {"Authorization": f"Bearer {key}"}
+    return {config.auth_header: key}
+
+
+def url(config, path):
+    """``base_url`` + ``path``, with the provider's ``query`` parameters."""
+    return f"{config.base_url}{path}" + (f"?{urlencode(config.query)}" if config.query else "")
+
+
 class OpenAIProvider(Provider):
     kind = "openai"
 
+    def __init__(self, config, http):
+        super().__init__(config, http)
+        self._completions_url = url(config, "/chat/completions")
+
     def _headers(self):
-        headers = {"Content-Type": "application/json", **self.config.headers}
-        key = read_api_key(self.config)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        return {"Content-Type": "application/json", **self.config.headers,
+                **auth_headers(self.config, read_api_key(self.config))}
 
     def _post(self, body, stream):
-        return self.http.post_json(f"{self.config.base_url}/chat/completions", body,
-                                   headers=self._headers(), timeout_s=self.config.timeout_s,
-                                   stream=stream)
+        return self.http.post_json(self._completions_url, body, headers=self._headers(),
+                                   timeout_s=self.config.timeout_s, stream=stream)
+
+    @staticmethod
+    def with_reasoning(body: dict, endpoint) -> dict:
+        """The request with extended reasoning asked for (the ``:thinking`` variant)."""
+        return {**body, "reasoning_effort": "high"}
 
     def complete(self, model, body):
         response = self._post({**body, "model": model.upstream_model, "stream": False}, stream=False)

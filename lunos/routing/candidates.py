@@ -1,13 +1,15 @@
 """The models a request names, in the order they are tried."""
 from lunos.errors import ModelNotFound
+from lunos.routing.preferences import Candidate, resolve
 
-# Body fields that are Lunos's own: they choose models and never reach a provider.
-ROUTING_PARAMS = ("fallback_model", "models")
+# Body fields that are Lunos's own: they choose models and endpoints and never reach a provider.
+ROUTING_PARAMS = ("fallback_model", "models", "provider")
 
 
-def candidates(catalog, body: dict) -> list:
+def candidates(catalog, body: dict) -> list[Candidate]:
     """``model`` (or the first of ``models``, or the catalog default), then ``fallback_model``,
-    then ``models``, each once. An unknown id is a ModelNotFound naming its param."""
+    then ``models``, each once; any may carry variants (``:nitro``, ``:floor``, ``:thinking``).
+    An unknown id is a ModelNotFound naming its param."""
     listed = [(f"models[{i}]", name) for i, name in enumerate(body.get("models") or [])]
     if body.get("model"):
         named = [("model", body["model"])]
@@ -19,9 +21,9 @@ def candidates(catalog, body: dict) -> list:
         named.append(("fallback_model", body["fallback_model"]))
     chosen = []
     for param, name in named + listed:
-        model = catalog.find(name)
-        if model is None:
+        candidate = resolve(catalog, name)
+        if candidate is None:
             raise ModelNotFound(f"The model '{name}' does not exist in this gateway's catalog.", param=param)
-        if model not in chosen:
-            chosen.append(model)
+        if all((c.model, c.variants) != (candidate.model, candidate.variants) for c in chosen):
+            chosen.append(candidate)
     return chosen

@@ -5,8 +5,10 @@ import time
 
 from lunos.errors import LunosError, UpstreamFailed
 from lunos.money import micros_to_decimal
+from lunos.pricing import TokenUsage
 from lunos.providers.base import QUIET, ProviderError
 from lunos.routing.candidates import ROUTING_PARAMS, candidates
+from lunos.routing.preferences import Preferences, features_used
 from lunos.services.metered import INTERNAL_ERROR, MeteredRequest
 from lunos.services.metering import CLIENT_DISCONNECTED, ERROR, INTERRUPTED, OK, UPSTREAM_ERROR
 from lunos.services.streaming import SSE_DONE, SSE_KEEPALIVE, sse_event
@@ -17,14 +19,17 @@ log = logging.getLogger(__name__)
 STREAMING = "streaming"  # a stream's status until it ends
 
 
-def worst_case_micros(models: list, body: dict) -> int:
-    """The most any candidate could cost: a generous prompt estimate plus the most output allowed."""
-    prompt = prompt_upper_estimate(body)
+def output_limit(body: dict) -> int | None:
     # Both limits sent: an upstream may honour either, so reserve for the larger.
-    asked = max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0) or None
-    choices = body.get("n") or 1
-    return max(m.cost_micros(prompt, min(asked or m.max_output_tokens, m.max_output_tokens) * choices)
-               for m in models)
+    return max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0) or None
+
+
+def worst_case_micros(endpoints: list, body: dict) -> int:
+    """The most any endpoint that may be tried could cost: a generous prompt estimate, in the
+    dearest bucket and tier, plus the most output allowed."""
+    prompt, asked, choices = prompt_upper_estimate(body), output_limit(body), body.get("n") or 1
+    return max(e.prices.most_micros(prompt, min(asked or e.max_output_tokens, e.max_output_tokens) * choices)
+               for e in endpoints)
 
 
 def estimated_usage(body: dict, completion_text: str) -> dict:
@@ -32,11 +37,13 @@ def estimated_usage(body: dict, completion_text: str) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def with_cost(usage: dict, model) -> dict:
-    """``usage`` with its ``cost`` in USD: an exact decimal, rendered without an exponent."""
-    usage["cost"] = micros_to_decimal(model.cost_micros(usage.get("prompt_tokens") or 0,
-                                                        usage.get("completion_tokens") or 0))
-    return usage
+def with_cost(usage: dict, endpoint) -> dict:
+    """``usage`` in OpenAI's shape with its buckets (cache reads and writes) and its ``cost`` in
+    USD at the prices of ``endpoint``: an exact decimal, rendered without an exponent."""
+    counted = TokenUsage.from_openai(usage)
+    extra = {k: v for k, v in usage.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens",
+                                                           "prompt_tokens_details", "completion_tokens_details")}
+    return {**counted.as_openai(), **extra, "cost": micros_to_decimal(endpoint.cost_micros(counted))}
 
 
 class Completion:
@@ -46,9 +53,24 @@ class Completion:
     def __init__(self, gateway, caller, body: dict, request_id: str):
         self.request = {key: value for key, value in body.items() if key not in ROUTING_PARAMS}
         self.completion_id = COMPLETION_PREFIX + request_id  # what /v1/generation?id= takes back
-        models = candidates(gateway.catalog, body)
-        self.metered = MeteredRequest(gateway, caller, request_id, models, stream=bool(body.get("stream")),
-                                      worst_case_micros=worst_case_micros(models, body))
+        named = candidates(gateway.catalog, body)
+        preferences = Preferences.from_body(body.get("provider"), gateway.catalog.providers)
+        self.metered = MeteredRequest(
+            gateway, caller, request_id, named, stream=bool(body.get("stream")),
+            worst_case_micros=lambda endpoints: worst_case_micros(endpoints, body), preferences=preferences,
+            features=features_used(body), prompt_tokens=estimate_prompt(body), output_tokens=output_limit(body))
+
+    def send(self, call):
+        """``call(provider, endpoint, body)`` as a route's attempt: the request as the current
+        candidate's variants make it."""
+        route = self.metered.route
+
+        def attempt(provider, endpoint):
+            body = self.request
+            if "thinking" in route.candidate.variants:
+                body = provider.with_reasoning(body, endpoint)
+            return call(provider, endpoint, body)
+        return route.call(attempt)
 
     @property
     def rate_headers(self) -> dict:
@@ -57,15 +79,15 @@ class Completion:
     def answer(self) -> dict:
         """A non-streaming completion: the chat.completion dict."""
         with self.metered.guard():
-            answer, model = self.metered.route.call(lambda provider, m: provider.complete(m, self.request))
+            answer, endpoint = self.send(lambda provider, e, body: provider.complete(e, body))
             estimated = not answer.get("usage")
             if estimated:
                 text = "".join(str((c.get("message") or {}).get("content") or "") for c in answer["choices"])
                 answer["usage"] = estimated_usage(self.request, text)
-            with_cost(answer["usage"], model)
-            answer.update(id=self.completion_id, model=model.id, provider=model.provider)
+            answer["usage"] = with_cost(answer["usage"], endpoint)
+            answer.update(id=self.completion_id, model=endpoint.model_id, provider=endpoint.provider)
             self.metered.meter.output_started()
-            self.metered.finish(status=OK, model=model, usage=answer["usage"], usage_estimated=estimated)
+            self.metered.finish(status=OK, endpoint=endpoint, usage=answer["usage"], usage_estimated=estimated)
         return answer
 
 
@@ -115,8 +137,7 @@ class ChatStream:
         self.metered.hand_over()
 
     def _open(self) -> None:
-        request = self.completion.request
-        self.upstream, self.model = self.metered.route.call(lambda p, m: p.open_stream(m, request))
+        self.upstream, self.endpoint = self.completion.send(lambda provider, e, body: provider.open_stream(e, body))
 
     def __iter__(self):
         self._events = self._run()
@@ -137,25 +158,25 @@ class ChatStream:
         text = "".join(self.output_text)
         estimated = self.usage is None and bool(text)
         usage = self.usage or (estimated_usage(self.completion.request, text) if text else None)
-        self.metered.finish(status=self.status, model=self.model, usage=usage, usage_estimated=estimated,
+        self.metered.finish(status=self.status, endpoint=self.endpoint, usage=usage, usage_estimated=estimated,
                             error=self.error_message)
 
     def _estimated_usage_chunk(self) -> bytes:
         """The usage Lunos bills when the upstream streamed none, marked as an estimate."""
-        usage = with_cost(estimated_usage(self.completion.request, "".join(self.output_text)), self.model)
+        usage = with_cost(estimated_usage(self.completion.request, "".join(self.output_text)), self.endpoint)
         usage["estimated"] = True
         return sse_event(self._shape({"object": "chat.completion.chunk", "created": int(time.time()),
                                       "choices": [], "usage": usage}))
 
     def _shape(self, chunk: dict) -> dict:
-        chunk.update(id=self.completion.completion_id, model=self.model.id, provider=self.model.provider)
+        chunk.update(id=self.completion.completion_id, model=self.endpoint.model_id, provider=self.endpoint.provider)
         return chunk
 
     def _accept(self, chunk: dict, held: list) -> None:
         """Note usage and output of one upstream chunk; queue what the client should see."""
         usage = chunk.get("usage")
         if usage:
-            self.usage = with_cost(usage, self.model)
+            self.usage = chunk["usage"] = with_cost(usage, self.endpoint)
             if not self.include_usage:
                 if not chunk.get("choices"):
                     return
@@ -196,7 +217,8 @@ class ChatStream:
             yield b"".join(held) + SSE_DONE
         except ProviderError as error:
             self.status = UPSTREAM_ERROR
-            self.error_message = f"The upstream failed mid-stream ({self.model.id}): {error.message}"
+            self.error_message = f"The upstream failed mid-stream ({self.endpoint.model_id}, " \
+                                 f"{self.endpoint.provider}): {error.message}"
             yield sse_event(UpstreamFailed(self.error_message).body())
         except LunosError as error:
             self.status = UPSTREAM_ERROR

@@ -12,36 +12,48 @@ reservation of its worst case), routes through ``route``, and ends in exactly on
   a request without its event and with its reservation held.
 """
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flask import Flask, g
 
 from lunos.errors import LunosError
 from lunos.models.api_key import INFERENCE
+from lunos.catalog import Endpoint
 from lunos.routing import Route
+from lunos.routing.preferences import Candidate, Preferences
 from lunos.services.access import check_plan
 from lunos.services.keys import check_key_scope, require_kind
-from lunos.services.metering import ERROR, REFUSED, UPSTREAM_ERROR, Meter, UsageRecord
+from lunos.services.metering import ERROR, OK, REFUSED, UPSTREAM_ERROR, Meter, UsageRecord
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = "The server had an error while processing your request."
 
 
 class MeteredRequest:
-    def __init__(self, gateway, caller, request_id: str, models: list, *, worst_case_micros: int,
-                 stream: bool = False):
+    """``candidates``: the models named (routing.preferences.Candidate, or catalog models);
+    ``worst_case_micros``: the most the request may cost, or a function of the endpoints its
+    route may try that says it; ``preferences``, ``features``, ``prompt_tokens`` and
+    ``output_tokens`` shape the route (Router.route)."""
+
+    def __init__(self, gateway, caller, request_id: str, candidates: list, *,
+                 worst_case_micros: int | Callable[[list[Endpoint]], int], stream: bool = False,
+                 preferences: Preferences | None = None, features: set = frozenset(), prompt_tokens: int = 0,
+                 output_tokens: int | None = None):
         self.caller = caller
-        self.models = models
-        self.meter = Meter(caller, request_id, models[0].id, stream)
-        self.route: Route = gateway.router.route(models)
+        self.candidates = [c if isinstance(c, Candidate) else Candidate(c, frozenset(), c.id) for c in candidates]
+        self.models = [c.model for c in self.candidates]
+        self.meter = Meter(caller, request_id, self.candidates[0].asked or self.models[0].id, stream)
         self.handed_over = False
         g.setdefault("lunos_metered", []).append(self)
+        self.route: Route | None = None
         try:
             require_kind(caller.key, INFERENCE)
-            check_plan(caller.plan, models)
-            check_key_scope(caller.key, models, caller.app_id)
-            self.meter.admit(worst_case_micros)
+            check_plan(caller.plan, self.models)
+            check_key_scope(caller.key, self.models, caller.app_id)
+            self.route = gateway.router.route(self.candidates, preferences, features, prompt_tokens, output_tokens)
+            worst = worst_case_micros(self.route.endpoints) if callable(worst_case_micros) else worst_case_micros
+            self.meter.admit(worst)
         except LunosError as error:
             self.fail(error, status=REFUSED)
             raise
@@ -54,10 +66,19 @@ class MeteredRequest:
     def finished(self) -> bool:
         return self.meter.finished
 
-    def finish(self, *, status: str, model=None, usage: dict | None = None, usage_estimated: bool = False,
-               http_status: int = 200, error: str | None = None) -> UsageRecord:
-        return self.meter.finish(status=status, http_status=http_status, model=model, usage=usage,
-                                 usage_estimated=usage_estimated, attempts=self.route.attempts, error=error)
+    def finish(self, *, status: str, endpoint: Endpoint | None = None, usage: dict | None = None,
+               usage_estimated: bool = False, http_status: int = 200, error: str | None = None) -> UsageRecord:
+        finished = self.meter.finished
+        event = self.meter.finish(status=status, http_status=http_status, endpoint=endpoint, usage=usage,
+                                  usage_estimated=usage_estimated, error=error,
+                                  attempts=self.route.attempts if self.route else ())
+        if not finished and status == OK and endpoint is not None and not usage_estimated:
+            # Speed from real traffic: a stream's time to first token, and output tokens a second
+            # after it (an answer in one piece: over its whole time).
+            meter = self.meter
+            ttft_s = meter.first_output_at - meter.started if meter.stream and meter.first_output_at else None
+            self.route.observe(endpoint, ttft_s, event.completion_tokens, event.latency_ms / 1000 - (ttft_s or 0))
+        return event
 
     def fail(self, error: LunosError, status: str = UPSTREAM_ERROR, **details) -> UsageRecord:
         # A rejection the client sees in the upstream's words is recorded with every attempt's.

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, fields
 
 from flask import current_app
 
+from lunos.pricing import TokenUsage
 from lunos.services import credits, limits
 from lunos.services.prepared import database_unavailable
 
@@ -39,6 +40,8 @@ class UsageRecord:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
+    cache_write_1h_tokens: int
     reasoning_tokens: int
     usage_estimated: bool
     cost_micros: int
@@ -63,12 +66,11 @@ def check_table(table) -> None:
                            f"record only {sorted(recorded - columns)} (lunos/services/metering.py)")
 
 
-def usage_tokens(usage: dict | None) -> dict:
-    usage = usage or {}
-    return {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(usage.get("completion_tokens") or 0),
-            "cached_tokens": int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
-            "reasoning_tokens": int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)}
+def usage_tokens(tokens: TokenUsage) -> dict:
+    """The usage event's token columns."""
+    return {"prompt_tokens": tokens.prompt, "completion_tokens": tokens.output, "cached_tokens": tokens.cache_read,
+            "cache_write_tokens": tokens.cache_write, "cache_write_1h_tokens": tokens.cache_write_1h,
+            "reasoning_tokens": tokens.reasoning}
 
 
 class Meter:
@@ -99,17 +101,19 @@ class Meter:
     def finished(self) -> bool:
         return self.event is not None
 
-    def finish(self, *, status: str, http_status: int = 200, model=None, usage: dict | None = None,
+    def finish(self, *, status: str, http_status: int = 200, endpoint=None, usage: dict | None = None,
                usage_estimated: bool = False, attempts=(), error: str | None = None) -> UsageRecord:
-        """Write the usage event (kept as ``self.event``) and settle; only the first call counts."""
+        """Write the usage event (kept as ``self.event``) and settle; only the first call counts.
+        ``usage`` is OpenAI-shaped; its cost is the price of ``endpoint``, which answered."""
         if self.event is not None:
             return self.event
-        tokens = usage_tokens(usage)
-        cost = model.cost_micros(tokens["prompt_tokens"], tokens["completion_tokens"]) if model else 0
+        counted = TokenUsage.from_openai(usage)
+        tokens = usage_tokens(counted)
+        cost = endpoint.cost_micros(counted) if endpoint else 0
         self.event = UsageRecord(
             id=self.request_id, account_id=self.caller.account_id, key_id=self.caller.key_id,
             app_id=self.caller.app_id, requested_model=self.requested_model,
-            model=model.id if model else None, provider=model.provider if model else None,
+            model=endpoint.model_id if endpoint else None, provider=endpoint.provider if endpoint else None,
             stream=self.stream, status=status, http_status=http_status, error=error,
             usage_estimated=usage_estimated, cost_micros=cost,
             latency_ms=int((time.monotonic() - self.started) * 1000),

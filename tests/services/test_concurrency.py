@@ -26,7 +26,7 @@ def test_fifty_concurrent_requests_admit_at_most_twenty(postgres_only, app, live
                                                        upstream):
     with app.app_context():
         gateway = current_gateway()
-        worst = worst_case_micros([gateway.catalog.find("test/primary")], BODY)
+        worst = worst_case_micros(gateway.catalog.find("test/primary").endpoints, BODY)
         acct = db.session.get(Account, account)
         accounts.grant(acct, 20 * worst - acct.balance_micros, "exactly twenty", f"test:{uuid.uuid4()}")
     upstream.script("primary", Reply(wait_s=0.5))  # every request is in flight at once

@@ -42,7 +42,7 @@ def event(request_id, account, key_id, cost):
             "requested_model": "test/echo", "model": "test/echo", "provider": "echo", "stream": False,
             "status": "ok", "http_status": 200, "error": None, "usage_estimated": False, "cost_micros": cost,
             "latency_ms": 5, "ttft_ms": 5, "attempts": [], "prompt_tokens": 40, "completion_tokens": 40,
-            "cached_tokens": 0, "reasoning_tokens": 0}
+            "cached_tokens": 0, "cache_write_tokens": 0, "cache_write_1h_tokens": 0, "reasoning_tokens": 0}
 
 
 def test_the_heartbeat_keeps_a_long_request_from_being_released(app, account):

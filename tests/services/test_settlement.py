@@ -12,7 +12,7 @@ def event(request_id, account, cost, *, status="ok"):
             "requested_model": "test/echo", "model": "test/echo", "provider": "echo", "stream": False,
             "status": status, "http_status": 200, "error": None, "usage_estimated": False,
             "cost_micros": cost, "latency_ms": 5, "ttft_ms": 5, "attempts": [], "prompt_tokens": 10,
-            "completion_tokens": 20, "cached_tokens": 0, "reasoning_tokens": 0}
+            "completion_tokens": 20, "cached_tokens": 0, "cache_write_tokens": 0, "cache_write_1h_tokens": 0, "reasoning_tokens": 0}
 
 
 def charged(app, account):
