@@ -30,15 +30,15 @@ class TokenUsage:
     @classmethod
     def from_openai(cls, usage: dict | None) -> "TokenUsage":
         """From OpenAI-shaped usage (what adapters hand back): ``prompt_tokens`` includes the
-        cached and cache-write tokens of ``prompt_tokens_details``."""
+        cached and cache-write tokens of ``prompt_tokens_details``; ``cache_write_1h_tokens``,
+        where an adapter reports it, is the part of ``cache_write_tokens`` written for an hour."""
         usage = usage or {}
         details = usage.get("prompt_tokens_details") or {}
         prompt = _count(usage.get("prompt_tokens"))
-        read, write, write_1h = (_count(details.get(k)) for k in ("cached_tokens", "cache_write_tokens",
-                                                                  "cache_write_1h_tokens"))
-        read = min(read, prompt)
-        write = min(write, prompt - read)
-        write_1h = min(write_1h, prompt - read - write)
+        read = min(_count(details.get("cached_tokens")), prompt)
+        written = min(_count(details.get("cache_write_tokens")), prompt - read)
+        write_1h = min(_count(details.get("cache_write_1h_tokens")), written)
+        write = written - write_1h
         output = _count(usage.get("completion_tokens"))
         reasoning = min(_count((usage.get("completion_tokens_details") or {}).get("reasoning_tokens")), output)
         return cls(prompt - read - write - write_1h, read, write, write_1h, output, reasoning)

@@ -67,3 +67,65 @@ def test_app_does_not_start_on_a_missing_catalog(tmp_path):
     with pytest.raises(CatalogError, match="file not found"):
         create_app({"CATALOG": str(tmp_path / "absent.toml"), "SECRET_KEY": "x",
                     "DATABASE_URL": f"sqlite:///{tmp_path}/db"})
+
+
+ENDPOINTS = """
+default_model = "a/one"
+[providers.a]
+kind = "openai"
+base_url = "http://localhost:1/v1"
+[[models]]
+id = "a/one"
+context_length = 100
+max_output_tokens = 10
+
+[[models.endpoints]]
+provider = "a"
+upstream_model = "one-at-a"
+input_usd_per_mtok = 0.15
+output_usd_per_mtok = 0.6
+weight = 3
+
+[[models.endpoints]]
+provider = "a"
+upstream_model = "one-elsewhere"
+input_usd_per_mtok = 0.2
+output_usd_per_mtok = 0.8
+context_length = 50
+"""
+
+
+def test_a_model_lists_its_endpoints(tmp_path):
+    model = load_catalog(write(tmp_path, ENDPOINTS)).models["a/one"]
+    first, second = model.endpoints
+    assert (first.upstream_model, first.weight, second.context_length) == ("one-at-a", 3.0, 50)
+    assert first.prices.cache_read == first.prices.input, "cache reads default to the input price"
+    assert model.provider == "a" and model.cost_micros(1_000_000, 1_000_000) == 750_000
+
+
+@pytest.mark.parametrize("change, words", [
+    (("weight = 3", "weight = 0"), ["#1 (a/one) endpoint #1", "'weight' must be positive"]),
+    (('upstream_model = "one-elsewhere"', 'upstream_model = "one-at-a"'), ["same provider and upstream_model"]),
+    (("weight = 3", 'supports = ["telepathy"]'), ["endpoint #1", "'supports' names 'telepathy'"]),
+    (("weight = 3", 'data_collection = "sometimes"'), ["endpoint #1", "data_collection"]),
+    (("weight = 3", "long_context = { above_tokens = 10 }"), ["endpoint #1 long_context", "input_usd_per_mtok"]),
+    (("input_usd_per_mtok = 0.2", "input_usd_per_mtok = -0.2"), ["endpoint #2", "must not be negative"]),
+    (('provider = "a"\nupstream_model = "one-elsewhere"', 'provider = "z"\nupstream_model = "one-elsewhere"'),
+     ["endpoint #2", "'z' is not defined"]),
+])
+def test_a_bad_endpoint_names_the_file_model_endpoint_and_problem(tmp_path, change, words):
+    path = write(tmp_path, ENDPOINTS.replace(*change))
+    with pytest.raises(CatalogError) as failed:
+        load_catalog(path)
+    for word in [path, *words]:
+        assert word in str(failed.value)
+
+
+@pytest.mark.parametrize("setting", ['auth_header = "bad header:"', "cooldown_s = -1", 'query = "api-version"'])
+def test_bad_provider_settings_stop_start_up(tmp_path, setting):
+    with pytest.raises(CatalogError, match=r"\[providers.a\]"):
+        load_catalog(write(tmp_path, GOOD.replace('kind = "openai"', f'kind = "openai"\n{setting}')))
+
+
+def test_the_shipped_catalog_and_the_readmes_example_still_load():
+    assert load_catalog(SHIPPED_CATALOG).models["lunos/echo"].endpoints[0].provider == "echo"

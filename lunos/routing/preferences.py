@@ -183,9 +183,9 @@ def _removal(endpoint, model, preferences, features, prompt_tokens, output_token
         return "not in provider.order, and provider.allow_fallbacks is false"
     prices = endpoint.prices
     if preferences.max_prompt is not None and prices.input > preferences.max_prompt:
-        return f"prompt price {prices.input} above provider.max_price.prompt"
+        return f"prompt price {_usd(prices.input)} above provider.max_price.prompt"
     if preferences.max_completion is not None and prices.output > preferences.max_completion:
-        return f"completion price {prices.output} above provider.max_price.completion"
+        return f"completion price {_usd(prices.output)} above provider.max_price.completion"
     if preferences.require_parameters and not features <= endpoint.supports:
         return f"does not support {', '.join(sorted(features - endpoint.supports))} (provider.require_parameters)"
     if preferences.data_collection == "deny" and endpoint.data_collection != "deny":
@@ -198,3 +198,7 @@ def _removal(endpoint, model, preferences, features, prompt_tokens, output_token
             and output_tokens > endpoint.max_output_tokens:
         return f"at most {endpoint.max_output_tokens} output tokens"
     return None
+
+
+def _usd(amount: Decimal) -> str:
+    return format(amount.normalize(), "f")
