@@ -133,6 +133,18 @@ tokens_per_minute = 20
 models = ["*"]
 api_access = true
 
+[plans.unlimited]
+monthly_credits_usd = 0
+models = ["*"]
+api_access = true
+
+[plans.tokens-only]
+monthly_credits_usd = 0
+requests_per_minute = 0
+tokens_per_minute = 20
+models = ["*"]
+api_access = true
+
 [plans.dashboard-only]
 monthly_credits_usd = 0
 requests_per_minute = 10
