@@ -3,6 +3,7 @@ import uuid
 
 from flask import g
 
+from lunos.api import cors
 from lunos.api.account import bp as account_bp
 from lunos.api.admin import bp as admin_bp
 from lunos.api.billing import bp as billing_bp
@@ -27,3 +28,5 @@ def register_blueprints(app):
     def _tag_response(response):
         response.headers["x-request-id"] = g.get("request_id") or uuid.uuid4().hex
         return response
+
+    cors.init_app(app)
