@@ -8,7 +8,7 @@ from decimal import Decimal
 from lunos.fields import FieldError, read_toml, require
 from lunos.money import cost_micros, price, round_micros
 from lunos.providers import REGISTRY
-from lunos.providers.base import ProviderConfig
+from lunos.providers.base import CHAT, EMBEDDING, MODEL_TYPES, ProviderConfig
 
 
 class CatalogError(Exception):
@@ -23,8 +23,9 @@ class ModelEntry:
     input_usd_per_mtok: Decimal
     output_usd_per_mtok: Decimal
     context_length: int
-    max_output_tokens: int
+    max_output_tokens: int  # 0 for an embedding model, which writes no tokens
     aliases: tuple = ()
+    type: str = CHAT  # which endpoint serves it: chat (completions) or embedding
 
     def cost_micros(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Exact cost in integer micro-USD, rounded once: USD per million tokens is micro-USD a token."""
@@ -62,8 +63,8 @@ def _provider(name, table, where):
         raise CatalogError(f"{where}: {exc}") from None
 
 
-def _price(table, key, where):
-    value = price(_require(table, key, float, where))
+def _price(table, key, where, default=None):
+    value = price(_require(table, key, float, where, default))
     if value < 0:
         raise CatalogError(f"{where}: prices must not be negative")
     return value
@@ -76,16 +77,26 @@ def _model(table, index, providers, where):
     provider = _require(table, "provider", str, where)
     if provider not in providers:
         raise CatalogError(f"{where}: provider {provider!r} is not defined under [providers]")
+    model_type = _require(table, "type", str, where, default=CHAT)
+    if model_type not in MODEL_TYPES:
+        raise CatalogError(f"{where}: type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    kind = providers[provider].kind
+    if model_type not in REGISTRY[kind].model_types:
+        raise CatalogError(f"{where}: provider {provider!r} is of kind {kind!r}, which cannot serve "
+                           f"{model_type} models (kinds that can: "
+                           f"{', '.join(k for k, a in REGISTRY.items() if model_type in a.model_types)})")
+    embedding = model_type == EMBEDDING  # input tokens only: no output price or length needed
     entry = ModelEntry(
         id=model_id, provider=provider,
         upstream_model=_require(table, "upstream_model", str, where, default=model_id),
         input_usd_per_mtok=_price(table, "input_usd_per_mtok", where),
-        output_usd_per_mtok=_price(table, "output_usd_per_mtok", where),
+        output_usd_per_mtok=_price(table, "output_usd_per_mtok", where, default=0 if embedding else None),
         context_length=_require(table, "context_length", int, where),
-        max_output_tokens=_require(table, "max_output_tokens", int, where),
+        max_output_tokens=_require(table, "max_output_tokens", int, where, default=0 if embedding else None),
         aliases=tuple(_require(table, "aliases", list, where, default=[])),
+        type=model_type,
     )
-    if entry.context_length <= 0 or entry.max_output_tokens <= 0:
+    if entry.context_length <= 0 or entry.max_output_tokens < (0 if embedding else 1):
         raise CatalogError(f"{where}: context_length and max_output_tokens must be positive")
     return entry
 
@@ -117,5 +128,8 @@ def load_catalog(path):
     default_model = _require(data, "default_model", str, where)
     if default_model not in models:
         raise CatalogError(f"{where}: default_model {default_model!r} is not a model in the catalog")
+    if models[default_model].type != CHAT:  # it answers chat completions that name no model
+        raise CatalogError(f"{where}: default_model {default_model!r} is an {models[default_model].type} model, "
+                           f"not a chat model")
     return Catalog(path=str(path), default_model=default_model, providers=providers,
                    models=models, aliases=aliases)

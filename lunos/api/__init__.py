@@ -8,6 +8,7 @@ from lunos.api.account import bp as account_bp
 from lunos.api.admin import bp as admin_bp
 from lunos.api.billing import bp as billing_bp
 from lunos.api.chat import bp as chat_bp
+from lunos.api.embeddings import bp as embeddings_bp
 from lunos.api.health import bp as health_bp
 from lunos.api.keys import bp as keys_bp
 from lunos.api.models import bp as models_bp
@@ -16,7 +17,7 @@ from lunos.dashboard import bp as dashboard_bp
 
 
 def register_blueprints(app):
-    for blueprint in (health_bp, models_bp, chat_bp, account_bp, billing_bp, usage_bp, keys_bp,
+    for blueprint in (health_bp, models_bp, chat_bp, embeddings_bp, account_bp, billing_bp, usage_bp, keys_bp,
                       admin_bp, dashboard_bp):
         app.register_blueprint(blueprint)
 

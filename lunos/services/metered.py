@@ -10,6 +10,9 @@ reservation of its worst case), routes through ``route``, and ends in exactly on
 - a streamed answer hands it over to its response body (``hand_over``), whose close settles it;
 - and the request's teardown finishes, with ``error``, any that is still open: nothing can end
   a request without its event and with its reservation held.
+
+A model the endpoint does not serve (an embedding model named to chat) is refused before
+admission, as an unknown model is: a 400 and no event.
 """
 import logging
 from collections.abc import Iterator
@@ -17,8 +20,9 @@ from contextlib import contextmanager
 
 from flask import Flask, g
 
-from lunos.errors import LunosError
+from lunos.errors import InvalidRequest, LunosError
 from lunos.models.api_key import INFERENCE
+from lunos.providers.base import CHAT, EMBEDDING
 from lunos.routing import Route
 from lunos.services.access import check_plan
 from lunos.services.keys import check_key_scope, require_kind
@@ -26,11 +30,24 @@ from lunos.services.metering import ERROR, REFUSED, UPSTREAM_ERROR, Meter, Usage
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = "The server had an error while processing your request."
+# What each type of model does, and where: for the message of a model named to the wrong endpoint.
+OPERATIONS = {CHAT: ("chat completions", "POST /v1/chat/completions"), EMBEDDING: ("embeddings", "POST /v1/embeddings")}
+
+
+def require_model_type(models: list, model_type: str) -> None:
+    """Every candidate must be a model of the endpoint's type: 400 naming ``model`` otherwise."""
+    for model in models:
+        if model.type != model_type:
+            operation, endpoint = OPERATIONS[model.type]
+            raise InvalidRequest(f"The model '{model.id}' does not support {OPERATIONS[model_type][0]}: "
+                                 f"it is for {operation} ({endpoint}).",
+                                 param="model", code="operation_not_supported")
 
 
 class MeteredRequest:
     def __init__(self, gateway, caller, request_id: str, models: list, *, worst_case_micros: int,
-                 stream: bool = False):
+                 stream: bool = False, model_type: str = CHAT):
+        require_model_type(models, model_type)
         self.caller = caller
         self.models = models
         self.meter = Meter(caller, request_id, models[0].id, stream)

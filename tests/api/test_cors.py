@@ -161,7 +161,8 @@ fetch(url + "/v1/chat/completions", {method: "POST", headers: {
 """
 
 
-def test_a_browser_calls_the_gateway_from_another_origin(browser, page_origin, make_app, app, api_key, account):
+def test_a_browser_calls_the_gateway_from_another_origin(browser, page_origin, make_app, app, api_key,  # noqa: F811
+                                                         account):
     gateway, gateway_url = served(app)
     listing_another, other_url = served(make_app(CORS_ORIGINS=("https://elsewhere.example",)))
     try:
