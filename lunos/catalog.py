@@ -12,7 +12,7 @@ from lunos.fields import FieldError, read_toml, require
 from lunos.money import price
 from lunos.pricing import Prices, Tier, TokenUsage
 from lunos.providers import REGISTRY
-from lunos.providers.base import ProviderConfig
+from lunos.providers.base import CHAT, EMBEDDING, MODEL_TYPES, ProviderConfig
 
 # Optional request features an endpoint may declare it honours (``supports``), for the
 # request's ``provider.require_parameters``.
@@ -52,10 +52,10 @@ class Endpoint:
 class ModelEntry:
     id: str
     context_length: int
-    max_output_tokens: int
+    max_output_tokens: int  # 0 for an embedding model, which writes no tokens
     endpoints: tuple[Endpoint, ...]
     aliases: tuple = ()
-    type: str = "chat"
+    type: str = CHAT  # which endpoint serves it: chat (completions) or embedding
 
     # The first endpoint's, for what shows one provider and price per model (/v1/models).
     @property
@@ -125,7 +125,7 @@ def _positive(table, key, where, default=None):
     return value
 
 
-def _prices(table, where):
+def _prices(table, where, output_default=None):
     input_price = _price(table, "input_usd_per_mtok", where)
     cache_write = _price(table, "cache_write_usd_per_mtok", where, default=float(input_price))
     tier = None
@@ -135,7 +135,7 @@ def _prices(table, where):
         tier = Tier(above_tokens=_positive(long_context, "above_tokens", at),
                     input=_price(long_context, "input_usd_per_mtok", at),
                     output=_price(long_context, "output_usd_per_mtok", at))
-    return Prices(input=input_price, output=_price(table, "output_usd_per_mtok", where),
+    return Prices(input=input_price, output=_price(table, "output_usd_per_mtok", where, default=output_default),
                   cache_read=_price(table, "cached_input_usd_per_mtok", where, default=float(input_price)),
                   cache_write=cache_write,
                   cache_write_1h=_price(table, "cache_write_1h_usd_per_mtok", where, default=float(cache_write)),
@@ -160,10 +160,10 @@ def _endpoint(table, model_id, providers, where, context_length, max_output_toke
     return Endpoint(
         model_id=model_id, provider=provider,
         upstream_model=_require(table, "upstream_model", str, where, default=default_upstream),
-        prices=_prices(table, where),
+        prices=_prices(table, where, output_default=None if max_output_tokens else 0.0),
         context_length=min(_positive(table, "context_length", where, default=context_length), context_length),
         max_output_tokens=min(_positive(table, "max_output_tokens", where, default=max_output_tokens),
-                              max_output_tokens),
+                              max_output_tokens) if max_output_tokens else 0,  # an embedding model's: none
         weight=weight, supports=frozenset(supports), data_collection=data_collection,
         zdr=_require(table, "zdr", bool, where, default=False))
 
@@ -172,8 +172,13 @@ def _model(table, index, providers, where):
     where = f"{where} [[models]] #{index + 1}"
     model_id = _require(table, "id", str, where)
     where = f"{where} ({model_id})"
+    model_type = _require(table, "type", str, where, default=CHAT)
+    if model_type not in MODEL_TYPES:
+        raise CatalogError(f"{where}: type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    embedding = model_type == EMBEDDING  # input tokens only: no output price or length needed
     context_length = _positive(table, "context_length", where)
-    max_output_tokens = _positive(table, "max_output_tokens", where)
+    max_output_tokens = 0 if embedding and "max_output_tokens" not in table else \
+        _positive(table, "max_output_tokens", where)
     listed = table.get("endpoints")
     if listed is None:  # one provider, named at the model's level
         endpoints = (_endpoint(table, model_id, providers, where, context_length, max_output_tokens, model_id),)
@@ -187,8 +192,15 @@ def _model(table, index, providers, where):
         keys = [e.key for e in endpoints]
         if len(keys) != len(set(keys)):
             raise CatalogError(f"{where}: two endpoints name the same provider and upstream_model")
+    for endpoint in endpoints:
+        kind = providers[endpoint.provider].kind
+        if model_type not in REGISTRY[kind].model_types:
+            raise CatalogError(f"{where}: provider {endpoint.provider!r} is of kind {kind!r}, which cannot serve "
+                               f"{model_type} models (kinds that can: "
+                               f"{', '.join(k for k, a in REGISTRY.items() if model_type in a.model_types)})")
     return ModelEntry(id=model_id, context_length=context_length, max_output_tokens=max_output_tokens,
-                      endpoints=endpoints, aliases=tuple(_require(table, "aliases", list, where, default=[])))
+                      endpoints=endpoints, aliases=tuple(_require(table, "aliases", list, where, default=[])),
+                      type=model_type)
 
 
 def load_catalog(path):
@@ -222,5 +234,8 @@ def load_catalog(path):
     for model in models.values():
         for endpoint in model.endpoints:
             endpoints.setdefault(endpoint.key, endpoint)
+    if models[default_model].type != CHAT:  # it answers chat completions that name no model
+        raise CatalogError(f"{where}: default_model {default_model!r} is an {models[default_model].type} model, "
+                           f"not a chat model")
     return Catalog(path=str(path), default_model=default_model, providers=providers,
                    models=models, aliases=aliases, endpoints=endpoints)

@@ -3,6 +3,7 @@
 Bad values stop start-up with a message naming the variable.
 """
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,22 @@ def _positive(kind):
     return parse
 
 
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s,]+")
+
+
+def _origins(text):
+    """``*`` (any origin), ``none`` (no CORS at all: an empty tuple) or a comma-separated list
+    of origins as browsers send them (``https://app.example.com``, a port when not the default)."""
+    origins = tuple(part.strip().lower().rstrip("/") for part in text.split(",") if part.strip())
+    if origins in (("*",), ("none",)):
+        return () if origins == ("none",) else origins
+    bad = [origin for origin in origins if not ORIGIN.fullmatch(origin)]
+    if bad or not origins:
+        raise ValueError(f"expected '*', 'none' or a comma-separated list of origins such as "
+                         f"https://app.example.com, got {(bad or [text])[0]!r}")
+    return origins
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -55,6 +72,7 @@ SETTINGS = [
     Setting("CONNECT_TIMEOUT_S", _positive(float), 10.0, "upstream connect timeout"),
     Setting("STREAM_KEEPALIVE_S", _positive(float), 15.0, "keep-alive comment interval on silent streams"),
     Setting("UPSTREAM_POOL_SIZE", _positive(int), 1000, "pooled upstream connections per host"),
+    Setting("CORS_ORIGINS", _origins, ("*",), "origins browsers may call /v1 from: '*', 'none' or a list"),
     Setting("ADMIN_TOKEN", str, None, "bearer token of the /admin API; unset: no admin API"),
     Setting("COOKIE_SECURE", _bool, False, "mark the dashboard cookie Secure (set it behind TLS)"),
     Setting("PLANS", str, str(SHIPPED_PLANS), "path of the TOML plans file"),

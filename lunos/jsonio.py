@@ -1,5 +1,6 @@
 """JSON out, one way for answers and streams: orjson, with exact decimals (money) written as
 plain numbers without an exponent (``0.000001``, never ``1e-06``)."""
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +15,19 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default)
+    try:
+        return orjson.dumps(value, default=_default)
+    except TypeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+    # An integer beyond 64 bits (orjson's limit): the standard library writes it.
+    return json.dumps(value, default=_plain, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 class JSONProvider(DefaultJSONProvider):

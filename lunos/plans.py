@@ -1,6 +1,7 @@
 """Plans: monthly (and trial) credits, rate limits, the models they allow, and their Stripe price.
 
 Read from a TOML file (LUNOS_PLANS); a bad file stops start-up naming the file, plan and problem.
+A rate limit left out (or 0) is no limit: None here.
 """
 from dataclasses import dataclass
 from decimal import Decimal
@@ -18,8 +19,8 @@ class PlansError(Exception):
 class Plan:
     name: str
     monthly_credits_micros: int
-    requests_per_minute: int
-    tokens_per_minute: int
+    requests_per_minute: int | None  # None: no limit
+    tokens_per_minute: int | None
     models: tuple
     api_access: bool
     stripe_price_id: str
@@ -55,6 +56,15 @@ def _field(table, key, kind, where):
     return value
 
 
+def _limit(table, key, where) -> int | None:
+    """A per-minute limit: a positive integer, or absent or 0 for no limit (None)."""
+    value = table.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PlansError(f"{where}: '{key}' must be a positive integer, or 0 (or left out) for no limit, "
+                         f"got {value!r}")
+    return value or None
+
+
 def load_plans(path):
     where = f"plans {path}"
     data = read_toml(path, where, PlansError)
@@ -65,8 +75,8 @@ def load_plans(path):
         plans[name] = Plan(
             name=name,
             monthly_credits_micros=usd_to_micros(_field(table, "monthly_credits_usd", Decimal, at)),
-            requests_per_minute=_field(table, "requests_per_minute", int, at),
-            tokens_per_minute=_field(table, "tokens_per_minute", int, at),
+            requests_per_minute=_limit(table, "requests_per_minute", at),
+            tokens_per_minute=_limit(table, "tokens_per_minute", at),
             models=tuple(str(m) for m in models),
             api_access=_field(table, "api_access", bool, at),
             stripe_price_id=str(table.get("stripe_price_id") or ""),

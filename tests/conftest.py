@@ -84,6 +84,29 @@ context_length = 8000
 max_output_tokens = 1000
 
 [[models]]
+id = "test/embed"
+type = "embedding"
+provider = "fake"
+upstream_model = "embed"
+input_usd_per_mtok = 1.0
+context_length = 8191
+
+[[models]]
+id = "test/embed-backup"
+type = "embedding"
+provider = "fake"
+upstream_model = "embed-backup"
+input_usd_per_mtok = 2.0
+context_length = 8191
+
+[[models]]
+id = "test/echo-embed"
+type = "embedding"
+provider = "echo"
+input_usd_per_mtok = 1.0
+context_length = 8191
+
+[[models]]
 id = "test/claude"
 provider = "fake-anthropic"
 upstream_model = "claude"
@@ -129,6 +152,18 @@ api_access = true
 [plans.tiny-tokens]
 monthly_credits_usd = 0
 requests_per_minute = 10000
+tokens_per_minute = 20
+models = ["*"]
+api_access = true
+
+[plans.unlimited]
+monthly_credits_usd = 0
+models = ["*"]
+api_access = true
+
+[plans.tokens-only]
+monthly_credits_usd = 0
+requests_per_minute = 0
 tokens_per_minute = 20
 models = ["*"]
 api_access = true

@@ -129,3 +129,43 @@ def test_bad_provider_settings_stop_start_up(tmp_path, setting):
 
 def test_the_shipped_catalog_and_the_readmes_example_still_load():
     assert load_catalog(SHIPPED_CATALOG).models["lunos/echo"].endpoints[0].provider == "echo"
+
+EMBEDDING = """
+[[models]]
+id = "a/embed"
+type = "embedding"
+provider = "a"
+input_usd_per_mtok = 0.02
+context_length = 8191
+"""
+
+
+def test_an_embedding_model_needs_no_output_price_or_length(tmp_path):
+    catalog = load_catalog(write(tmp_path, GOOD + EMBEDDING))
+    embed, chat = catalog.models["a/embed"], catalog.models["a/one"]
+    assert (embed.type, embed.output_usd_per_mtok, embed.max_output_tokens) == ("embedding", 0, 0)
+    assert chat.type == "chat"
+    assert embed.cost_micros(1_000_000, 0) == 20_000
+
+
+def test_the_shipped_catalog_has_embedding_models():
+    catalog = load_catalog(SHIPPED_CATALOG)
+    assert catalog.find("text-embedding-3-small").type == "embedding"
+    assert catalog.models["lunos/echo-embedding"].provider == "echo"
+
+
+@pytest.mark.parametrize("text, words", [
+    (GOOD + EMBEDDING.replace('"embedding"', '"rerank"'), ["#2 (a/embed)", "type must be one of chat, embedding"]),
+    (GOOD.replace('kind = "openai"\nbase_url', 'kind = "anthropic"\nbase_url') + EMBEDDING,
+     ["#2 (a/embed)", "kind 'anthropic'", "cannot serve embedding models", "openai"]),
+    (GOOD.replace("max_output_tokens = 10\n", "") + EMBEDDING, ["#1 (a/one)", "missing 'max_output_tokens'"]),
+    (GOOD.replace('default_model = "a/one"', 'default_model = "a/embed"') + EMBEDDING,
+     ["default_model 'a/embed'", "not a chat model"]),
+])
+def test_a_model_type_its_provider_cannot_serve_stops_start_up(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(CatalogError) as failed:
+        load_catalog(path)
+    assert path in str(failed.value)
+    for word in words:
+        assert word in str(failed.value)

@@ -1,9 +1,10 @@
 """A real HTTP server on loopback that plays an upstream provider.
 
-It speaks the OpenAI Chat Completions and Anthropic Messages wire formats, streaming included,
-and follows a script per upstream model: errors with Retry-After, slow streams, hangs, and
-connections reset mid-stream.
+It speaks the OpenAI Chat Completions and Embeddings and Anthropic Messages wire formats,
+streaming included, and follows a script per upstream model: errors with Retry-After, slow
+streams, hangs, and connections reset mid-stream (or, for embeddings, before any answer).
 """
+import base64
 import json
 import socket
 import struct
@@ -26,9 +27,10 @@ class Reply:
     retry_after: str | None = None
     wait_s: float = 0.0               # before answering at all
     chunk_delay_s: float = 0.0        # between streamed chunks
-    reset_after: int | None = None    # stream: reset the connection after this many words
+    reset_after: int | None = None    # stream: reset the connection after this many words; embeddings: at once
     error_after: int | None = None    # stream: send an error event after this many words
     usage: tuple | None = (11, 7)     # (prompt, completion) tokens reported; None: no usage
+                                      # (embeddings report the prompt tokens only)
     usage_details: dict | None = None  # merged into the usage reported (cache buckets and such)
     tool_call: dict | None = None     # {"id", "name", "arguments"}: answer with a tool call
 
@@ -97,7 +99,11 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.status >= 400:
             return self._error(reply, anthropic)
         try:
-            if body.get("stream"):
+            if self.path.endswith("/embeddings"):
+                if reply.reset_after is not None:
+                    return self._reset()
+                self._json(200, _embeddings(reply, body))
+            elif body.get("stream"):
                 self._stream(reply, body, anthropic)
             else:
                 self._json(200, _anthropic_message(reply, body) if anthropic else _completion(reply, body))
@@ -171,6 +177,24 @@ def _completion(reply, body):
               "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
     if reply.usage:
         answer["usage"] = _usage_openai(reply)
+    return answer
+
+
+def _embeddings(reply, body):
+    """OpenAI's embeddings answer: a vector per input (its length ``dimensions``, 8 by default),
+    as floats or, with ``encoding_format: base64``, little-endian float32 in base64."""
+    text = body["input"]
+    inputs = [text] if isinstance(text, str) or (text and isinstance(text[0], int)) else text
+    dimensions = body.get("dimensions") or 8
+    data = []
+    for index, item in enumerate(inputs):
+        vector = [((len(str(item)) + index + d) % 7) / 7 for d in range(dimensions)]
+        if body.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    answer = {"object": "list", "data": data, "model": body["model"]}
+    if reply.usage:
+        answer["usage"] = {"prompt_tokens": reply.usage[0], "total_tokens": reply.usage[0]}
     return answer
 
 

@@ -3,10 +3,12 @@ import uuid
 
 from flask import g
 
+from lunos.api import cors
 from lunos.api.account import bp as account_bp
 from lunos.api.admin import bp as admin_bp
 from lunos.api.billing import bp as billing_bp
 from lunos.api.chat import bp as chat_bp
+from lunos.api.embeddings import bp as embeddings_bp
 from lunos.api.health import bp as health_bp
 from lunos.api.keys import bp as keys_bp
 from lunos.api.models import bp as models_bp
@@ -15,7 +17,7 @@ from lunos.dashboard import bp as dashboard_bp
 
 
 def register_blueprints(app):
-    for blueprint in (health_bp, models_bp, chat_bp, account_bp, billing_bp, usage_bp, keys_bp,
+    for blueprint in (health_bp, models_bp, chat_bp, embeddings_bp, account_bp, billing_bp, usage_bp, keys_bp,
                       admin_bp, dashboard_bp):
         app.register_blueprint(blueprint)
 
@@ -27,3 +29,5 @@ def register_blueprints(app):
     def _tag_response(response):
         response.headers["x-request-id"] = g.get("request_id") or uuid.uuid4().hex
         return response
+
+    cors.init_app(app)

@@ -10,8 +10,9 @@ bp = Blueprint("models", __name__, url_prefix="/v1")
 
 
 def _describe(model):
-    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider,
-            "context_length": model.context_length, "max_output_tokens": model.max_output_tokens,
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider, "type": model.type,
+            # an embedding model writes no tokens: null
+            "context_length": model.context_length, "max_output_tokens": model.max_output_tokens or None,
             "pricing": {"input_usd_per_mtok": float(model.input_usd_per_mtok),
                         "output_usd_per_mtok": float(model.output_usd_per_mtok)},
             "aliases": list(model.aliases)}

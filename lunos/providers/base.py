@@ -6,6 +6,11 @@ from lunos.fields import MISSING, FieldError, require
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
+# What a catalog model does (its ``type``), and so which endpoint serves it.
+CHAT = "chat"
+EMBEDDING = "embedding"
+MODEL_TYPES = (CHAT, EMBEDDING)
+
 # What a stream yields, in place of a batch of chunks, after each quiet interval without a
 # byte from its upstream: the gateway sends a keep-alive comment.
 QUIET = type("Quiet", (), {"__repr__": lambda self: "QUIET"})()
@@ -69,7 +74,9 @@ class Provider:
 
     ``complete`` returns a ``chat.completion`` dict. ``open_stream`` returns a ChunkStream once the
     upstream has accepted the request; failures before that raise ProviderError so the router
-    can still retry or fall back. ``configure`` reads the adapter's settings from the catalog.
+    can still retry or fall back. ``embed`` returns an embeddings ``list`` dict. ``configure``
+    reads the adapter's settings from the catalog. ``model_types`` says what the adapter can
+    serve: the catalog refuses a model of another type on it.
     """
     kind: str = ""
     needs_base_url = True  # an upstream over HTTP
@@ -77,6 +84,7 @@ class Provider:
     # The optional request features (catalog.FEATURES) this kind honours, unless an endpoint
     # of the catalog says otherwise with its own ``supports``.
     supports: frozenset = frozenset({"tools", "response_format", "logprobs", "seed"})
+    model_types: frozenset = frozenset({CHAT})
 
     def __init__(self, config: ProviderConfig, http):
         self.config = config
@@ -113,6 +121,10 @@ class Provider:
         raise NotImplementedError
 
     def open_stream(self, model, body: dict) -> "ChunkStream":
+        raise NotImplementedError
+
+    def embed(self, model, body: dict) -> dict:
+        """The OpenAI embeddings answer (``data``, ``usage``) for an embeddings request."""
         raise NotImplementedError
 
 

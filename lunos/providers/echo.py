@@ -1,10 +1,19 @@
-"""A local, deterministic model: answers with the last user message, streams it word by word."""
+"""A local, deterministic model: answers with the last user message, streams it word by word;
+and embeds: the same input always gives the same unit vector (a hash of it, not its meaning)."""
+import base64
+import hashlib
+import math
 import re
+import struct
 import time
 import uuid
 
-from lunos.providers.base import ChunkStream, Provider
+from lunos.providers.base import CHAT, EMBEDDING, ChunkStream, Provider, ProviderError
+from lunos.schemas.embeddings import input_items
 from lunos.tokens import estimate_prompt, estimate_text, message_text
+
+ECHO_DIMENSIONS = 256        # when the request names none
+ECHO_MAX_DIMENSIONS = 1024   # bounds the work of one request (at most 2048 inputs)
 
 
 def _answer(body):
@@ -19,10 +28,39 @@ def _usage(body, text):
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _vector(item, dimensions):
+    """A unit vector of float32 values from a hash of the input, so both encodings agree."""
+    seed = f"text:{item}" if isinstance(item, str) else "tokens:" + ",".join(map(str, item))
+    digest = hashlib.shake_256(seed.encode("utf-8", "surrogatepass")).digest(4 * dimensions)
+    values = struct.unpack(f"<{dimensions}i", digest)
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return struct.unpack(f"<{dimensions}f", struct.pack(f"<{dimensions}f", *(v / norm for v in values)))
+
+
+def _encoded(vector, encoding_format):
+    if encoding_format == "base64":  # OpenAI's: little-endian float32, what the SDKs ask for by default
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return list(vector)
+
+
 class EchoProvider(Provider):
     kind = "echo"
     needs_base_url = False
     supports = frozenset()
+    model_types = frozenset({CHAT, EMBEDDING})
+
+    def embed(self, model, body):
+        dimensions = body.get("dimensions") or ECHO_DIMENSIONS
+        if dimensions > ECHO_MAX_DIMENSIONS:
+            raise ProviderError.from_status(400, {"message": f"the echo model embeds in at most {ECHO_MAX_DIMENSIONS} "
+                                                             f"dimensions, not {dimensions}", "param": "dimensions"})
+        items = input_items(body["input"])
+        data = [{"object": "embedding", "index": index,
+                 "embedding": _encoded(_vector(item, dimensions), body.get("encoding_format"))}
+                for index, item in enumerate(items)]
+        tokens = sum(estimate_text(item) if isinstance(item, str) else len(item) for item in items)
+        return {"object": "list", "data": data, "model": model.upstream_model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     def complete(self, model, body):
         text = _answer(body)

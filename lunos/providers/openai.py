@@ -6,7 +6,7 @@ import orjson
 import requests
 import urllib3
 
-from lunos.providers.base import ChunkStream, Provider, ProviderError
+from lunos.providers.base import CHAT, EMBEDDING, ChunkStream, Provider, ProviderError
 from lunos.providers.http import chunk_batches, read_json
 
 
@@ -54,13 +54,29 @@ def url(config, path):
     """``base_url`` + ``path``, with the provider's ``query`` parameters."""
     return f"{config.base_url}{path}" + (f"?{urlencode(config.query)}" if config.query else "")
 
+def read_large_json(response):
+    """``read_json`` through orjson: an answer of float embeddings runs to megabytes, which the
+    standard library parses several times slower, holding the worker's loop meanwhile."""
+    try:
+        return orjson.loads(response.content)
+    except requests.Timeout:
+        raise ProviderError("timed out reading the answer", retryable=True, timed_out=True) from None
+    except (requests.RequestException, OSError) as exc:
+        raise ProviderError(f"answer broke off: {exc.__class__.__name__}", retryable=True) from None
+    except orjson.JSONDecodeError:
+        raise ProviderError("upstream answered with invalid JSON", retryable=True) from None
+    finally:
+        response.close()
+
 
 class OpenAIProvider(Provider):
     kind = "openai"
+    model_types = frozenset({CHAT, EMBEDDING})
 
     def __init__(self, config, http):
         super().__init__(config, http)
         self._completions_url = url(config, "/chat/completions")
+        self._embeddings_url = url(config, "/embeddings")
 
     def _headers(self):
         return {"Content-Type": "application/json", **self.config.headers,
@@ -80,6 +96,14 @@ class OpenAIProvider(Provider):
         answer = read_json(response)
         if not isinstance(answer, dict) or "choices" not in answer:
             raise ProviderError(f"upstream answered without choices: {str(answer)[:200]}", retryable=True)
+        return answer
+
+    def embed(self, model, body):
+        response = self.http.post_json(self._embeddings_url, {**body, "model": model.upstream_model},
+                                       headers=self._headers(), timeout_s=self.config.timeout_s)
+        answer = read_large_json(response)
+        if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+            raise ProviderError(f"upstream answered without data: {str(answer)[:200]}", retryable=True)
         return answer
 
     def open_stream(self, model, body):

@@ -40,13 +40,15 @@ class LazyMemoryStorage(MemoryStorage):
 
 @dataclass(frozen=True)
 class Quota:
-    requests_per_minute: int
-    tokens_per_minute: int
+    """A key's limits per minute; None is no limit (no counting, no x-ratelimit-* headers)."""
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
 
     @cached_property  # read at admission and again when the tokens are counted
-    def items(self):
-        return {"requests": RateLimitItemPerMinute(self.requests_per_minute),
-                "tokens": RateLimitItemPerMinute(self.tokens_per_minute)}
+    def items(self) -> dict:
+        """The limited windows only: requests first, as the headers list them."""
+        limits = {"requests": self.requests_per_minute, "tokens": self.tokens_per_minute}
+        return {kind: RateLimitItemPerMinute(amount) for kind, amount in limits.items() if amount}
 
 
 def _identity(key_id):
@@ -68,25 +70,33 @@ def _headers(windows):
     return headers
 
 
-def admit(key_id, quota):
-    """Count one request against the key's limits and return the x-ratelimit-* headers; raise
-    RateLimited (429 with Retry-After) when either limit is spent.
+def admit(key_id, quota: Quota) -> dict:
+    """Count one request against the key's limits and return the x-ratelimit-* headers (a pair
+    of limits without a limit has none); raise RateLimited (429 with Retry-After) when a limit
+    is spent.
 
-    Four storage calls (Redis round trips) for an admitted request: the token count and its
-    expiry, then the request counter's increment and its expiry."""
+    Four storage calls (Redis round trips) for an admitted request with both limits: the token
+    count and its expiry, then the request counter's increment and its expiry; none without."""
     identity, items, storage = _identity(key_id), quota.items, limiter.limiter.storage
-    requests_key = items["requests"].key_for("requests", identity)
-    tokens_key = items["tokens"].key_for("tokens", identity)
+    if not items:
+        return {}
+    requests_item, tokens_item = items.get("requests"), items.get("tokens")
+    spent, windows = None, {}
     try:
-        tokens_used = storage.get(tokens_key)
-        tokens = _window(storage, items["tokens"], tokens_key, tokens_used)
         # Tokens first, so a request refused for tokens spends no request.
-        if tokens_used >= items["tokens"].amount:
-            spent, requests_used = "tokens", storage.get(requests_key)
-        else:
-            requests_used = storage.incr(requests_key, items["requests"].get_expiry())
-            spent = "requests" if requests_used > items["requests"].amount else None
-        windows = {"requests": _window(storage, items["requests"], requests_key, requests_used), "tokens": tokens}
+        if tokens_item is not None:
+            tokens_key = tokens_item.key_for("tokens", identity)
+            tokens_used = storage.get(tokens_key)
+            windows["tokens"] = _window(storage, tokens_item, tokens_key, tokens_used)
+            spent = "tokens" if tokens_used >= tokens_item.amount else None
+        if requests_item is not None:
+            requests_key = requests_item.key_for("requests", identity)
+            if spent:
+                requests_used = storage.get(requests_key)
+            else:
+                requests_used = storage.incr(requests_key, requests_item.get_expiry())
+                spent = "requests" if requests_used > requests_item.amount else None
+            windows = {"requests": _window(storage, requests_item, requests_key, requests_used), **windows}
     except STORAGE_ERRORS as exc:
         raise ServiceUnavailable(f"The rate-limit storage is unavailable ({exc.__class__.__name__}).") from None
     if spent is None:
@@ -97,10 +107,11 @@ def admit(key_id, quota):
                       f"Try again in {headers['Retry-After']}s.", headers=headers)
 
 
-def consume_tokens(key_id, quota, tokens):
+def consume_tokens(key_id, quota: Quota, tokens: int) -> None:
     """Count a finished request's tokens. A storage failure here must not undo its billing."""
-    if tokens > 0:
+    item = quota.items.get("tokens")
+    if tokens > 0 and item is not None:
         try:
-            limiter.limiter.hit(quota.items["tokens"], "tokens", _identity(key_id), cost=tokens)
+            limiter.limiter.hit(item, "tokens", _identity(key_id), cost=tokens)
         except STORAGE_ERRORS:
             pass  # the next admit reports the storage as down

@@ -10,6 +10,9 @@ reservation of its worst case), routes through ``route``, and ends in exactly on
 - a streamed answer hands it over to its response body (``hand_over``), whose close settles it;
 - and the request's teardown finishes, with ``error``, any that is still open: nothing can end
   a request without its event and with its reservation held.
+
+A model the endpoint does not serve (an embedding model named to chat) is refused before
+admission, as an unknown model is: a 400 and no event.
 """
 import logging
 from collections.abc import Callable, Iterator
@@ -17,9 +20,10 @@ from contextlib import contextmanager
 
 from flask import Flask, g
 
-from lunos.errors import LunosError
+from lunos.errors import InvalidRequest, LunosError
 from lunos.models.api_key import INFERENCE
 from lunos.catalog import Endpoint
+from lunos.providers.base import CHAT, EMBEDDING
 from lunos.routing import Route
 from lunos.routing.preferences import Candidate, Preferences
 from lunos.services.access import check_plan
@@ -28,6 +32,18 @@ from lunos.services.metering import ERROR, OK, REFUSED, UPSTREAM_ERROR, Meter, U
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = "The server had an error while processing your request."
+# What each type of model does, and where: for the message of a model named to the wrong endpoint.
+OPERATIONS = {CHAT: ("chat completions", "POST /v1/chat/completions"), EMBEDDING: ("embeddings", "POST /v1/embeddings")}
+
+
+def require_model_type(models: list, model_type: str) -> None:
+    """Every candidate must be a model of the endpoint's type: 400 naming ``model`` otherwise."""
+    for model in models:
+        if model.type != model_type:
+            operation, endpoint = OPERATIONS[model.type]
+            raise InvalidRequest(f"The model '{model.id}' does not support {OPERATIONS[model_type][0]}: "
+                                 f"it is for {operation} ({endpoint}).",
+                                 param="model", code="operation_not_supported")
 
 
 class MeteredRequest:
@@ -39,7 +55,8 @@ class MeteredRequest:
     def __init__(self, gateway, caller, request_id: str, candidates: list, *,
                  worst_case_micros: int | Callable[[list[Endpoint]], int], stream: bool = False,
                  preferences: Preferences | None = None, features: set = frozenset(), prompt_tokens: int = 0,
-                 output_tokens: int | None = None):
+                 output_tokens: int | None = None, model_type: str = CHAT):
+        require_model_type([c.model if isinstance(c, Candidate) else c for c in candidates], model_type)
         self.caller = caller
         self.candidates = [c if isinstance(c, Candidate) else Candidate(c, frozenset(), c.id) for c in candidates]
         self.models = [c.model for c in self.candidates]
