@@ -8,10 +8,11 @@ from lunos.errors import InvalidRequest
 
 # An X-App-ID value: 1 to 64 letters, digits, '.', '_' or '-'.
 APP_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# Row ids are 64-bit integers: an id beyond this names no row (and no driver could send it).
-MAX_ROW_ID = 2**63 - 1
+# Row ids are 32-bit integer columns: an id beyond this names no row (and PostgreSQL refuses to
+# compare the column with it).
+MAX_ROW_ID = 2**31 - 1
 # A key id in a query string: ASCII digits (str.isdigit() also takes '²', which int() does not).
-ROW_ID = re.compile(r"[0-9]{1,19}")
+ROW_ID = re.compile(r"[0-9]{1,10}")
 
 
 def is_row_id(value: int) -> bool:

@@ -307,9 +307,10 @@ def test_an_oversized_chunked_body_is_413_and_one_within_the_limit_is_served(mak
 
 # --- /v1/keys ----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("key_id", [2**31, HUGE_ID])
 @pytest.mark.parametrize("method", ["get", "patch", "delete"])
-def test_key_ids_beyond_the_integer_range_are_404(client, management, method):
-    response = getattr(client, method)(f"/v1/keys/{HUGE_ID}", headers=management, json={"disabled": True})
+def test_key_ids_beyond_the_integer_range_are_404(client, management, method, key_id):
+    response = getattr(client, method)(f"/v1/keys/{key_id}", headers=management, json={"disabled": True})
     error_of(response, 404, "id")
 
 
@@ -345,7 +346,8 @@ def test_expiry_is_kept_in_utc(client, management):
 # --- /v1/usage, /v1/usage/events, /v1/generation -------------------------------------------------
 
 @pytest.mark.parametrize("query, param", [
-    (f"key={HUGE_ID}", "key"), ("key=\u00b2", "key"), ("key=-1", "key"), ("key=0", "key"), ("key=", "key"),
+    (f"key={HUGE_ID}", "key"), (f"key={2**31}", "key"), ("key=\u00b2", "key"), ("key=-1", "key"),
+    ("key=0", "key"), ("key=", "key"),
     ("to=0001-01-01T00:00:00", "to"), ("from=0001-01-01", "from"), ("to=9999-12-31T23:59:59-14:00", "to"),
     ("to=1969-12-31", "to"), ("app=%00", "app"), ("app=has space", "app"), ("model=a%00b", "model"),
     ("model=" + "m" * 201, "model"),
@@ -378,10 +380,11 @@ def test_bad_app_bodies_are_400(client, auth, body, param):
 
 # --- /admin ------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("account_id", [2**31, HUGE_ID])
 @pytest.mark.parametrize("method, suffix", [("get", ""), ("post", "/suspend"), ("post", "/unsuspend"),
                                             ("post", "/credits"), ("put", "/plan")])
-def test_admin_account_ids_beyond_the_integer_range_are_404(admin_client, method, suffix):
-    response = getattr(admin_client, method)(f"/admin/accounts/{HUGE_ID}{suffix}", headers=ADMIN,
+def test_admin_account_ids_beyond_the_integer_range_are_404(admin_client, method, suffix, account_id):
+    response = getattr(admin_client, method)(f"/admin/accounts/{account_id}{suffix}", headers=ADMIN,
                                              json={"usd": 1, "reason": "r", "plan": "pro"})
     error_of(response, 404, "id")
 
@@ -444,7 +447,8 @@ def dashboard(client, app, account):
 def test_dashboard_forms_take_bad_input_without_a_5xx(client, dashboard):
     response = client.post("/dashboard/keys", data={"name": "nul\x00name", "csrf_token": dashboard})
     assert response.status_code == 200 and "nulname" in response.get_data(as_text=True)
-    assert client.post(f"/dashboard/keys/{HUGE_ID}/revoke", data={"csrf_token": dashboard}).status_code == 404
+    for key_id in (2**31, HUGE_ID):
+        assert client.post(f"/dashboard/keys/{key_id}/revoke", data={"csrf_token": dashboard}).status_code == 404
     assert client.get("/dashboard/?days=%00").status_code == 200
     assert client.get("/dashboard/apps?days=99999999999999999999").status_code == 200
 
