@@ -36,11 +36,26 @@ def loads(data: bytes, *, max_depth: int) -> Any:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         data, value = _with_lone_surrogates_replaced(data, exc, max_depth)
-    if data.count(b"[") + data.count(b"{") > max_depth:  # fewer brackets cannot nest deeper
+    # Fewer brackets cannot nest deeper; the level-by-level walk is the cheap test, the path of
+    # the violation is looked for only when there is one.
+    if data.count(b"[") + data.count(b"{") > max_depth and _nests_deeper(value, max_depth):
         _check(value, max_depth)
     if _LONG_DIGITS.search(data):
         _check(json.loads(data), max_depth)  # exact integers: orjson's floats hide them
     return value
+
+
+def _nests_deeper(value: Any, max_depth: int) -> bool:
+    level = [value] if type(value) in (dict, list) else []
+    for _ in range(max_depth):
+        nested = []
+        for container in level:
+            nested += [item for item in (container.values() if type(container) is dict else container)
+                       if type(item) is dict or type(item) is list]
+        if not nested:
+            return False
+        level = nested
+    return True
 
 
 def _with_lone_surrogates_replaced(data: bytes, error: orjson.JSONDecodeError,
