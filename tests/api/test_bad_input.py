@@ -274,7 +274,8 @@ def test_x_api_key_wins_over_a_placeholder_bearer(client, api_key):
 
 # --- the body's size ---------------------------------------------------------------------------
 
-def _chunked_post(port, path, headers, body, chunk=500):
+def chunked_post(port, path, headers, body, chunk=500):
+    """POST ``body`` with Transfer-Encoding: chunked over a raw socket: (status, JSON answer)."""
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + chunk]), body[i:i + chunk])
                       for i in range(0, len(body), chunk)) + b"0\r\n\r\n"
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -295,11 +296,11 @@ def test_an_oversized_chunked_body_is_413_and_one_within_the_limit_is_served(mak
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         big = json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode()
-        status, answer = _chunked_post(server.server_port, "/v1/chat/completions", auth, big)
+        status, answer = chunked_post(server.server_port, "/v1/chat/completions", auth, big)
         assert status == 413 and answer["error"]["type"] == "invalid_request_error"
         small = json.dumps({"messages": [{"role": "user", "content": "x" * (1000 - 47)}]}).encode()
         assert len(small) == 1000
-        status, answer = _chunked_post(server.server_port, "/v1/chat/completions", auth, small)
+        status, answer = chunked_post(server.server_port, "/v1/chat/completions", auth, small)
         assert status == 200, answer
     finally:
         stop(server)
