@@ -1,9 +1,10 @@
 """JSON text to Python values within bounds every later step can handle, in linear time.
 
-orjson parses (it rejects NaN, infinities, invalid UTF-8 and nesting past 1024 levels); then one
-walk checks what the rest of Lunos needs and orjson does not: nesting of at most ``max_depth``
-levels (the encoders recurse, and orjson encodes at most 254), and integers within the signed
-64-bit range (what upstreams and the database can take; orjson encodes none beyond 64 bits).
+orjson parses (it rejects NaN, infinities, invalid UTF-8 and nesting past 1024 levels); then
+what the rest of Lunos needs and orjson does not check is checked: nesting of at most
+``max_depth`` levels (the encoders recurse, and orjson encodes at most 254), and integers within
+the signed 64-bit range (what upstreams and the database can take; orjson encodes none beyond).
+Each violation is an InvalidRequest naming its param (``metadata.deep[1]``).
 
 A lone UTF-16 surrogate escape (``"\\ud83d"``: what a JavaScript string cut in the middle of an
 emoji serialises to) is read as U+FFFD, the replacement character, and sent on as such; raw

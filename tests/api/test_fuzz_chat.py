@@ -8,6 +8,7 @@ or not. The shared strategies live here; the other fuzz tests import them.
 """
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -192,3 +193,38 @@ def test_no_chat_body_is_a_5xx_and_nothing_stays_reserved(client, auth, app, acc
         assert reserved == 0 and balance == ledger
 
     check()
+
+
+def _replace_lone_surrogates(value):
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    return value
+
+
+@settings(FUZZ, max_examples=300)
+@given(value=json_values)
+def test_the_parser_reads_back_what_it_accepts(value):
+    """Within bounds, a value comes back as it was sent (lone surrogates as U+FFFD); beyond them,
+    the answer is an InvalidRequest, never another error."""
+    from lunos.errors import InvalidRequest
+    from lunos.schemas.bounded_json import INT64_MAX, INT64_MIN, loads
+
+    def in_range(v):
+        if type(v) is int:
+            return INT64_MIN <= v <= INT64_MAX
+        if isinstance(v, list):
+            return all(in_range(item) for item in v)
+        if isinstance(v, dict):
+            return all(in_range(item) for item in v.values())
+        return True
+
+    text = json.dumps(value).encode()
+    if in_range(value):
+        assert loads(text, max_depth=16) == _replace_lone_surrogates(value)
+    else:
+        with pytest.raises(InvalidRequest):
+            loads(text, max_depth=16)
