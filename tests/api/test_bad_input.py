@@ -26,7 +26,7 @@ HI = [{"role": "user", "content": "hi"}]
 
 def error_of(response, status, param=...):
     """The error of an OpenAI-shaped error answer of ``status`` (naming ``param`` when given)."""
-    assert response.status_code == status, response.get_data(as_text=True)[:500]
+    assert response.status_code == status, (response.request.path, response.get_data(as_text=True)[:500])
     error = response.get_json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     if param is not ...:
@@ -78,19 +78,19 @@ def test_nesting_up_to_the_bound_is_accepted(make_app, auth):
     error_of(chat(client, auth, **deeper), 400, "metadata")
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"max_tokens": 2**64}, "max_tokens"),
-    ({"max_tokens": 2**63}, "max_tokens"),
-    ({"seed": -(2**63) - 1}, "seed"),
-    ({"logit_bias": {"50256": 2**64}}, "logit_bias.50256"),
-    ({"metadata": {"deep": [1, [2, 10**30]]}}, "metadata.deep[1][1]"),
-    ({"messages": [{"role": "user", "content": "hi", "extra": 2**70}]}, "messages[0].extra"),
-])
-def test_integers_beyond_64_bits_anywhere_are_400_naming_the_param(client, auth, app, account, body, param):
-    for stream in (False, True):
-        error = error_of(chat(client, auth, model="test/primary", stream=stream, **body), 400, param)
-        assert "64-bit" in error["message"]
-    assert settled(app, account) and not usage_events(app, account)
+def test_integers_beyond_64_bits_anywhere_are_400_naming_the_param(client, auth, app, account):
+    for body, param in [
+        ({"max_tokens": 2**64}, "max_tokens"),
+        ({"max_tokens": 2**63}, "max_tokens"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"logit_bias": {"50256": 2**64}}, "logit_bias.50256"),
+        ({"metadata": {"deep": [1, [2, 10**30]]}}, "metadata.deep[1][1]"),
+        ({"messages": [{"role": "user", "content": "hi", "extra": 2**70}]}, "messages[0].extra"),
+    ]:
+        for stream in (False, True):
+            error = error_of(chat(client, auth, model="test/primary", stream=stream, **body), 400, param)
+            assert "64-bit" in error["message"]
+        assert settled(app, account) and not usage_events(app, account)
 
 
 def test_integers_within_64_bits_pass_through(client, auth, upstream):
@@ -132,30 +132,30 @@ def test_bytes_that_are_not_utf8_are_400(client, auth):
     error_of(post_json_text(client, "/v1/chat/completions", body, auth), 400)
 
 
-@pytest.mark.parametrize("body", [[], [{"messages": HI}], "text", 5, None])
-def test_a_body_that_is_not_an_object_is_400(client, auth, body):
-    error_of(post_json_text(client, "/v1/chat/completions", json.dumps(body), auth), 400)
+def test_a_body_that_is_not_an_object_is_400(client, auth):
+    for body in [[], [{"messages": HI}], "text", 5, None]:
+        error_of(post_json_text(client, "/v1/chat/completions", json.dumps(body), auth), 400)
 
 
 # --- the chat schema ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("image_url", ["https://x/y.png", 5, ["https://x/y.png"], None, {"url": 5}])
-def test_image_url_that_is_not_an_object_with_a_url_is_400(client, auth, image_url):
-    messages = [{"role": "user", "content": [{"type": "image_url", "image_url": image_url}]}]
-    error = error_of(chat(client, auth, messages=messages), 400, "messages[0].content[0].image_url")
-    assert error["type"] == "invalid_request_error"
+def test_image_url_that_is_not_an_object_with_a_url_is_400(client, auth):
+    for image_url in ["https://x/y.png", 5, ["https://x/y.png"], None, {"url": 5}]:
+        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": image_url}]}]
+        error = error_of(chat(client, auth, messages=messages), 400, "messages[0].content[0].image_url")
+        assert error["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("part, param", [
-    ({"type": "text", "text": 5}, "messages[0].content[0].text"),
-    ({"type": "text"}, "messages[0].content[0]"),
-    ({"type": "input_audio", "input_audio": "base64"}, "messages[0].content[0].input_audio"),
-    ({"type": "file", "file": []}, "messages[0].content[0].file"),
-    ({"type": ["text"], "text": "x"}, "messages[0].content[0]"),
-    ("a string", "messages[0].content[0]"),
-])
-def test_malformed_content_parts_are_400(client, auth, part, param):
-    error_of(chat(client, auth, messages=[{"role": "user", "content": [part]}]), 400, param)
+def test_malformed_content_parts_are_400(client, auth):
+    for part, param in [
+        ({"type": "text", "text": 5}, "messages[0].content[0].text"),
+        ({"type": "text"}, "messages[0].content[0]"),
+        ({"type": "input_audio", "input_audio": "base64"}, "messages[0].content[0].input_audio"),
+        ({"type": "file", "file": []}, "messages[0].content[0].file"),
+        ({"type": ["text"], "text": "x"}, "messages[0].content[0]"),
+        ("a string", "messages[0].content[0]"),
+    ]:
+        error_of(chat(client, auth, messages=[{"role": "user", "content": [part]}]), 400, param)
 
 
 def test_null_in_optional_message_fields_means_absent(client, auth, upstream):
@@ -182,27 +182,27 @@ def test_an_sdk_tool_call_turn_round_trips(client, auth, upstream):
         assert chat(client, auth, model=model, messages=messages).status_code == 200
 
 
-@pytest.mark.parametrize("message, param", [
-    ({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": "lookup"}]},
-     "messages[0].tool_calls[0].function"),
-    ({"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": 5}}]},
-     "messages[0].tool_calls[0].function.arguments"),
-    ({"role": "assistant", "content": None, "tool_calls": ["call"]}, "messages[0].tool_calls[0]"),
-    ({"role": "assistant", "content": "x", "function_call": "f"}, "messages[0].function_call"),
-    ({"role": "user", "content": "x", "name": 5}, "messages[0].name"),
-    ({"role": "tool", "content": "x", "tool_call_id": None}, "messages[0].tool_call_id"),
-])
-def test_optional_message_fields_of_the_wrong_type_are_400(client, auth, message, param):
-    error_of(chat(client, auth, messages=[message]), 400, param)
+def test_optional_message_fields_of_the_wrong_type_are_400(client, auth):
+    for message, param in [
+        ({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": "lookup"}]},
+         "messages[0].tool_calls[0].function"),
+        ({"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": 5}}]},
+         "messages[0].tool_calls[0].function.arguments"),
+        ({"role": "assistant", "content": None, "tool_calls": ["call"]}, "messages[0].tool_calls[0]"),
+        ({"role": "assistant", "content": "x", "function_call": "f"}, "messages[0].function_call"),
+        ({"role": "user", "content": "x", "name": 5}, "messages[0].name"),
+        ({"role": "tool", "content": "x", "tool_call_id": None}, "messages[0].tool_call_id"),
+    ]:
+        error_of(chat(client, auth, messages=[message]), 400, param)
 
 
-@pytest.mark.parametrize("tool_choice, param", [
-    ({"type": "function", "function": "lookup"}, "tool_choice.function"),
-    ({"function": {"name": "lookup"}}, "tool_choice.type"),
-    (["auto"], "tool_choice"),
-])
-def test_malformed_tool_choice_is_400(client, auth, tool_choice, param):
-    error_of(chat(client, auth, tool_choice=tool_choice), 400, param)
+def test_malformed_tool_choice_is_400(client, auth):
+    for tool_choice, param in [
+        ({"type": "function", "function": "lookup"}, "tool_choice.function"),
+        ({"function": {"name": "lookup"}}, "tool_choice.type"),
+        (["auto"], "tool_choice"),
+    ]:
+        error_of(chat(client, auth, tool_choice=tool_choice), 400, param)
 
 
 CUSTOM_TOOL = {"type": "custom", "custom": {"name": "grammar", "description": "free text"}}
@@ -222,24 +222,26 @@ def test_a_function_tool_still_needs_its_function(client, auth):
     error_of(chat(client, auth, tools=[{"type": ""}]), 400, "tools[0].type")
 
 
-@pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("body, param", [
-    ({"tools": [{"type": "function", "function": {"name": "f"}}, CUSTOM_TOOL]}, "tools[1].type"),
-    ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
-     "tool_choice.type"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio",
-                                                 "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
-     "messages[0].content[0]"),
-])
-def test_anthropic_adapter_refuses_what_it_cannot_translate(client, auth, upstream, app, account, stream,
-                                                            body, param):
-    response = chat(client, auth, model="test/claude", stream=stream, **body)
-    error = error_of(response, 400, param)
-    assert error["type"] == "invalid_request_error" and "Anthropic" in error["message"]
-    assert not upstream.seen, "nothing was sent"
-    [event] = usage_events(app, account)
-    assert event.http_status == 400 and event.status != "streaming" and event.cost_micros == 0
-    assert settled(app, account)
+def test_anthropic_adapter_refuses_what_it_cannot_translate(client, auth, upstream, app, account):
+    refused = 0
+    for body, param in [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}, CUSTOM_TOOL]}, "tools[1].type"),
+        ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
+         "tool_choice.type"),
+        ({"messages": [{"role": "user", "content": [{"type": "input_audio",
+                                                     "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
+         "messages[0].content[0]"),
+    ]:
+        for stream in [False, True]:
+            response = chat(client, auth, model="test/claude", stream=stream, **body)
+            error = error_of(response, 400, param)
+            assert error["type"] == "invalid_request_error" and "Anthropic" in error["message"]
+            assert not upstream.seen, "nothing was sent"
+            refused += 1
+            events = usage_events(app, account)
+            assert len(events) == refused, "one usage event per request"
+            assert all(e.http_status == 400 and e.status != "streaming" and e.cost_micros == 0 for e in events)
+            assert settled(app, account)
 
 
 def test_messages_beyond_the_bound_are_400(make_app, auth):
@@ -308,34 +310,34 @@ def test_an_oversized_chunked_body_is_413_and_one_within_the_limit_is_served(mak
 
 # --- /v1/keys ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key_id", [2**31, HUGE_ID])
-@pytest.mark.parametrize("method", ["get", "patch", "delete"])
-def test_key_ids_beyond_the_integer_range_are_404(client, management, method, key_id):
-    response = getattr(client, method)(f"/v1/keys/{key_id}", headers=management, json={"disabled": True})
-    error_of(response, 404, "id")
+def test_key_ids_beyond_the_integer_range_are_404(client, management):
+    for method in ["get", "patch", "delete"]:
+        for key_id in [2**31, HUGE_ID]:
+            response = getattr(client, method)(f"/v1/keys/{key_id}", headers=management, json={"disabled": True})
+            error_of(response, 404, "id")
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"requests_per_minute": 2**31}, "requests_per_minute"),
-    ({"requests_per_minute": 2**64}, "requests_per_minute"),
-    ({"credit_limit_usd": "1e999999999"}, "credit_limit_usd"),
-    ({"credit_limit_usd": 10**20}, "credit_limit_usd"),
-    ({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
-    ({"expires_at": "0001-01-01T00:00:00+14:00"}, "expires_at"),
-    ({"expires_at": "9999-12-31T23:59:59-14:00"}, "expires_at"),
-    ({"name": "nul\x00"}, "name"),
-    ({"name": 5}, "name"),
-    ({"allowed_models": ["test/\x00"]}, "allowed_models[0]"),
-])
-def test_bad_key_fields_are_400(client, management, body, param):
-    error_of(client.post("/v1/keys", headers=management, json=body), 400, param)
+def test_bad_key_fields_are_400(client, management):
+    for body, param in [
+        ({"requests_per_minute": 2**31}, "requests_per_minute"),
+        ({"requests_per_minute": 2**64}, "requests_per_minute"),
+        ({"credit_limit_usd": "1e999999999"}, "credit_limit_usd"),
+        ({"credit_limit_usd": 10**20}, "credit_limit_usd"),
+        ({"expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
+        ({"expires_at": "0001-01-01T00:00:00+14:00"}, "expires_at"),
+        ({"expires_at": "9999-12-31T23:59:59-14:00"}, "expires_at"),
+        ({"name": "nul\x00"}, "name"),
+        ({"name": 5}, "name"),
+        ({"allowed_models": ["test/\x00"]}, "allowed_models[0]"),
+    ]:
+        error_of(client.post("/v1/keys", headers=management, json=body), 400, param)
 
 
-@pytest.mark.parametrize("body", [[], [{"name": "x"}], "x", 5])
-def test_a_key_body_that_is_not_an_object_is_400(client, management, body):
-    error_of(client.post("/v1/keys", headers=management, json=body), 400)
-    created = client.post("/v1/keys", headers=management, json={}).get_json()
-    error_of(client.patch(f"/v1/keys/{created['id']}", headers=management, json=body), 400)
+def test_a_key_body_that_is_not_an_object_is_400(client, management):
+    for body in [[], [{"name": "x"}], "x", 5]:
+        error_of(client.post("/v1/keys", headers=management, json=body), 400)
+        created = client.post("/v1/keys", headers=management, json={}).get_json()
+        error_of(client.patch(f"/v1/keys/{created['id']}", headers=management, json=body), 400)
 
 
 def test_expiry_is_kept_in_utc(client, management):
@@ -346,80 +348,80 @@ def test_expiry_is_kept_in_utc(client, management):
 
 # --- /v1/usage, /v1/usage/events, /v1/generation -------------------------------------------------
 
-@pytest.mark.parametrize("query, param", [
-    (f"key={HUGE_ID}", "key"), (f"key={2**31}", "key"), ("key=\u00b2", "key"), ("key=-1", "key"),
-    ("key=0", "key"), ("key=", "key"),
-    ("to=0001-01-01T00:00:00", "to"), ("from=0001-01-01", "from"), ("to=9999-12-31T23:59:59-14:00", "to"),
-    ("to=1969-12-31", "to"), ("app=%00", "app"), ("app=has space", "app"), ("model=a%00b", "model"),
-    ("model=" + "m" * 201, "model"),
-])
-def test_bad_usage_filters_are_400_naming_the_param(client, auth, query, param):
-    for path in ("/v1/usage", "/v1/usage/events"):
-        error_of(client.get(f"{path}?{query}", headers=auth), 400, param)
+def test_bad_usage_filters_are_400_naming_the_param(client, auth):
+    for query, param in [
+        (f"key={HUGE_ID}", "key"), (f"key={2**31}", "key"), ("key=\u00b2", "key"), ("key=-1", "key"),
+        ("key=0", "key"), ("key=", "key"),
+        ("to=0001-01-01T00:00:00", "to"), ("from=0001-01-01", "from"), ("to=9999-12-31T23:59:59-14:00", "to"),
+        ("to=1969-12-31", "to"), ("app=%00", "app"), ("app=has space", "app"), ("model=a%00b", "model"),
+        ("model=" + "m" * 201, "model"),
+    ]:
+        for path in ("/v1/usage", "/v1/usage/events"):
+            error_of(client.get(f"{path}?{query}", headers=auth), 400, param)
 
 
-@pytest.mark.parametrize("raw", ["2026-01-01T00:00:00+00:00|\x00", "0001-01-01T00:00:00|x", "x" * 10])
-def test_forged_cursors_are_400(client, auth, raw):
-    cursor = base64.urlsafe_b64encode(raw.encode()).decode()
-    error_of(client.get(f"/v1/usage/events?cursor={cursor}", headers=auth), 400, "cursor")
+def test_forged_cursors_are_400(client, auth):
+    for raw in ["2026-01-01T00:00:00+00:00|\x00", "0001-01-01T00:00:00|x", "x" * 10]:
+        cursor = base64.urlsafe_b64encode(raw.encode()).decode()
+        error_of(client.get(f"/v1/usage/events?cursor={cursor}", headers=auth), 400, "cursor")
 
 
-@pytest.mark.parametrize("generation_id", ["%00", "chatcmpl-" + "x" * 100, "x" * 1000])
-def test_unknown_generation_ids_are_404(client, auth, generation_id):
-    error_of(client.get(f"/v1/generation?id={generation_id}", headers=auth), 404, "id")
+def test_unknown_generation_ids_are_404(client, auth):
+    for generation_id in ["%00", "chatcmpl-" + "x" * 100, "x" * 1000]:
+        error_of(client.get(f"/v1/generation?id={generation_id}", headers=auth), 404, "id")
 
 
 # --- /v1/apps ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("body, param", [
-    ([], None), ([{"name": "x"}], None), ({"name": 5}, "name"), ({"name": ["x"]}, "name"),
-    ({"name": "a\x00b"}, "name"), ({"name": "x" * 201}, "name"), ({}, "name"),
-])
-def test_bad_app_bodies_are_400(client, auth, body, param):
-    error_of(client.put("/v1/apps/shop", headers=auth, json=body), 400, param)
+def test_bad_app_bodies_are_400(client, auth):
+    for body, param in [
+        ([], None), ([{"name": "x"}], None), ({"name": 5}, "name"), ({"name": ["x"]}, "name"),
+        ({"name": "a\x00b"}, "name"), ({"name": "x" * 201}, "name"), ({}, "name"),
+    ]:
+        error_of(client.put("/v1/apps/shop", headers=auth, json=body), 400, param)
 
 
 # --- /admin ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("account_id", [2**31, HUGE_ID])
-@pytest.mark.parametrize("method, suffix", [("get", ""), ("post", "/suspend"), ("post", "/unsuspend"),
-                                            ("post", "/credits"), ("put", "/plan")])
-def test_admin_account_ids_beyond_the_integer_range_are_404(admin_client, method, suffix, account_id):
-    response = getattr(admin_client, method)(f"/admin/accounts/{account_id}{suffix}", headers=ADMIN,
-                                             json={"usd": 1, "reason": "r", "plan": "pro"})
-    error_of(response, 404, "id")
+def test_admin_account_ids_beyond_the_integer_range_are_404(admin_client):
+    for method, suffix in [("get", ""), ("post", "/suspend"), ("post", "/unsuspend"), ("post", "/credits"),
+                           ("put", "/plan")]:
+        for account_id in [2**31, HUGE_ID]:
+            response = getattr(admin_client, method)(f"/admin/accounts/{account_id}{suffix}", headers=ADMIN,
+                                                     json={"usd": 1, "reason": "r", "plan": "pro"})
+            error_of(response, 404, "id")
 
 
-@pytest.mark.parametrize("path, method", [("/admin/accounts", "post"), ("/admin/accounts/{id}/credits", "post"),
-                                          ("/admin/accounts/{id}/plan", "put")])
-@pytest.mark.parametrize("body", [[], [{"name": "x"}], "x", 5, None])
-def test_admin_bodies_that_are_not_objects_are_400(admin_client, account, path, method, body):
-    response = getattr(admin_client, method)(path.format(id=account), headers=ADMIN, json=body)
-    error_of(response, 400)
+def test_admin_bodies_that_are_not_objects_are_400(admin_client, account):
+    for body in [[], [{"name": "x"}], "x", 5, None]:
+        for path, method in [("/admin/accounts", "post"), ("/admin/accounts/{id}/credits", "post"),
+                             ("/admin/accounts/{id}/plan", "put")]:
+            response = getattr(admin_client, method)(path.format(id=account), headers=ADMIN, json=body)
+            error_of(response, 400)
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"name": 5}, "name"), ({"name": ["x"]}, "name"), ({"name": {}}, "name"), ({}, "name"), ({"name": " "}, "name"),
-    ({"name": "x" * 101}, "name"), ({"name": "nul\x00"}, "name"),
-    ({"name": "big", "credits_usd": "1e999999999"}, "credits_usd"),
-    ({"name": "big", "credits_usd": 1e308}, "credits_usd"),
-    ({"name": "big", "credits_usd": [1]}, "credits_usd"), ({"name": "big", "credits_usd": 2**64}, "credits_usd"),
-])
-def test_bad_new_accounts_are_400(admin_client, body, param):
-    error_of(admin_client.post("/admin/accounts", headers=ADMIN, json=body), 400, param)
+def test_bad_new_accounts_are_400(admin_client):
+    for body, param in [
+        ({"name": 5}, "name"), ({"name": ["x"]}, "name"), ({"name": {}}, "name"), ({}, "name"), ({"name": " "}, "name"),
+        ({"name": "x" * 101}, "name"), ({"name": "nul\x00"}, "name"),
+        ({"name": "big", "credits_usd": "1e999999999"}, "credits_usd"),
+        ({"name": "big", "credits_usd": 1e308}, "credits_usd"),
+        ({"name": "big", "credits_usd": [1]}, "credits_usd"), ({"name": "big", "credits_usd": 2**64}, "credits_usd"),
+    ]:
+        error_of(admin_client.post("/admin/accounts", headers=ADMIN, json=body), 400, param)
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"usd": "1e999999999", "reason": "r"}, "usd"), ({"usd": -1e300, "reason": "r"}, "usd"),
-    ({"usd": None, "reason": "r"}, "usd"), ({"usd": 1, "reason": ["r"]}, "reason"),
-    ({"usd": 1, "reason": "r" * 501}, "reason"), ({"usd": 1, "reason": "a\x00"}, "reason"),
-    ({"usd": 1, "reason": "r", "reference": "x" * 201}, "reference"),
-    ({"usd": 1, "reason": "r", "reference": {"a": 1}}, "reference"),
-    ({"usd": 1, "reason": "r", "reference": "a\x00"}, "reference"),
-])
-def test_bad_adjustments_are_400(admin_client, app, account, body, param):
-    error_of(admin_client.post(f"/admin/accounts/{account}/credits", headers=ADMIN, json=body), 400, param)
-    assert settled(app, account)
+def test_bad_adjustments_are_400(admin_client, app, account):
+    for body, param in [
+        ({"usd": "1e999999999", "reason": "r"}, "usd"), ({"usd": -1e300, "reason": "r"}, "usd"),
+        ({"usd": None, "reason": "r"}, "usd"), ({"usd": 1, "reason": ["r"]}, "reason"),
+        ({"usd": 1, "reason": "r" * 501}, "reason"), ({"usd": 1, "reason": "a\x00"}, "reason"),
+        ({"usd": 1, "reason": "r", "reference": "x" * 201}, "reference"),
+        ({"usd": 1, "reason": "r", "reference": {"a": 1}}, "reference"),
+        ({"usd": 1, "reason": "r", "reference": "a\x00"}, "reference"),
+    ]:
+        error_of(admin_client.post(f"/admin/accounts/{account}/credits", headers=ADMIN, json=body), 400, param)
+        assert settled(app, account)
 
 
 def test_a_numeric_reference_still_makes_a_retry_apply_once(admin_client, account):
@@ -428,9 +430,9 @@ def test_a_numeric_reference_still_makes_a_retry_apply_once(admin_client, accoun
     assert not admin_client.post(f"/admin/accounts/{account}/credits", headers=ADMIN, json=body).get_json()["applied"]
 
 
-@pytest.mark.parametrize("plan", [[], {}, ["pro"], 5, None, "gold"])
-def test_bad_plans_are_400(admin_client, account, plan):
-    error_of(admin_client.put(f"/admin/accounts/{account}/plan", headers=ADMIN, json={"plan": plan}), 400, "plan")
+def test_bad_plans_are_400(admin_client, account):
+    for plan in [[], {}, ["pro"], 5, None, "gold"]:
+        error_of(admin_client.put(f"/admin/accounts/{account}/plan", headers=ADMIN, json={"plan": plan}), 400, "plan")
 
 
 # --- /dashboard forms --------------------------------------------------------------------------
