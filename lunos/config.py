@@ -50,6 +50,15 @@ def _origins(text):
     return origins
 
 
+def _int_between(low, high):
+    def parse(text):
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}")
+        return value
+    return parse
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -66,6 +75,10 @@ SETTINGS = [
     Setting("CATALOG", str, str(SHIPPED_CATALOG), "path of the TOML model catalog"),
     Setting("SECRET_KEY", str, None, "server secret for key hashing; default: generated in instance/"),
     Setting("MAX_BODY_BYTES", _positive(int), 10 * 1024 * 1024, "largest request body accepted"),
+    # What one request may carry, far above real use; the encoders nest at most 254 levels.
+    Setting("MAX_JSON_DEPTH", _int_between(16, 200), 128, "deepest nesting of a JSON body"),
+    Setting("MAX_MESSAGES", _int_between(1, 1_000_000), 10_000, "most messages in one chat request"),
+    Setting("MAX_CONTENT_PARTS", _int_between(1, 1_000_000), 1_000, "most content parts in one message"),
     Setting("UPSTREAM_MAX_RETRIES", _positive(int), 2, "retries per candidate model"),
     Setting("RETRY_BACKOFF_S", _positive(float), 0.5, "base of the jittered exponential backoff"),
     Setting("RETRY_AFTER_CAP_S", _positive(float), 10.0, "longest Retry-After honoured"),

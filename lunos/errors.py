@@ -5,7 +5,7 @@ Domain code raises these; only ``register_error_handlers`` knows about HTTP. Eve
 
     LunosError                        500 api_error (also: anything unexpected, never a traceback)
     +-- InvalidRequest                400 invalid_request_error
-    |   +-- ModelNotFound                 code model_not_found
+    |   +-- ModelNotFound             404 invalid_request_error, code model_not_found (as OpenAI)
     |   +-- UpstreamRejected          400/413/422 as every candidate's upstream said: its type, code, param
     +-- AuthenticationFailed          401 authentication_error, code invalid_api_key
     +-- InsufficientCredits           402 insufficient_credits, x-should-retry: false
@@ -56,6 +56,8 @@ class InvalidRequest(LunosError):
 
 
 class ModelNotFound(InvalidRequest):
+    """An unknown model: 404 with OpenAI's type and code, which the SDKs raise as NotFoundError."""
+    status = 404
     code = "model_not_found"
 
 

@@ -9,6 +9,7 @@ MICROS_PER_CENT = 10_000
 # The largest amount one operation may move: far above any real payment, far below the
 # 64-bit columns' range (9.2e18 micro-USD), so sums of many stay representable.
 MAX_MICROS = 10**15  # one billion USD
+MAX_EXPONENT = 18  # amounts of 10^19 USD and more are refused before any arithmetic
 
 
 def decimal_usd(value, *, param=None):
@@ -21,6 +22,8 @@ def decimal_usd(value, *, param=None):
         raise InvalidRequest(f"not an amount of USD: {value!r}", param=param) from None
     if not amount.is_finite():
         raise InvalidRequest(f"not an amount of USD: {value!r}", param=param)
+    if amount.adjusted() > MAX_EXPONENT:  # arithmetic on it would overflow Decimal's context
+        raise InvalidRequest(f"{str(value)[:40]!r} USD is beyond any amount Lunos handles", param=param)
     return amount
 
 

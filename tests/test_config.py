@@ -20,7 +20,9 @@ def test_mapping_overrides_environment():
 
 
 @pytest.mark.parametrize("name, value", [("LUNOS_UPSTREAM_MAX_RETRIES", "many"),
-                                         ("LUNOS_RETRY_BACKOFF_S", "-1"), ("LUNOS_AUTO_MIGRATE", "maybe")])
+                                         ("LUNOS_RETRY_BACKOFF_S", "-1"), ("LUNOS_AUTO_MIGRATE", "maybe"),
+                                         ("LUNOS_MAX_JSON_DEPTH", "500"), ("LUNOS_MAX_JSON_DEPTH", "8"),
+                                         ("LUNOS_MAX_MESSAGES", "0"), ("LUNOS_MAX_CONTENT_PARTS", "x")])
 def test_bad_value_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})

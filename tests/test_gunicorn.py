@@ -75,3 +75,13 @@ def test_two_instances_of_two_workers_share_one_limit_on_redis(start_gunicorn, a
                                  json={"messages": [{"role": "user", "content": "hi"}]}, timeout=10)
         codes.append(response.status_code)
     assert codes.count(200) == 3 and codes.count(429) == 9, codes
+
+
+def test_an_oversized_chunked_body_is_413_under_gunicorn(start_gunicorn, auth):
+    from tests.api.test_bad_input import chunked_post
+    port = int(start_gunicorn(LUNOS_MAX_BODY_BYTES="1000").rsplit(":", 1)[1])
+    big = b'{"messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}'
+    status, answer = chunked_post(port, "/v1/chat/completions", auth, big)
+    assert status == 413 and answer["error"]["type"] == "invalid_request_error"
+    fits = b'{"messages": [{"role": "user", "content": "' + b"x" * 900 + b'"}]}'
+    assert chunked_post(port, "/v1/chat/completions", auth, fits)[0] == 200

@@ -85,3 +85,29 @@ def test_insufficient_credits_error(sdk, app, account, upstream):
     assert broke.value.status_code == 402
     assert broke.value.body["type"] == "insufficient_credits"
     assert not upstream.seen
+
+
+def test_unknown_model_raises_not_found_with_its_code(sdk):
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.chat.completions.create(model="nope/nothing", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.code == "model_not_found" and missing.value.param == "model"
+    assert missing.value.type == "invalid_request_error"
+
+
+def test_the_sdks_own_message_dump_is_accepted_on_the_next_turn(sdk, upstream):
+    upstream.script("primary", Reply(tool_call={"id": "call_1", "name": "lookup", "arguments": '{"q": 1}'}), Reply())
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "look it up"}]
+    for model in ("test/primary", "test/claude"):
+        first = sdk.chat.completions.create(model=model, messages=messages, tools=tools)
+        turn = [*messages, first.choices[0].message.model_dump()]  # nulls in refusal, audio, function_call...
+        if first.choices[0].message.tool_calls:
+            turn.append({"role": "tool", "tool_call_id": first.choices[0].message.tool_calls[0].id, "content": "42"})
+        second = sdk.chat.completions.create(model=model, messages=turn, tools=tools)
+        assert second.choices[0].message.content
+
+
+def test_x_api_key_with_a_placeholder_bearer(live_server, api_key):
+    client = openai.OpenAI(base_url=f"{live_server}/v1", api_key="placeholder", max_retries=0,
+                           default_headers={"X-API-Key": api_key})
+    assert client.chat.completions.create(model="test/echo", messages=[{"role": "user", "content": "hi"}])

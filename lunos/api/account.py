@@ -2,8 +2,11 @@
 from flask import Blueprint, current_app, g, jsonify, request
 
 from lunos.api.auth import require_key
+from lunos.errors import NotFound
 from lunos.services import accounts, usage
 from lunos.money import usd
+
+MAX_GENERATION_ID_CHARS = len(usage.COMPLETION_PREFIX) + 64  # an event id is at most 64 characters
 
 bp = Blueprint("account", __name__, url_prefix="/v1")
 
@@ -27,7 +30,10 @@ def credits():
 @bp.get("/generation")
 @require_key
 def generation():
-    return jsonify({"data": usage.generation(g.caller.account_id, request.args.get("id"))})
+    generation_id = request.args.get("id")
+    if generation_id and (len(generation_id) > MAX_GENERATION_ID_CHARS or "\x00" in generation_id):
+        raise NotFound(f"No generation with id {generation_id[:MAX_GENERATION_ID_CHARS]!r}.", param="id")
+    return jsonify({"data": usage.generation(g.caller.account_id, generation_id)})
 
 
 @bp.get("/key")

@@ -7,14 +7,19 @@ import uuid
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 
-from lunos.api.body import json_body
+from lunos.api.body import json_object
 from lunos.billing import store as billing_store
 from lunos.errors import AuthenticationFailed, InvalidRequest, NotFound
 from lunos.extensions import db
 from lunos.gateway import current_gateway
 from lunos.models import Account, LedgerEntry
+from lunos.schemas import is_row_id, text
 from lunos.services import accounts
 from lunos.money import usd, usd_to_micros
+
+# A ledger row's source_ref is 255 characters: "admin:<account id>:<reference>" must fit.
+MAX_REFERENCE_CHARS = 200
+MAX_REASON_CHARS = 500
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -33,7 +38,7 @@ def admin_only(view):
 
 
 def _account(account_id):
-    account = db.session.get(Account, account_id)
+    account = db.session.get(Account, account_id) if is_row_id(account_id) else None
     if account is None:
         raise NotFound(f"No account with id {account_id}.", param="id")
     return account
@@ -50,11 +55,12 @@ def describe(account):
 @bp.post("/accounts")
 @admin_only
 def create_account():
-    body = json_body()
+    body = json_object()
+    name = text(body.get("name"), "name", max_length=100)
     credits = usd_to_micros(body.get("credits_usd", 0), param="credits_usd")
     if credits < 0:
         raise InvalidRequest("credits_usd must not be negative", param="credits_usd")
-    account = accounts.create_account(body.get("name"), credits)
+    account = accounts.create_account(name, credits)
     response = jsonify(describe(account))
     response.status_code = 201
     return response
@@ -96,20 +102,26 @@ def unsuspend(account_id):
 @admin_only
 def adjust_credits(account_id):
     """An adjustment; a retried call with the same ``reference`` applies once."""
-    body = json_body()
+    body = json_object()
     account = _account(account_id)
-    source_ref = f"admin:{account.id}:{body.get('reference') or uuid.uuid4().hex}"
+    amount = usd_to_micros(body.get("usd"), param="usd")
+    reason = text(body.get("reason"), "reason", max_length=MAX_REASON_CHARS)
+    reference = body.get("reference") or None
+    if isinstance(reference, int) and not isinstance(reference, bool):
+        reference = str(reference)  # a ticket number
+    reference = text(reference, "reference", max_length=MAX_REFERENCE_CHARS, required=False)
+    source_ref = f"admin:{account.id}:{reference or uuid.uuid4().hex}"
     if db.session.scalar(select(LedgerEntry.id).where(LedgerEntry.source_ref == source_ref)) is not None:
         return jsonify({**describe(account), "applied": False})  # a retry of an applied adjustment
-    accounts.grant(account, usd_to_micros(body.get("usd"), param="usd"), body.get("reason"), source_ref=source_ref)
+    accounts.grant(account, amount, reason, source_ref=source_ref)
     return jsonify({**describe(account), "applied": True})
 
 
 @bp.put("/accounts/<int:account_id>/plan")
 @admin_only
 def assign_plan(account_id):
-    plan = json_body().get("plan")
-    if plan not in current_gateway().plans.plans:
+    plan = json_object().get("plan")
+    if not isinstance(plan, str) or plan not in current_gateway().plans.plans:
         raise InvalidRequest(f"No plan named {plan!r}.", param="plan")
     account = _account(account_id)
     account.plan = plan

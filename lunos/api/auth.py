@@ -23,12 +23,16 @@ def app_id():
     return value
 
 
-def presented_key():
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+def presented_key() -> str | None:
+    """``X-API-Key`` when present (SDKs require some bearer token, so clients that send the key
+    this way often send a placeholder as the bearer), else ``Authorization: Bearer``."""
+    api_key = request.headers.get("X-API-Key", "").strip()
+    if api_key:
+        return api_key
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    return request.headers.get("X-API-Key", "").strip() or None
+    return None
 
 
 def require_key(view):

@@ -1,12 +1,34 @@
-"""The JSON body of a request, or an OpenAI-shaped 400."""
-from flask import request
+"""The JSON body of a request, within the configured bounds, or an OpenAI-shaped 400 (413 when
+it is over ``LUNOS_MAX_BODY_BYTES``)."""
+from typing import Any
+
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from lunos.errors import InvalidRequest
+from lunos.schemas import bounded_json
 
 
-def json_body():
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest("We could not parse the JSON body of your request: send a JSON object "
-                             "with Content-Type: application/json.")
+def json_body() -> Any:
+    """Any JSON value; what is malformed, nested too deep or holds an integer beyond 64 bits is a
+    400 (see ``schemas.bounded_json``)."""
+    return bounded_json.loads(_raw_body(), max_depth=current_app.config["MAX_JSON_DEPTH"])
+
+
+def json_object() -> dict:
+    """A JSON object body (for endpoints without a schema of their own)."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
     return body
+
+
+def _raw_body() -> bytes:
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(data) >= limit:
+        # A chunked body: werkzeug stops reading at the limit without a word, so a byte more
+        # waiting behind it means the body was too large (and not merely cut short).
+        if request.environ["wsgi.input"].read(1):
+            raise RequestEntityTooLarge()
+    return data

@@ -4,18 +4,17 @@ from flask import Blueprint, Response, current_app, g, jsonify
 from lunos.api.auth import require_key
 from lunos.api.body import json_body
 from lunos.gateway import current_gateway
-from lunos.schemas import load
-from lunos.schemas.chat import ChatCompletionRequest
+from lunos.schemas.chat import Bounds, load_chat_request
 from lunos.services.chat import ChatStream, Completion
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
-_schema = ChatCompletionRequest()
 
 
 @bp.post("/chat/completions")
 @require_key
 def chat_completions():
-    body = load(_schema, json_body())
+    config = current_app.config
+    body = load_chat_request(json_body(), Bounds(config["MAX_MESSAGES"], config["MAX_CONTENT_PARTS"]))
     completion = Completion(current_gateway(), g.caller, body, g.request_id)
     if not body.get("stream"):
         response = jsonify(completion.answer())

@@ -3,7 +3,7 @@
 from flask import Blueprint, jsonify
 
 from lunos.api.auth import require_key
-from lunos.errors import NotFound
+from lunos.errors import ModelNotFound
 from lunos.gateway import current_gateway
 
 bp = Blueprint("models", __name__, url_prefix="/v1")
@@ -28,7 +28,7 @@ def list_models():
 def _model(model_id):
     model = current_gateway().catalog.find(model_id)
     if model is None:
-        raise NotFound(f"The model '{model_id}' does not exist.", param="model", code="model_not_found")
+        raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
     return model
 
 

@@ -5,7 +5,7 @@ import io
 from flask import Blueprint, Response, g, jsonify, request
 
 from lunos.api.auth import require_key
-from lunos.api.body import json_body
+from lunos.api.body import json_object
 from lunos.errors import InvalidRequest, NotFound
 from lunos.schemas import APP_ID
 from lunos.services import analytics
@@ -65,7 +65,7 @@ def _valid_app_id(app_id):
 @bp.put("/apps/<app_id>")
 @require_key
 def register_app(app_id):
-    return jsonify(analytics.register_app(g.caller.account_id, _valid_app_id(app_id), json_body().get("name")))
+    return jsonify(analytics.register_app(g.caller.account_id, _valid_app_id(app_id), json_object().get("name")))
 
 
 @bp.delete("/apps/<app_id>")

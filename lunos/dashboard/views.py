@@ -105,7 +105,7 @@ def keys_page():
     created = None
     if request.method == "POST":
         kind = MANAGEMENT if request.form.get("kind") == MANAGEMENT else INFERENCE
-        name = (request.form.get("name") or "").strip()[:100] or "default"
+        name = (request.form.get("name") or "").replace("\x00", "").strip()[:100] or "default"  # no NUL in PostgreSQL
         _key, created = keys.create_key(g.account, current_app.config["SECRET_KEY"], name=name, kind=kind)
     return render_template("keys.html", keys=keys.list_keys(g.account.id), created=created)
 

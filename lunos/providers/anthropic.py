@@ -7,6 +7,7 @@ from lunos.pricing import TokenUsage
 from lunos.providers.base import ChunkStream, Provider, ProviderError
 from lunos.providers.http import chunk_batches, read_json
 from lunos.providers.openai import auth_headers, parse_event, read_api_key, read_stream, url
+from lunos.schemas import bounded_json
 from lunos.tokens import message_text
 
 API_VERSION = "2023-06-01"
@@ -17,14 +18,27 @@ DROPPED = {"n", "presence_penalty", "frequency_penalty", "seed", "logit_bias", "
            "top_logprobs", "response_format", "stream_options", "parallel_tool_calls",
            "max_completion_tokens", "service_tier", "store", "modalities", "prediction",
            "reasoning_effort", "web_search_options", "audio"}
+# Tool-call arguments are JSON text inside the body; parsed here, nested at most this deep (the
+# encoder takes 254 levels in all).
+ARGUMENTS_DEPTH = 128
 
 
-def _content_blocks(content):
+# Content parts with no Messages API counterpart here: refused, not silently dropped.
+UNTRANSLATED_PARTS = ("input_audio", "file")
+
+
+def _cannot_translate(what, param):
+    return InvalidRequest(f"Anthropic models cannot take {what}.", param=param)
+
+
+def _content_blocks(content, param):
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     blocks = []
-    for part in content or []:
+    for index, part in enumerate(content or []):
         kind = part.get("type")
+        if kind in UNTRANSLATED_PARTS:
+            raise _cannot_translate(f"{kind} content parts", f"{param}[{index}]")
         if kind == "text":
             blocks.append({"type": "text", "text": part.get("text", "")})
         elif kind == "image_url":
@@ -42,8 +56,8 @@ def _content_blocks(content):
 def _tool_use(call):
     function = call.get("function") or {}
     try:
-        arguments = json.loads(function.get("arguments") or "{}")
-    except ValueError:
+        arguments = bounded_json.loads((function.get("arguments") or "{}").encode(), max_depth=ARGUMENTS_DEPTH)
+    except InvalidRequest:  # not JSON, or beyond what can be sent on as JSON: sent on as text
         arguments = {"_raw": function.get("arguments")}
     return {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}
 
@@ -69,16 +83,29 @@ def _thinking(effort, max_tokens):
     return {"type": "enabled", "budget_tokens": max(MIN_THINKING_BUDGET, int(max_tokens * THINKING_SHARE[effort]))}
 
 
+def _tools(tools):
+    """Function tools as Anthropic tools; other types (OpenAI's custom tools) are refused."""
+    translated = []
+    for index, tool in enumerate(tools):
+        if tool.get("type") != "function":
+            raise _cannot_translate("tools of a type other than 'function'", f"tools[{index}].type")
+        function = tool["function"]
+        translated.append({"name": function["name"], "description": function.get("description") or "",
+                           "input_schema": function.get("parameters") or {"type": "object", "properties": {}}})
+    return translated
+
+
 def to_messages_request(model, body, max_output_tokens):
     system, messages = [], []
-    for message in body.get("messages", []):
+    for index, message in enumerate(body.get("messages", [])):
         role = message.get("role")
+        param = f"messages[{index}]"
         if role in ("system", "developer"):
             system.append(message_text(message.get("content")))
         elif role == "user":
-            _append(messages, "user", _content_blocks(message.get("content")))
+            _append(messages, "user", _content_blocks(message.get("content"), f"{param}.content"))
         elif role == "assistant":
-            blocks = _content_blocks(message.get("content"))
+            blocks = _content_blocks(message.get("content"), f"{param}.content")
             blocks += [_tool_use(call) for call in message.get("tool_calls") or []]
             _append(messages, "assistant", blocks)
         elif role in ("tool", "function"):
@@ -100,14 +127,12 @@ def to_messages_request(model, body, max_output_tokens):
     if stop:
         request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if body.get("tools"):
-        request["tools"] = [{"name": t["function"]["name"],
-                             "description": t["function"].get("description", ""),
-                             "input_schema": t["function"].get("parameters") or {"type": "object",
-                                                                                 "properties": {}}}
-                            for t in body["tools"]]
+        request["tools"] = _tools(body["tools"])
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
-        request["tool_choice"] = {"type": "tool", "name": choice.get("function", {}).get("name")}
+        if choice.get("type") != "function":
+            raise _cannot_translate("a tool_choice of a type other than 'function'", "tool_choice.type")
+        request["tool_choice"] = {"type": "tool", "name": choice["function"]["name"]}
     elif choice in ("auto", "none"):
         request["tool_choice"] = {"type": choice}
     elif choice == "required":

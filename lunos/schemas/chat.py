@@ -1,10 +1,34 @@
 """The Chat Completions request. Known parameters are type- and range-checked; unknown ones pass
-through to the provider untouched."""
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+through to the provider untouched. What one request may carry (messages, content parts, tools)
+is checked first, before the schema spends time on it."""
+from dataclasses import dataclass
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from lunos.errors import InvalidRequest
+from lunos.schemas import load
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# Each part type and the key that holds its payload: a string for text and refusal, an object
+# for the others.
 PART_TYPES = {"text": "text", "image_url": "image_url", "input_audio": "input_audio", "file": "file",
               "refusal": "refusal"}
+STRING_PAYLOADS = ("text", "refusal")
+# Optional message fields in which null means absent: what SDKs send back on the next turn
+# (``messages.append(choice.message.model_dump())``).
+NULL_MEANS_ABSENT = ("name", "tool_calls", "tool_call_id", "refusal", "function_call", "audio")
+MAX_TOOLS = 1024  # OpenAI takes 128
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one request may carry (LUNOS_MAX_MESSAGES, LUNOS_MAX_CONTENT_PARTS)."""
+    messages: int
+    parts: int
+
+
+def _part_error(index, message, key=None):
+    return ValidationError({index: {key: [message]} if key else [message]})
 
 
 class Content(fields.Field):
@@ -16,15 +40,20 @@ class Content(fields.Field):
         if not isinstance(value, list):
             raise ValidationError("must be a string or a list of content parts")
         for index, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") not in PART_TYPES:
-                raise ValidationError({index: [f"a content part needs a type, one of {', '.join(PART_TYPES)}"]})
-            payload_key = PART_TYPES[part["type"]]
-            if part["type"] == "text" and not isinstance(part.get("text"), str):
-                raise ValidationError({index: ["a text part needs a string 'text'"]})
-            if part["type"] == "image_url" and not isinstance((part.get("image_url") or {}).get("url"), str):
-                raise ValidationError({index: ["an image_url part needs image_url.url"]})
+            kind = part.get("type") if isinstance(part, dict) else None
+            if not isinstance(kind, str) or kind not in PART_TYPES:
+                raise _part_error(index, f"a content part needs a type, one of {', '.join(PART_TYPES)}")
+            payload_key = PART_TYPES[kind]
             if payload_key not in part:
-                raise ValidationError({index: [f"a {part['type']} part needs '{payload_key}'"]})
+                raise _part_error(index, f"a {kind} part needs '{payload_key}'")
+            payload = part[payload_key]
+            if kind in STRING_PAYLOADS:
+                if not isinstance(payload, str):
+                    raise _part_error(index, "must be a string", payload_key)
+            elif not isinstance(payload, dict):
+                raise _part_error(index, "must be an object", payload_key)
+            elif kind == "image_url" and not isinstance(payload.get("url"), str):
+                raise _part_error(index, "needs a string 'url'", payload_key)
         return value
 
 
@@ -36,7 +65,7 @@ class StringOrList(fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
             return value
-        if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= self.max_items:
+        if isinstance(value, list) and len(value) <= self.max_items and all(isinstance(v, str) for v in value):
             return value
         raise ValidationError(f"must be a string or a list of at most {self.max_items} strings")
 
@@ -48,11 +77,41 @@ class StrictBoolean(fields.Field):
         raise ValidationError("must be true or false")
 
 
-class StringOrObject(fields.Field):
+class ToolChoice(fields.Field):
+    """'none', 'auto', 'required', or an object with a ``type`` (a function's names it)."""
+
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, (str, dict)):
+        if isinstance(value, str):
+            if value not in ("none", "auto", "required"):
+                raise ValidationError("must be 'none', 'auto', 'required' or an object")
             return value
-        raise ValidationError("must be a string or an object")
+        if not isinstance(value, dict):
+            raise ValidationError("must be a string or an object")
+        if not isinstance(value.get("type"), str):
+            raise ValidationError({"type": ["must be a string"]})
+        if value["type"] == "function":
+            function = value.get("function")
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise ValidationError({"function": ["must be an object with a string 'name'"]})
+        return value
+
+
+class FunctionCall(Schema):
+    """An assistant's call of a function: its name and its arguments, as JSON text."""
+    class Meta:
+        unknown = INCLUDE
+
+    name = fields.String(allow_none=True)
+    arguments = fields.String(allow_none=True)
+
+
+class ToolCall(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    id = fields.String(allow_none=True)
+    type = fields.String(allow_none=True)
+    function = fields.Nested(FunctionCall, allow_none=True)
 
 
 class Message(Schema):
@@ -61,9 +120,12 @@ class Message(Schema):
 
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     content = Content(allow_none=True)
-    name = fields.String()
-    tool_calls = fields.List(fields.Dict())
-    tool_call_id = fields.String()
+    name = fields.String(allow_none=True)
+    tool_calls = fields.List(fields.Nested(ToolCall), allow_none=True)
+    tool_call_id = fields.String(allow_none=True)
+    refusal = fields.String(allow_none=True)
+    function_call = fields.Nested(FunctionCall, allow_none=True)
+    audio = fields.Dict(allow_none=True)
 
     @validates_schema
     def _content_required(self, data, **kwargs):
@@ -72,22 +134,36 @@ class Message(Schema):
         if data["role"] == "tool" and not data.get("tool_call_id"):
             raise ValidationError("is required for a tool message", "tool_call_id")
 
+    @post_load
+    def _drop_nulls(self, data, **kwargs):
+        for name in NULL_MEANS_ABSENT:
+            if name in data and data[name] is None:
+                del data[name]
+        return data
+
 
 class FunctionDef(Schema):
     class Meta:
         unknown = INCLUDE
 
     name = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    description = fields.String()
-    parameters = fields.Dict()
+    description = fields.String(allow_none=True)
+    parameters = fields.Dict(allow_none=True)
 
 
 class Tool(Schema):
+    """A function tool, checked; other types (OpenAI's ``custom``) pass through to the provider,
+    whose adapter refuses what it cannot translate."""
     class Meta:
         unknown = INCLUDE
 
-    type = fields.String(required=True, validate=validate.OneOf(["function"]))
-    function = fields.Nested(FunctionDef, required=True)
+    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    function = fields.Nested(FunctionDef)
+
+    @validates_schema
+    def _function_needs_its_definition(self, data, **kwargs):
+        if data["type"] == "function" and "function" not in data:
+            raise ValidationError("is required for a function tool", "function")
 
 
 class ResponseFormat(Schema):
@@ -130,7 +206,7 @@ class ChatCompletionRequest(Schema):
     frequency_penalty = _number(-2, 2)
     seed = fields.Integer(strict=True, allow_none=True)
     tools = fields.List(fields.Nested(Tool), allow_none=True)
-    tool_choice = StringOrObject(allow_none=True)
+    tool_choice = ToolChoice(allow_none=True)
     response_format = fields.Nested(ResponseFormat, allow_none=True)
     user = fields.String(allow_none=True, validate=validate.Length(max=256))
     # Lunos: what to try when the requested model fails.
@@ -138,8 +214,29 @@ class ChatCompletionRequest(Schema):
     models = fields.List(fields.String(validate=validate.Length(min=1, max=200)), allow_none=True,
                          validate=validate.Length(max=10))
 
-    @validates_schema
-    def _choice_needs_known_value(self, data, **kwargs):
-        choice = data.get("tool_choice")
-        if isinstance(choice, str) and choice not in ("none", "auto", "required"):
-            raise ValidationError("must be 'none', 'auto', 'required' or an object", "tool_choice")
+
+_schema = ChatCompletionRequest()
+
+
+def load_chat_request(body, bounds: Bounds) -> dict:
+    """The request checked against ``bounds`` and then the schema: a dict, or InvalidRequest."""
+    if isinstance(body, dict):
+        check_bounds(body, bounds)
+    return load(_schema, body)
+
+
+def check_bounds(body: dict, bounds: Bounds) -> None:
+    """Refuse, before any deeper look, a request that carries more than ``bounds`` allow."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        if len(messages) > bounds.messages:
+            raise InvalidRequest(f"A request may carry at most {bounds.messages} messages; this one has "
+                                 f"{len(messages)}.", param="messages")
+        for index, message in enumerate(messages):
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list) and len(content) > bounds.parts:
+                raise InvalidRequest(f"A message may carry at most {bounds.parts} content parts; this one "
+                                     f"has {len(content)}.", param=f"messages[{index}].content")
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) > MAX_TOOLS:
+        raise InvalidRequest(f"A request may carry at most {MAX_TOOLS} tools.", param="tools")

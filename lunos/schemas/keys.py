@@ -1,8 +1,13 @@
 """Key management request bodies."""
+from datetime import datetime, timezone
+
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from lunos.schemas import APP_ID
 from lunos.models.api_key import INFERENCE, LIMIT_RESETS, MANAGEMENT
+from lunos.schemas import APP_ID, no_nul
+
+INT32_MAX = 2**31 - 1  # requests_per_minute is a 32-bit column
+LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 def _app_ids(values):
@@ -11,15 +16,31 @@ def _app_ids(values):
         raise ValidationError(f"not app ids: {', '.join(map(repr, bad))}")
 
 
+class Expiry(fields.AwareDateTime):
+    """A moment in the future, before 9999, in UTC (SQLite keeps no offset)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            moment = moment.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError("is out of range") from None
+        if moment <= datetime.now(timezone.utc):
+            raise ValidationError("must be in the future")
+        if moment >= LATEST_EXPIRY:
+            raise ValidationError("must be before 9999-01-01")
+        return moment
+
+
 class KeyFields(Schema):
     class Meta:
         unknown = RAISE
 
-    name = fields.String(validate=validate.Length(min=1, max=100))
-    expires_at = fields.AwareDateTime(allow_none=True, default_timezone=None)
+    name = fields.String(validate=[validate.Length(min=1, max=100), no_nul])
+    expires_at = Expiry(allow_none=True, default_timezone=None)
     disabled = fields.Boolean()
-    requests_per_minute = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
-    allowed_models = fields.List(fields.String(validate=validate.Length(min=1, max=200)), allow_none=True,
+    requests_per_minute = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, INT32_MAX))
+    allowed_models = fields.List(fields.String(validate=[validate.Length(min=1, max=200), no_nul]), allow_none=True,
                                  validate=validate.Length(max=100))
     allowed_apps = fields.List(fields.String(), allow_none=True, validate=[validate.Length(max=100), _app_ids])
     credit_limit_usd = fields.Decimal(allow_none=True, places=6, validate=validate.Range(min=0))

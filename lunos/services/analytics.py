@@ -16,10 +16,15 @@ from lunos.errors import InvalidRequest
 from lunos.extensions import db
 from lunos.models import ApiKey, App, UsageEvent, UsageHourly
 from lunos.money import usd
+from lunos.schemas import APP_ID, ROW_ID, is_row_id
 from lunos.services.rollup import LATENCY_COLUMNS, percentile
 
 GROUPS = ("app", "model", "key", "day", "hour")
 MAX_RANGE = timedelta(days=366)
+# The moments a query may name: nothing was metered before 1970, and a range's arithmetic
+# (30 days back, an hour's start) must stay inside datetime's years 1 to 9999.
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(9999, 1, 1, tzinfo=timezone.utc)
+MAX_MODEL_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -47,26 +52,35 @@ class UsageFilter:
         return self._match(UsageHourly, UsageHourly.hour, self.start.replace(minute=0, second=0, microsecond=0))
 
 
-def parse_time(value, param):
+def parse_time(value: str, param: str) -> datetime:
+    """An ISO 8601 date or date-time (UTC when it names no offset), in UTC, from 1970 to 9998."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
+        moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    except (AttributeError, ValueError, OverflowError):
         raise InvalidRequest(f"'{param}' must be an ISO 8601 date or date-time, got {value!r}", param=param) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    if not EARLIEST <= moment < LATEST:
+        raise InvalidRequest(f"'{param}' must be between 1970 and 9998, got {value!r}", param=param)
+    return moment
 
 
-def make_filter(account_id, args, now=None):
+def make_filter(account_id: int, args, now: datetime | None = None) -> UsageFilter:
+    """The filter that query ``args`` name (from, to, app, model, key); InvalidRequest naming the
+    arg that is wrong."""
     end = parse_time(args["to"], "to") if args.get("to") else (now or datetime.now(timezone.utc))
-    start = parse_time(args["from"], "from") if args.get("from") else end - timedelta(days=30)
+    start = parse_time(args["from"], "from") if args.get("from") else max(end - timedelta(days=30), EARLIEST)
     if start >= end:
         raise InvalidRequest("'from' must be before 'to'", param="from")
     if end - start > MAX_RANGE:
         raise InvalidRequest("a usage query spans at most 366 days", param="from")
-    key = args.get("key")
-    if key is not None and not str(key).isdigit():
+    app, model, key = args.get("app") or None, args.get("model") or None, args.get("key")
+    if app is not None and not APP_ID.fullmatch(app):
+        raise InvalidRequest("'app' is an app id: 1 to 64 letters, digits, '.', '_' or '-'", param="app")
+    if model is not None and (len(model) > MAX_MODEL_CHARS or "\x00" in model):
+        raise InvalidRequest(f"'model' is a model id of at most {MAX_MODEL_CHARS} characters", param="model")
+    if key is not None and not (ROW_ID.fullmatch(key) and is_row_id(int(key))):
         raise InvalidRequest("'key' is a key id (a number)", param="key")
-    return UsageFilter(account_id, start, end, args.get("app") or None, args.get("model") or None,
-                       int(key) if key is not None else None)
+    return UsageFilter(account_id, start, end, app, model, int(key) if key is not None else None)
 
 
 def _bucket(group_by, dialect):
@@ -134,6 +148,8 @@ def _decode_cursor(cursor):
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, event_id = raw.split("|", 1)
+        if len(event_id) > 64 or "\x00" in event_id:  # an event id is a request id
+            raise ValueError(event_id)
         return parse_time(moment, "cursor"), event_id
     except (binascii.Error, UnicodeDecodeError, ValueError, InvalidRequest):
         raise InvalidRequest("invalid cursor", param="cursor") from None
@@ -162,7 +178,7 @@ def apps(account_id):
 
 
 def register_app(account_id, app_id, name):
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200 or "\x00" in name:
         raise InvalidRequest("an app's name is 1 to 200 characters", param="name")
     app = db.session.scalar(select(App).where(App.account_id == account_id, App.app_id == app_id))
     if app is None:

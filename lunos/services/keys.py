@@ -16,6 +16,7 @@ from lunos.errors import AuthenticationFailed, NotFound, PermissionDenied
 from lunos.extensions import db
 from lunos.models import Account, ApiKey
 from lunos.models.api_key import INFERENCE, MANAGEMENT
+from lunos.schemas import is_row_id
 from lunos.services.prepared import Prepared, read
 
 KEY_PREFIX = "sk-lunos-"
@@ -122,7 +123,7 @@ def window_start(reset, now=None):
 
 
 def get_key(account_id, key_id):
-    key = db.session.get(ApiKey, key_id)
+    key = db.session.get(ApiKey, key_id) if is_row_id(key_id) else None
     if key is None or key.account_id != account_id:
         raise NotFound(f"No key with id {key_id}.", param="id")
     return key

@@ -235,12 +235,16 @@ def test_schema_violation_is_400_naming_param(client, auth, body, param):
     assert error["type"] == "invalid_request_error" and error["param"] == param
 
 
-def test_unknown_model_is_400_model_not_found(client, auth):
+def test_unknown_model_is_404_model_not_found(client, auth):
     response = chat(client, auth, model="nope/nothing")
-    assert response.status_code == 400
-    assert response.get_json()["error"]["code"] == "model_not_found"
+    assert response.status_code == 404
+    assert response.get_json()["error"] == {
+        "message": "The model 'nope/nothing' does not exist in this gateway's catalog.",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
     response = chat(client, auth, model="test/primary", models=["test/backup", "nope"])
-    assert response.get_json()["error"]["param"] == "models[1]"
+    assert response.status_code == 404 and response.get_json()["error"]["param"] == "models[1]"
+    response = chat(client, auth, model="test/primary", fallback_model="nope")
+    assert response.status_code == 404 and response.get_json()["error"]["param"] == "fallback_model"
 
 
 def test_malformed_json_is_400(client, auth):

@@ -49,10 +49,24 @@ def test_management_keys_cannot_call_models_and_inference_keys_cannot_manage(cli
     assert client.get("/v1/usage", headers=admin).status_code == 200, "management keys read usage"
 
 
-def test_expired_key_is_401(client, admin):
-    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
-    _, headers = new_key(client, admin, expires_at=past)
+def test_expired_key_is_401(app, client, admin):
+    soon = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()
+    created, headers = new_key(client, admin, expires_at=soon)
+    assert chat(client, headers).status_code == 200
+    with app.app_context():  # a minute later
+        from lunos.models import ApiKey
+        db.session.get(ApiKey, created["id"]).expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        db.session.commit()
     assert chat(client, headers).status_code == 401
+
+
+def test_expiry_in_the_past_is_400(client, admin):
+    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    response = client.post("/v1/keys", headers=admin, json={"expires_at": past})
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "expires_at"
+    created, _ = new_key(client, admin)
+    response = client.patch(f"/v1/keys/{created['id']}", headers=admin, json={"expires_at": past})
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "expires_at"
 
 
 def test_allowed_models_and_apps(client, admin, upstream):

@@ -16,7 +16,9 @@ def test_models_list_and_one(client, auth):
     assert claude["context_length"] == 200000 and claude["owned_by"] == "fake-anthropic"
     assert client.get("/v1/models/test/claude", headers=auth).get_json()["id"] == "test/claude"
     missing = client.get("/v1/models/nope/none", headers=auth)
-    assert missing.status_code == 404 and missing.get_json()["error"]["type"] == "not_found_error"
+    assert missing.status_code == 404
+    error = missing.get_json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "model_not_found", "model")
 
 
 def test_health_ready_version(client):
