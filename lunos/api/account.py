@@ -1,7 +1,7 @@
 """The caller's money: balance, credits, one generation's stats, the calling key."""
 from flask import Blueprint, current_app, g, jsonify, request
 
-from lunos.api.auth import require_key
+from lunos.api.auth import own_key_only, require_key
 from lunos.services import accounts, usage
 from lunos.money import usd
 
@@ -27,7 +27,7 @@ def credits():
 @bp.get("/generation")
 @require_key
 def generation():
-    return jsonify({"data": usage.generation(g.caller.account_id, request.args.get("id"))})
+    return jsonify({"data": usage.generation(g.caller.account_id, request.args.get("id"), own_key_only())})
 
 
 @bp.get("/key")

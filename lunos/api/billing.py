@@ -1,7 +1,7 @@
 """Billing through Stripe: top-ups, subscriptions, the portal, the subscription, webhooks."""
 from flask import Blueprint, current_app, g, jsonify, request
 
-from lunos.api.auth import require_key
+from lunos.api.auth import require_management
 from lunos.api.body import json_body
 from lunos.billing import checkout, webhooks
 from lunos.extensions import db
@@ -18,7 +18,7 @@ def _return_url(body):
 
 
 @bp.post("/checkout")
-@require_key
+@require_management("Billing")
 def start_checkout():
     body = json_body()
     return jsonify(checkout.start_topup(current_app.config, g.caller.account_id, body.get("amount_usd"),
@@ -26,7 +26,7 @@ def start_checkout():
 
 
 @bp.post("/subscribe")
-@require_key
+@require_management("Billing")
 def subscribe():
     body = json_body()
     return jsonify(checkout.start_subscription(current_app.config, current_gateway().plans, g.caller.account_id,
@@ -34,14 +34,14 @@ def subscribe():
 
 
 @bp.post("/portal")
-@require_key
+@require_management("Billing")
 def portal():
     body = request.get_json(force=True, silent=True) or {}
     return jsonify(checkout.start_portal(current_app.config, g.caller.account_id, _return_url(body)))
 
 
 @bp.get("/subscription")
-@require_key
+@require_management("Billing")
 def subscription():
     account = db.session.get(Account, g.caller.account_id)
     plans = current_gateway().plans
