@@ -128,12 +128,19 @@ def billing():
                            configured=bool(current_app.config["STRIPE_SECRET_KEY"]))
 
 
+def _public_url_for(endpoint: str) -> str:
+    """A page's absolute URL on LUNOS_PUBLIC_URL: never built from the request's Host header,
+    which the client chooses (and which would have Stripe send the user to that host)."""
+    path = url_for(endpoint)[len(request.script_root):]
+    return current_app.config["PUBLIC_URL"].rstrip("/") + path
+
+
 @bp.post("/billing/<action>")
 @signed_in
 def billing_action(action):
     """Buy credits, subscribe or open the portal: each sends the browser on to Stripe."""
     config = current_app.config
-    back = url_for("dashboard.billing", _external=True)
+    back = _public_url_for("dashboard.billing")
     try:
         if action == "checkout":
             session_ = checkout.start_topup(config, g.account.id, request.form.get("amount_usd"), back)

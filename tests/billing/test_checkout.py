@@ -53,10 +53,10 @@ def test_subscribe_refuses_unknown_or_unsold_plans(billing_client, manager, plan
 def test_portal_needs_a_customer(billing_client, manager, stripe_fake):
     assert billing_client.post("/v1/billing/portal", headers=manager).status_code == 404
     billing_client.post("/v1/billing/checkout", headers=manager, json={"amount_usd": 10})
-    response = billing_client.post("/v1/billing/portal", headers=manager, json={"return_url": "https://x.example/"})
+    response = billing_client.post("/v1/billing/portal", headers=manager, json={"return_url": "https://app.example/"})
     assert response.status_code == 200 and response.get_json()["url"].startswith("https://billing.stripe.test/")
     [sent] = stripe_fake.calls_to("/v1/billing_portal/sessions")
-    assert sent.form == {"customer": "cus_1", "return_url": "https://x.example/"}
+    assert sent.form == {"customer": "cus_1", "return_url": "https://app.example/"}
 
 
 def test_stripe_refusal_is_400_and_outage_is_502(billing_client, manager, stripe_fake):
