@@ -1,11 +1,11 @@
 """Dashboard pages: overview, apps, models, keys, billing. Thin: the services do the work."""
 from datetime import datetime, timedelta, timezone
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from lunos.billing import checkout
 from lunos.dashboard.charts import bar_chart
-from lunos.dashboard.session import check_csrf, csrf_token, sign_in, signed_in
+from lunos.dashboard.session import check_csrf, csrf_token, sign_in, sign_out, signed_in
 from lunos.errors import LunosError
 from lunos.gateway import current_gateway
 from lunos.models.api_key import INFERENCE, MANAGEMENT
@@ -15,9 +15,26 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="
                static_folder="static")
 
 
+# The pages load only their own stylesheet and run no script; forms post here, and the billing
+# forms' redirects go on to Stripe's Checkout and Portal.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+                           "form-action 'self' https://checkout.stripe.com https://billing.stripe.com; "
+                           "frame-ancestors 'none'")
+
+
 @bp.app_context_processor
 def _template_globals():
     return {"csrf_token": csrf_token}
+
+
+@bp.after_request
+def _security_headers(response):
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.endpoint != "dashboard.static":
+        response.headers["Cache-Control"] = "no-store"  # pages show balances, and a new key's secret once
+    return response
 
 
 def _window(days):
@@ -46,7 +63,7 @@ def login():
 @bp.post("/logout")
 @signed_in
 def logout():
-    session.clear()
+    sign_out()
     return redirect(url_for("dashboard.login"))
 
 
