@@ -9,7 +9,7 @@ from lunos.dashboard.session import check_csrf, csrf_token, sign_in, sign_out, s
 from lunos.errors import LunosError
 from lunos.gateway import current_gateway
 from lunos.models.api_key import INFERENCE, MANAGEMENT
-from lunos.services import accounts, analytics, keys
+from lunos.services import accounts, analytics, keys, throttle
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                static_folder="static")
@@ -51,12 +51,18 @@ def login():
     error = None
     if request.method == "POST":
         check_csrf()
+        address = request.remote_addr or "unknown"
+        try:
+            throttle.DASHBOARD_SIGN_IN.check(address)  # even the right key waits once locked
+        except LunosError as locked:  # RateLimited, or ServiceUnavailable when it cannot count
+            return render_template("login.html", error=locked.message), locked.status, locked.headers
         try:
             error = sign_in(request.form.get("key", ""))
         except LunosError as refused:
             error = refused.message
         if error is None:
             return redirect(url_for("dashboard.overview"))
+        throttle.DASHBOARD_SIGN_IN.failed(address)
     return render_template("login.html", error=error), 401 if error else 200
 
 
