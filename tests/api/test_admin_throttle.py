@@ -5,6 +5,7 @@ import os
 import pytest
 import redis
 import requests
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from lunos.extensions import limiter
 from lunos.services import throttle
@@ -83,6 +84,16 @@ def test_x_forwarded_for_is_not_trusted(admin_app):
         forged = {**WRONG, "X-Forwarded-For": f"192.0.2.{n}"}
         assert admin(client, forged).status_code == 401
     assert admin(client, {**RIGHT, "X-Forwarded-For": "192.0.2.99"}).status_code == 429
+
+
+def test_behind_proxy_fix_each_forwarded_client_has_its_own_count(admin_app):
+    """What the README tells an operator behind a proxy to do."""
+    admin_app.wsgi_app = ProxyFix(admin_app.wsgi_app, x_for=1)
+    client = admin_app.test_client()
+    for _ in range(10):
+        assert admin(client, {**WRONG, "X-Forwarded-For": "192.0.2.1"}).status_code == 401
+    assert admin(client, {**RIGHT, "X-Forwarded-For": "192.0.2.1"}).status_code == 429
+    assert admin(client, {**RIGHT, "X-Forwarded-For": "192.0.2.2"}).status_code == 200
 
 
 def test_the_count_holds_across_workers_on_redis(start_gunicorn, database_url):
