@@ -38,7 +38,7 @@ def create_account(name, credits_usd):
 @lunos_cli.command("create-key")
 @click.option("--account", "account_name", required=True, help="Name of the account the key belongs to.")
 @click.option("--name", "label", default="default", show_default=True, help="A label for the key.")
-@click.option("--management", is_flag=True, help="A management key: manages keys, reads usage, calls no model.")
+@click.option("--management", is_flag=True, help="A management key: manages keys, billing, apps and usage; calls no model.")
 def create_key(account_name, label, management):
     """Create an API key; the secret is printed alone on the last line, once."""
     try:

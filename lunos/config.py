@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from lunos.return_urls import ReturnUrls, parse_hosts, parse_public_url
+
 SHIPPED_CATALOG = Path(__file__).with_name("catalog.toml")
 SHIPPED_PLANS = Path(__file__).with_name("plans.toml")
 
@@ -94,7 +96,10 @@ SETTINGS = [
     Setting("STRIPE_API_BASE", str, "https://api.stripe.com", "Stripe API base (tests point it at a fake)"),
     Setting("TOPUP_MIN_USD", _positive(float), 5.0, "smallest credit top-up"),
     Setting("TOPUP_MAX_USD", _positive(float), 10000.0, "largest credit top-up"),
-    Setting("BILLING_RETURN_URL", str, "http://127.0.0.1:8000/", "where Checkout and the Portal send users back"),
+    Setting("PUBLIC_URL", parse_public_url, "http://127.0.0.1:8000",
+            "the gateway's base URL as browsers reach it; Stripe sends users back only there (or below)"),
+    Setting("BILLING_RETURN_HOSTS", parse_hosts, (), "other hosts (host or host:port) a billing return_url may name"),
+    Setting("BILLING_RETURN_URL", str, None, "where Checkout and the Portal send users back; default PUBLIC_URL/"),
     Setting("SPOOL_DIR", str, None, "where settlements wait while the database is away; default instance/"),
     Setting("HEARTBEAT_S", _positive(float), 15.0, "how often a worker proves its holds alive"),
     Setting("AUTO_MIGRATE", _bool, True, "migrate the schema when the development server starts"),
@@ -124,7 +129,29 @@ def load_settings(environ=None, overrides=None):
             raise ConfigError(f"LUNOS_{setting.name}={raw!r}: {exc}") from None
     for name in STRIPE_SETTINGS:  # Stripe's own variable names, unprefixed
         values[name] = overrides.get(name, environ.get(name) or None)
+    _check_return_urls(values)
     return values
+
+
+def _check_return_urls(values):
+    """The default billing return URL must be one Stripe may send users to (lunos/return_urls.py)."""
+    hosts = values["BILLING_RETURN_HOSTS"]
+    if isinstance(hosts, str):  # a test mapping may give the variable's text
+        try:
+            values["BILLING_RETURN_HOSTS"] = parse_hosts(hosts)
+        except ValueError as exc:
+            raise ConfigError(f"LUNOS_BILLING_RETURN_HOSTS={hosts!r}: {exc}") from None
+    try:
+        values["PUBLIC_URL"] = parse_public_url(values["PUBLIC_URL"])  # a test mapping's value too
+        allowed = ReturnUrls(values["PUBLIC_URL"], values["BILLING_RETURN_HOSTS"])
+    except ValueError as exc:
+        raise ConfigError(f"LUNOS_PUBLIC_URL={values['PUBLIC_URL']!r}: {exc}") from None
+    if values["BILLING_RETURN_URL"] is None:
+        values["BILLING_RETURN_URL"] = values["PUBLIC_URL"].rstrip("/") + "/"
+    try:
+        allowed.check(values["BILLING_RETURN_URL"])
+    except ValueError as exc:
+        raise ConfigError(f"LUNOS_BILLING_RETURN_URL={values['BILLING_RETURN_URL']!r}: {exc}") from None
 
 
 def database_uri(url, instance_path):

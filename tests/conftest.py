@@ -304,6 +304,15 @@ def auth(api_key):
     return {"Authorization": f"Bearer {api_key}"}
 
 
+@pytest.fixture
+def manager(app, account):
+    """Headers of a management key of the ``acme`` account (billing, apps, account-wide usage)."""
+    with app.app_context():
+        _key, secret = keys.create_key(db.session.get(Account, account), app.config["SECRET_KEY"], name="ops",
+                                       kind="management")
+    return {"Authorization": f"Bearer {secret}"}
+
+
 def set_plan(app, account_id, plan, **columns):
     with app.app_context():
         db.session.execute(sa.update(Account).where(Account.id == account_id).values(plan=plan, **columns))

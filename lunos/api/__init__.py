@@ -28,6 +28,7 @@ def register_blueprints(app):
     @app.after_request
     def _tag_response(response):
         response.headers["x-request-id"] = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
     cors.init_app(app)

@@ -1,7 +1,7 @@
 """The caller's money: balance, credits, one generation's stats, the calling key."""
 from flask import Blueprint, current_app, g, jsonify, request
 
-from lunos.api.auth import require_key
+from lunos.api.auth import own_key_only, require_key
 from lunos.errors import NotFound
 from lunos.services import accounts, usage
 from lunos.money import usd
@@ -33,7 +33,7 @@ def generation():
     generation_id = request.args.get("id")
     if generation_id and (len(generation_id) > MAX_GENERATION_ID_CHARS or "\x00" in generation_id):
         raise NotFound(f"No generation with id {generation_id[:MAX_GENERATION_ID_CHARS]!r}.", param="id")
-    return jsonify({"data": usage.generation(g.caller.account_id, generation_id)})
+    return jsonify({"data": usage.generation(g.caller.account_id, generation_id, own_key_only())})
 
 
 @bp.get("/key")

@@ -14,7 +14,7 @@ from lunos.extensions import db
 from lunos.gateway import current_gateway
 from lunos.models import Account, LedgerEntry
 from lunos.schemas import is_row_id, text
-from lunos.services import accounts
+from lunos.services import accounts, throttle
 from lunos.money import usd, usd_to_micros
 
 # A ledger row's source_ref is 255 characters: "admin:<account id>:<reference>" must fit.
@@ -30,8 +30,11 @@ def admin_only(view):
         token = current_app.config["ADMIN_TOKEN"]
         if not token:
             raise NotFound("The requested URL was not found on the server.")  # no admin API configured
+        address = request.remote_addr or "unknown"
+        throttle.ADMIN_TOKEN.check(address)  # 429 after too many failures, even for the right token
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            throttle.ADMIN_TOKEN.failed(address)
             raise AuthenticationFailed("Invalid admin token.")
         return view(*args, **kwargs)
     return wrapper

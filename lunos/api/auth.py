@@ -1,4 +1,7 @@
-"""API key authentication for the /v1 routes."""
+"""API key authentication for the /v1 routes, and what each kind of key may reach.
+
+The rule is in lunos/services/keys.py (``require_management``, ``confined_key_id``); routes say
+which side of it they are on with ``require_key``, ``require_management`` or ``own_key_only``."""
 import functools
 
 from flask import current_app, g, request
@@ -6,6 +9,7 @@ from flask import current_app, g, request
 from lunos.errors import InvalidRequest
 from lunos.gateway import current_gateway
 from lunos.schemas import APP_ID
+from lunos.services import keys
 from lunos.services.access import resolve_caller
 from lunos.services.keys import authenticate
 
@@ -44,3 +48,21 @@ def require_key(view):
                                   current_gateway().plans, current_app.config["PAST_DUE_GRACE_DAYS"])
         return view(*args, **kwargs)
     return wrapper
+
+
+def require_management(what: str):
+    """Decorator: the route is for management keys; an inference key gets 403 ``permission_error``
+    whose message starts with ``what`` ("Billing", "Apps", ...)."""
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            keys.require_management(g.key, what)
+            return view(*args, **kwargs)
+        return require_key(wrapper)
+    return decorate
+
+
+def own_key_only() -> int | None:
+    """Inside a route: the key id reads are confined to (an inference key's own), or None for a
+    management key, which reads the whole account."""
+    return keys.confined_key_id(g.key)

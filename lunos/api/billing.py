@@ -1,9 +1,11 @@
 """Billing through Stripe: top-ups, subscriptions, the portal, the subscription, webhooks."""
 from flask import Blueprint, current_app, g, jsonify, request
 
-from lunos.api.auth import require_key
+from lunos import return_urls
+from lunos.api.auth import require_management
 from lunos.api.body import json_body
 from lunos.billing import checkout, webhooks
+from lunos.errors import InvalidRequest
 from lunos.extensions import db
 from lunos.gateway import current_gateway
 from lunos.models import Account
@@ -12,13 +14,21 @@ bp = Blueprint("billing", __name__, url_prefix="/v1/billing")
 
 
 def _return_url(body):
+    """The request's return_url if Stripe may send users there (lunos/return_urls.py), else a 400;
+    LUNOS_BILLING_RETURN_URL when the request names none."""
     url = body.get("return_url") if isinstance(body, dict) else None
-    return url if isinstance(url, str) and url.startswith(("http://", "https://")) \
-        else current_app.config["BILLING_RETURN_URL"]
+    if url is None:
+        return current_app.config["BILLING_RETURN_URL"]
+    if not isinstance(url, str):
+        raise InvalidRequest("return_url must be a string: an http:// or https:// URL", param="return_url")
+    try:
+        return return_urls.from_config(current_app.config).check(url)
+    except ValueError as refused:
+        raise InvalidRequest(f"return_url {refused}", param="return_url") from None
 
 
 @bp.post("/checkout")
-@require_key
+@require_management("Billing")
 def start_checkout():
     body = json_body()
     return jsonify(checkout.start_topup(current_app.config, g.caller.account_id, body.get("amount_usd"),
@@ -26,7 +36,7 @@ def start_checkout():
 
 
 @bp.post("/subscribe")
-@require_key
+@require_management("Billing")
 def subscribe():
     body = json_body()
     return jsonify(checkout.start_subscription(current_app.config, current_gateway().plans, g.caller.account_id,
@@ -34,14 +44,14 @@ def subscribe():
 
 
 @bp.post("/portal")
-@require_key
+@require_management("Billing")
 def portal():
     body = request.get_json(force=True, silent=True) or {}
     return jsonify(checkout.start_portal(current_app.config, g.caller.account_id, _return_url(body)))
 
 
 @bp.get("/subscription")
-@require_key
+@require_management("Billing")
 def subscription():
     account = db.session.get(Account, g.caller.account_id)
     plans = current_gateway().plans

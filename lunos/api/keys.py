@@ -1,11 +1,10 @@
 """Key management with a management key: /v1/keys."""
 from flask import Blueprint, current_app, g, jsonify
 
-from lunos.api.auth import require_key
+from lunos.api.auth import require_management
 from lunos.api.body import json_body
 from lunos.extensions import db
 from lunos.models import Account
-from lunos.models.api_key import MANAGEMENT
 from lunos.schemas import load
 from lunos.schemas.keys import KeyCreate, KeyUpdate
 from lunos.services import keys
@@ -37,13 +36,7 @@ def describe(key):
             "usage_usd": usd(key_spend_micros(key.id))}
 
 
-def management(view):
-    """Management keys only (an inference key gets 403)."""
-    def wrapper(*args, **kwargs):
-        keys.require_kind(g.key, MANAGEMENT)
-        return view(*args, **kwargs)
-    wrapper.__name__ = view.__name__
-    return require_key(wrapper)
+management = require_management("Key management")  # an inference key gets 403
 
 
 @bp.post("")

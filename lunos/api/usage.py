@@ -1,10 +1,13 @@
-"""Usage analytics and apps for the caller's own account: /v1/usage, /v1/usage/events, /v1/apps."""
+"""Usage analytics and apps for the caller's own account: /v1/usage, /v1/usage/events, /v1/apps.
+
+A management key reads the whole account; an inference key only its own requests (see
+``own_key_only``); apps are for management keys."""
 import csv
 import io
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from lunos.api.auth import require_key
+from lunos.api.auth import own_key_only, require_key, require_management
 from lunos.api.body import json_object
 from lunos.errors import InvalidRequest, NotFound
 from lunos.schemas import APP_ID
@@ -19,7 +22,7 @@ CSV_COLUMNS = ("group", "name", "requests", "errors", "prompt_tokens", "completi
 @bp.get("/usage")
 @require_key
 def usage():
-    usage_filter = analytics.make_filter(g.caller.account_id, request.args)
+    usage_filter = analytics.confine_to_key(analytics.make_filter(g.caller.account_id, request.args), own_key_only())
     group_by = request.args.get("group_by", "day")
     rows = analytics.aggregate(usage_filter, group_by)
     if request.args.get("format") == "csv":
@@ -44,14 +47,14 @@ def usage_events():
         limit = 0
     if not 1 <= limit <= 1000:
         raise InvalidRequest("'limit' is a number from 1 to 1000", param="limit")
-    usage_filter = analytics.make_filter(g.caller.account_id, request.args)
+    usage_filter = analytics.confine_to_key(analytics.make_filter(g.caller.account_id, request.args), own_key_only())
     page, cursor = analytics.events(usage_filter, limit, request.args.get("cursor"))
     return jsonify({"object": "list", "data": [{**summary(e), "key_id": e.key_id} for e in page],
                     "next_cursor": cursor, "has_more": cursor is not None})
 
 
 @bp.get("/apps")
-@require_key
+@require_management("Apps")
 def list_apps():
     return jsonify({"object": "list", "data": analytics.apps(g.caller.account_id)})
 
@@ -63,13 +66,13 @@ def _valid_app_id(app_id):
 
 
 @bp.put("/apps/<app_id>")
-@require_key
+@require_management("Apps")
 def register_app(app_id):
     return jsonify(analytics.register_app(g.caller.account_id, _valid_app_id(app_id), json_object().get("name")))
 
 
 @bp.delete("/apps/<app_id>")
-@require_key
+@require_management("Apps")
 def unregister_app(app_id):
     if not analytics.unregister_app(g.caller.account_id, _valid_app_id(app_id)):
         raise NotFound(f"No registered app {app_id!r}.", param="app_id")

@@ -1,4 +1,11 @@
-"""Dashboard sign-in: a management key exchanged for a signed session cookie, and CSRF tokens."""
+"""Dashboard sign-in: a management key exchanged for a session, and CSRF tokens.
+
+The signed cookie carries a random session id and the CSRF token; the session itself is a
+``dashboard_sessions`` row. A row per browser (rather than a "sessions valid after" time per
+key) lets signing out end exactly that browser's session: others signed in with the same key,
+a colleague's or another device's, carry on. The row's expiry is checked on every page, so a
+cookie kept past it, or captured before sign-out, opens nothing.
+"""
 import functools
 import hashlib
 import hmac
@@ -6,16 +13,21 @@ import secrets
 from datetime import datetime, timezone
 
 from flask import abort, current_app, g, redirect, request, session, url_for
+from sqlalchemy import delete
 
 from lunos.extensions import db
-from lunos.models import Account, ApiKey
+from lunos.models import Account, ApiKey, DashboardSession
 from lunos.models.api_key import MANAGEMENT
 from lunos.services.keys import as_utc, authenticate
 
 
-def _fingerprint(key):
-    # Rotating or revoking the key ends its dashboard sessions.
-    return hashlib.sha256(key.secret_hash.encode()).hexdigest()[:32]
+def _row_id(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _current_row() -> DashboardSession | None:
+    session_id = session.get("sid")
+    return db.session.get(DashboardSession, _row_id(session_id)) if isinstance(session_id, str) else None
 
 
 def csrf_token():
@@ -30,26 +42,45 @@ def check_csrf():
         abort(400, "The form expired or did not come from this site: reload the page and try again.")
 
 
-def sign_in(secret):
+def sign_in(secret: str) -> str | None:
     """Start a session for a management key; returns None or the reason it was refused."""
     key = authenticate(secret.strip(), current_app.config["SECRET_KEY"])
     if key.kind != MANAGEMENT:
         return "Sign in with a management key (inference keys only call models)."
-    row = db.session.get(ApiKey, key.id)
-    session.clear()
+    now = datetime.now(timezone.utc)
+    replaced = _current_row()  # this browser's earlier session, if any, ends here
+    if replaced is not None:
+        db.session.delete(replaced)
+    db.session.execute(delete(DashboardSession).where(DashboardSession.expires_at <= now))  # keep the table small
+    session_id = secrets.token_urlsafe(32)
+    db.session.add(DashboardSession(id=_row_id(session_id), key_id=key.id,
+                                    expires_at=now + current_app.permanent_session_lifetime))
+    db.session.commit()
+    session.clear()  # a fresh id and CSRF token: nothing set before sign-in carries over
     session.permanent = True
-    session.update(key_id=row.id, fingerprint=_fingerprint(row), csrf=secrets.token_urlsafe(32))
+    session.update(sid=session_id, csrf=secrets.token_urlsafe(32))
     return None
 
 
+def sign_out() -> None:
+    """End this browser's session on the server, then forget the cookie."""
+    row = _current_row()
+    if row is not None:
+        db.session.delete(row)
+        db.session.commit()
+    session.clear()
+
+
 def signed_in(view):
-    """The page needs a live session: the key still exists, unrevoked, enabled, unexpired."""
+    """The page needs a live session (its row exists and has not expired) of a key that still
+    works: unrevoked, enabled, unexpired, a management key."""
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        key = db.session.get(ApiKey, session.get("key_id") or 0)
+        row = _current_row()
+        now = datetime.now(timezone.utc)
+        key = db.session.get(ApiKey, row.key_id) if row is not None and as_utc(row.expires_at) > now else None
         if (key is None or key.revoked_at or key.disabled or key.kind != MANAGEMENT
-                or session.get("fingerprint") != _fingerprint(key)
-                or (key.expires_at and as_utc(key.expires_at) <= datetime.now(timezone.utc))):
+                or (key.expires_at and as_utc(key.expires_at) <= now)):
             session.clear()
             return redirect(url_for("dashboard.login"))
         account = db.session.get(Account, key.account_id)

@@ -1,23 +1,40 @@
 """Dashboard pages: overview, apps, models, keys, billing. Thin: the services do the work."""
 from datetime import datetime, timedelta, timezone
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from lunos.billing import checkout
 from lunos.dashboard.charts import bar_chart
-from lunos.dashboard.session import check_csrf, csrf_token, sign_in, signed_in
+from lunos.dashboard.session import check_csrf, csrf_token, sign_in, sign_out, signed_in
 from lunos.errors import LunosError
 from lunos.gateway import current_gateway
 from lunos.models.api_key import INFERENCE, MANAGEMENT
-from lunos.services import accounts, analytics, keys
+from lunos.services import accounts, analytics, keys, throttle
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
                static_folder="static")
 
 
+# The pages load only their own stylesheet and run no script; forms post here, and the billing
+# forms' redirects go on to Stripe's Checkout and Portal.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+                           "form-action 'self' https://checkout.stripe.com https://billing.stripe.com; "
+                           "frame-ancestors 'none'")
+
+
 @bp.app_context_processor
 def _template_globals():
     return {"csrf_token": csrf_token}
+
+
+@bp.after_request
+def _security_headers(response):
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.endpoint != "dashboard.static":
+        response.headers["Cache-Control"] = "no-store"  # pages show balances, and a new key's secret once
+    return response
 
 
 def _window(days):
@@ -34,19 +51,25 @@ def login():
     error = None
     if request.method == "POST":
         check_csrf()
+        address = request.remote_addr or "unknown"
+        try:
+            throttle.DASHBOARD_SIGN_IN.check(address)  # even the right key waits once locked
+        except LunosError as locked:  # RateLimited, or ServiceUnavailable when it cannot count
+            return render_template("login.html", error=locked.message), locked.status, locked.headers
         try:
             error = sign_in(request.form.get("key", ""))
         except LunosError as refused:
             error = refused.message
         if error is None:
             return redirect(url_for("dashboard.overview"))
+        throttle.DASHBOARD_SIGN_IN.failed(address)
     return render_template("login.html", error=error), 401 if error else 200
 
 
 @bp.post("/logout")
 @signed_in
 def logout():
-    session.clear()
+    sign_out()
     return redirect(url_for("dashboard.login"))
 
 
@@ -128,12 +151,19 @@ def billing():
                            configured=bool(current_app.config["STRIPE_SECRET_KEY"]))
 
 
+def _public_url_for(endpoint: str) -> str:
+    """A page's absolute URL on LUNOS_PUBLIC_URL: never built from the request's Host header,
+    which the client chooses (and which would have Stripe send the user to that host)."""
+    path = url_for(endpoint)[len(request.script_root):]
+    return current_app.config["PUBLIC_URL"].rstrip("/") + path
+
+
 @bp.post("/billing/<action>")
 @signed_in
 def billing_action(action):
     """Buy credits, subscribe or open the portal: each sends the browser on to Stripe."""
     config = current_app.config
-    back = url_for("dashboard.billing", _external=True)
+    back = _public_url_for("dashboard.billing")
     try:
         if action == "checkout":
             session_ = checkout.start_topup(config, g.account.id, request.form.get("amount_usd"), back)

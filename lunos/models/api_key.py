@@ -17,7 +17,7 @@ class ApiKey(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     name: Mapped[str] = mapped_column(String(100), default="default")
-    # inference keys call models; management keys manage keys and read usage, and call no model.
+    # inference keys call models; management keys manage keys, billing, apps and usage, and call no model.
     kind: Mapped[str] = mapped_column(String(16), default=INFERENCE, server_default=INFERENCE)
     prefix: Mapped[str] = mapped_column(String(32))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)

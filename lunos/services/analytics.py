@@ -7,12 +7,12 @@ from usage_events on its (account_id, created_at) index.
 """
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, func, or_, select
 
-from lunos.errors import InvalidRequest
+from lunos.errors import InvalidRequest, PermissionDenied
 from lunos.extensions import db
 from lunos.models import ApiKey, App, UsageEvent, UsageHourly
 from lunos.money import usd
@@ -81,6 +81,18 @@ def make_filter(account_id: int, args, now: datetime | None = None) -> UsageFilt
     if key is not None and not (ROW_ID.fullmatch(key) and is_row_id(int(key))):
         raise InvalidRequest("'key' is a key id (a number)", param="key")
     return UsageFilter(account_id, start, end, app, model, int(key) if key is not None else None)
+
+
+def confine_to_key(usage_filter: UsageFilter, key_id: int | None) -> UsageFilter:
+    """The filter restricted to one key's requests (``key_id`` None: unrestricted). Without
+    ``key=`` the query silently becomes that key's; a ``key=`` naming another key is refused,
+    rather than answered with data that is not what was asked for."""
+    if key_id is None:
+        return usage_filter
+    if usage_filter.key is not None and usage_filter.key != key_id:
+        raise PermissionDenied("An inference key reads only its own usage: leave out 'key', or use a management "
+                               "key to read other keys' usage.", param="key")
+    return replace(usage_filter, key=key_id)
 
 
 def _bucket(group_by, dialect):

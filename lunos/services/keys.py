@@ -95,8 +95,27 @@ def authenticate(secret, server_secret):
 def require_kind(key, kind):
     if key.kind != kind:
         if kind == MANAGEMENT:
-            raise PermissionDenied("This endpoint needs a management key; this is an inference key.")
+            require_management(key)
         raise PermissionDenied("Management keys cannot call models: use an inference key.")
+
+
+# What a key may do besides calling models (inference keys only) and managing keys (management
+# keys only). One rule, applied by lunos/api/auth.py:
+#   billing (checkout, subscribe, portal, subscription), apps    management keys
+#   usage, usage events, generations                             management: the whole account;
+#                                                                inference: its own key's requests
+#   /v1/key, /v1/balance, /v1/credits                            either kind
+def require_management(key: KeyIdentity, what: str = "This endpoint") -> None:
+    """Refuse an inference key (403 permission_error) where only a management key may go."""
+    if key.kind != MANAGEMENT:
+        raise PermissionDenied(f"{what} needs a management key; this is an inference key, which calls models and "
+                               "reads only its own usage, generations, key and balance.")
+
+
+def confined_key_id(key: KeyIdentity) -> int | None:
+    """The key whose requests alone this key may read: its own for an inference key; None
+    (every key of the account) for a management key."""
+    return None if key.kind == MANAGEMENT else key.id
 
 
 def check_key_scope(key, models, app_id):

@@ -19,11 +19,12 @@ def summary(event):
             "latency_ms": event.latency_ms, "ttft_ms": event.ttft_ms}
 
 
-def generation(account_id, generation_id):
-    """One request's stats, by the id its answer carried; only the caller's own account."""
+def generation(account_id: int, generation_id: str | None, key_id: int | None = None) -> dict:
+    """One request's stats, by the id its answer carried; only the caller's own account, and
+    only ``key_id``'s requests when given (an inference key sees its own)."""
     event_id = (generation_id or "").removeprefix(COMPLETION_PREFIX)
     event = db.session.get(UsageEvent, event_id) if event_id else None
-    if event is None or event.account_id != account_id:
+    if event is None or event.account_id != account_id or (key_id is not None and event.key_id != key_id):
         raise NotFound(f"No generation with id {generation_id!r}.", param="id")
     return {**summary(event), "error": event.error, "cached_tokens": event.cached_tokens,
             "reasoning_tokens": event.reasoning_tokens, "usage_estimated": event.usage_estimated,

@@ -373,12 +373,12 @@ def test_unknown_generation_ids_are_404(client, auth):
 
 # --- /v1/apps ----------------------------------------------------------------------------------
 
-def test_bad_app_bodies_are_400(client, auth):
+def test_bad_app_bodies_are_400(client, manager):
     for body, param in [
         ([], None), ([{"name": "x"}], None), ({"name": 5}, "name"), ({"name": ["x"]}, "name"),
         ({"name": "a\x00b"}, "name"), ({"name": "x" * 201}, "name"), ({}, "name"),
     ]:
-        error_of(client.put("/v1/apps/shop", headers=auth, json=body), 400, param)
+        error_of(client.put("/v1/apps/shop", headers=manager, json=body), 400, param)
 
 
 # --- /admin ------------------------------------------------------------------------------------

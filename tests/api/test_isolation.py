@@ -18,12 +18,15 @@ def two_accounts(app, client, account):
         a = db.session.get(Account, account)
         _, a_secret = keys.create_key(a, app.config["SECRET_KEY"], name="key-of-a")
         a_key_id = keys.list_keys(account)[-1].id
+        _, a_manage = keys.create_key(a, app.config["SECRET_KEY"], name="a-ops", kind=MANAGEMENT)
         b = accounts.create_account("b-corp", 1_000_000)
         _, b_manage = keys.create_key(b, app.config["SECRET_KEY"], name="b-ops", kind=MANAGEMENT)
         _, b_infer = keys.create_key(b, app.config["SECRET_KEY"], name="b-app")
     a_auth = {"Authorization": f"Bearer {a_secret}"}
     answer = chat(client, {**a_auth, "X-App-ID": "app-of-a"}).get_json()
-    client.put("/v1/apps/app-of-a", headers=a_auth, json={"name": "A's app"})
+    registered = client.put("/v1/apps/app-of-a", headers={"Authorization": f"Bearer {a_manage}"},
+                            json={"name": "A's app"})
+    assert registered.status_code == 200, registered.get_json()
     return {"generation": answer["id"], "a_key_id": a_key_id, "b_manage": {"Authorization": f"Bearer {b_manage}"},
             "b_infer": {"Authorization": f"Bearer {b_infer}"}}
 

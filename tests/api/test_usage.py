@@ -21,10 +21,11 @@ def traffic(client, auth, upstream):
 
 
 @pytest.fixture
-def other_auth(app):
+def other_manager(app):
+    """A management key of another account: it reads all of that account, and nothing of acme's."""
     with app.app_context():
         other = accounts.create_account("other-co", 5_000_000)
-        _, secret = keys.create_key(other, app.config["SECRET_KEY"])
+        _, secret = keys.create_key(other, app.config["SECRET_KEY"], kind="management")
     return {"Authorization": f"Bearer {secret}"}
 
 
@@ -101,27 +102,27 @@ def test_events_page_with_a_cursor(client, auth, traffic):
     assert {e["status"] for e in apps_b} == {"ok", "upstream_error"}
 
 
-def test_apps_registered_and_seen(client, auth, traffic):
-    assert client.put("/v1/apps/app-a", headers=auth, json={"name": "Storefront"}).status_code == 200
-    assert client.put("/v1/apps/new-app", headers=auth, json={"name": "Not used yet"}).status_code == 200
-    listed = {a["app_id"]: a for a in client.get("/v1/apps", headers=auth).get_json()["data"]}
+def test_apps_registered_and_seen(client, manager, traffic):
+    assert client.put("/v1/apps/app-a", headers=manager, json={"name": "Storefront"}).status_code == 200
+    assert client.put("/v1/apps/new-app", headers=manager, json={"name": "Not used yet"}).status_code == 200
+    listed = {a["app_id"]: a for a in client.get("/v1/apps", headers=manager).get_json()["data"]}
     assert listed["app-a"] == {"app_id": "app-a", "name": "Storefront", "registered": True}
     assert listed["app-b"]["registered"] is False and listed["new-app"]["registered"] is True
-    assert by_group(client.get("/v1/usage?group_by=app", headers=auth))["app-a"]["name"] == "Storefront"
-    assert client.put("/v1/apps/bad id", headers=auth, json={"name": "x"}).status_code in (400, 404)
-    assert client.put("/v1/apps/app-a", headers=auth, json={"name": ""}).status_code == 400
-    assert client.delete("/v1/apps/new-app", headers=auth).status_code == 200
-    assert client.delete("/v1/apps/new-app", headers=auth).status_code == 404
+    assert by_group(client.get("/v1/usage?group_by=app", headers=manager))["app-a"]["name"] == "Storefront"
+    assert client.put("/v1/apps/bad id", headers=manager, json={"name": "x"}).status_code in (400, 404)
+    assert client.put("/v1/apps/app-a", headers=manager, json={"name": ""}).status_code == 400
+    assert client.delete("/v1/apps/new-app", headers=manager).status_code == 200
+    assert client.delete("/v1/apps/new-app", headers=manager).status_code == 404
 
 
-def test_accounts_never_see_each_other(client, auth, other_auth, traffic):
+def test_accounts_never_see_each_other(client, auth, manager, other_manager, traffic):
     answer = chat(client, {**auth, "X-App-ID": "secret-app"}).get_json()
-    client.put("/v1/apps/secret-app", headers=auth, json={"name": "Secret"})
-    assert client.get("/v1/usage?group_by=app", headers=other_auth).get_json()["data"] == []
-    assert client.get("/v1/usage/events", headers=other_auth).get_json()["data"] == []
-    assert client.get("/v1/apps", headers=other_auth).get_json()["data"] == []
-    assert client.get(f"/v1/generation?id={answer['id']}", headers=other_auth).status_code == 404
-    assert client.delete("/v1/apps/secret-app", headers=other_auth).status_code == 404
-    assert client.get("/v1/balance", headers=other_auth).get_json()["balance"] == 5.0
+    client.put("/v1/apps/secret-app", headers=manager, json={"name": "Secret"})
+    assert client.get("/v1/usage?group_by=app", headers=other_manager).get_json()["data"] == []
+    assert client.get("/v1/usage/events", headers=other_manager).get_json()["data"] == []
+    assert client.get("/v1/apps", headers=other_manager).get_json()["data"] == []
+    assert client.get(f"/v1/generation?id={answer['id']}", headers=other_manager).status_code == 404
+    assert client.delete("/v1/apps/secret-app", headers=other_manager).status_code == 404
+    assert client.get("/v1/balance", headers=other_manager).get_json()["balance"] == 5.0
     mine = {row["group"] for row in client.get("/v1/usage?group_by=app", headers=auth).get_json()["data"]}
     assert "secret-app" in mine

@@ -22,7 +22,8 @@ def stripe_fake():
 @pytest.fixture
 def stripe_settings(stripe_fake):
     return {"STRIPE_SECRET_KEY": "sk_test_lunos", "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "STRIPE_API_BASE": stripe_fake.url, "ADMIN_TOKEN": ADMIN_TOKEN}
+            "STRIPE_API_BASE": stripe_fake.url, "ADMIN_TOKEN": ADMIN_TOKEN,
+            "BILLING_RETURN_HOSTS": "app.example"}  # where the tests' own app takes users back
 
 
 @pytest.fixture

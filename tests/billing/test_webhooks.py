@@ -116,7 +116,7 @@ def test_stripe_down_is_a_502_so_stripe_retries(billing_app, billing_client, acc
     assert deliver(billing_client, payload).get_json()["outcome"] == "processed", "the retry applies it"
 
 
-def test_no_stripe_call_while_a_transaction_is_open(billing_app, billing_client, auth, account, customer,
+def test_no_stripe_call_while_a_transaction_is_open(billing_app, billing_client, manager, account, customer,
                                                     stripe_fake, database_url):
     """While Lunos waits for Stripe, the database can be written: no transaction of the request
     holds SQLite's write lock (on SQLite it would block every other write of the worker)."""
@@ -148,8 +148,8 @@ def test_no_stripe_call_while_a_transaction_is_open(billing_app, billing_client,
                     event("charge.dispute.created", dispute("dp_9", charge_id="ch_9", payment_intent=None))):
         assert deliver(billing_client, payload).status_code == 200, payload["type"]
     set_plan(billing_app, account, "pro", stripe_subscription_id=None, subscription_status=None)
-    assert billing_client.post("/v1/billing/checkout", headers=auth, json={"amount_usd": 10}).status_code == 200
-    assert billing_client.post("/v1/billing/portal", headers=auth).status_code == 200
+    assert billing_client.post("/v1/billing/checkout", headers=manager, json={"amount_usd": 10}).status_code == 200
+    assert billing_client.post("/v1/billing/portal", headers=manager).status_code == 200
     called = {call.path for call in stripe_fake.calls}
     assert {"/v1/subscriptions/sub_1", "/v1/invoice_payments", "/v1/refunds", "/v1/charges/ch_9",
             "/v1/checkout/sessions", "/v1/billing_portal/sessions"} <= called
