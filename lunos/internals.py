@@ -1,6 +1,6 @@
 """The private parts of libraries Lunos relies on, all here: no other module reads one.
 
-Each was kept because the benchmark shows it pays (bench/ab.py, figures in docs/benchmarks.md);
+Each was kept because the benchmark shows it pays (bench/ab.py, one run, variants alternating);
 each accessor says what it reads and why the public API does not do. ``self_check()`` runs when
 the app is built (``create_app``) and fails with ``InternalsMoved``, naming the library, its
 installed version and what moved, so an upgrade that breaks one stops the start instead of
