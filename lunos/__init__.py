@@ -1,6 +1,8 @@
 """Lunos: a self-hosted, OpenAI-compatible LLM API gateway."""
 import logging
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask
 from sqlalchemy.engine import make_url
@@ -17,9 +19,9 @@ def engine_options(uri, settings):
             "pool_recycle": 1800}
 
 
-def create_app(config=None):
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: embedded defaults, then LUNOS_* environment variables, then ``config``."""
-    from lunos import cli, config as settings_module
+    from lunos import cli, config as settings_module, internals
     from lunos.api import register_blueprints
     from lunos.errors import register_error_handlers
     from lunos.extensions import db, init_limiter, migrate
@@ -29,6 +31,7 @@ def create_app(config=None):
     from lunos.services.limits import MEMORY_STORAGE_URI
     from lunos import models  # noqa: F401  (registers the tables with db.metadata)
 
+    internals.self_check()  # a library upgrade that moved an internal fails here, naming it
     metering.check_table(models.UsageEvent.__table__)  # settlement writes every column
     app = Flask(__name__, instance_relative_config=True)
     app.json = JSONProvider(app)

@@ -1,23 +1,31 @@
 """gunicorn's logger, with each access-log atom computed when the log format reads it.
 
 The stock logger copies and escapes every request header, response header and WSGI environ
-entry on every request (a tenth of what a short stream costs the worker) to fill a format that
-reads nine of them. The atoms, their escaping and the "-" for what is missing are the stock ones,
-so any ``access_log_format`` prints the same line. Set in gunicorn.conf.py as ``logger_class``.
+entry on every request (about half of what writing its line costs) to fill a format that reads
+nine of them. The atoms, their escaping and the "-" for what is missing are the stock ones, so
+any ``access_log_format`` prints the same line. Set in gunicorn.conf.py as ``logger_class``.
+
+It overrides ``access``, the method gunicorn's workers call on their logger once per request
+(the interface a ``logger_class`` provides), and uses only the stock logger's public names.
 """
+import base64
+import binascii
 import os
+import traceback
 from collections.abc import Mapping
 
 from gunicorn.glogging import Logger
 
 
 class AccessLogger(Logger):
-    def atoms(self, resp, req, environ, request_time):
-        return _Atoms(self, resp, req, environ, request_time)
-
-    @staticmethod
-    def atoms_wrapper_class(atoms):
-        return atoms  # _Atoms escapes what it hands out
+    def access(self, resp, req, environ, request_time) -> None:
+        """Write the access line of one request, as the stock logger would."""
+        if not self.access_log_enabled:
+            return
+        try:
+            self.access_log.info(self.cfg.access_log_format, _Atoms(self, resp, req, environ, request_time))
+        except Exception:
+            self.error(traceback.format_exc())
 
 
 class _Atoms(Mapping):
@@ -61,6 +69,20 @@ def _last(headers, name):
     return found
 
 
+def _basic_user(environ):
+    """The user name of an ``Authorization: Basic`` header, as gunicorn's logger reads it."""
+    auth = environ.get("HTTP_AUTHORIZATION")
+    if not auth or not auth.lower().startswith("basic"):
+        return None
+    parts = auth.split(" ", 1)
+    if len(parts) != 2:
+        return None
+    try:
+        return base64.b64decode(parts[1].strip().encode("utf-8")).split(b":", 1)[0].decode("utf-8")
+    except (TypeError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
 def _status(atoms):
     status = atoms.resp.status
     return status.split(None, 1)[0] if isinstance(status, str) else status
@@ -74,7 +96,7 @@ def _sent(atoms):
 _ATOMS = {
     "h": lambda a: a.environ.get("REMOTE_ADDR", "-"),
     "l": lambda a: "-",
-    "u": lambda a: a.logger._get_user(a.environ) or "-",
+    "u": lambda a: _basic_user(a.environ) or "-",
     "t": lambda a: a.logger.now(),
     "r": lambda a: f"{a.environ['REQUEST_METHOD']} {a.environ['RAW_URI']} {a.environ['SERVER_PROTOCOL']}",
     "s": _status,

@@ -1,6 +1,7 @@
 """Extension objects, created unbound; create_app() binds them with init_app."""
 import sqlite3
 
+from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
@@ -25,18 +26,21 @@ migrate = Migrate(render_as_batch=True)  # SQLite alters tables by copying them
 limiter = Limiter(key_func=get_remote_address)
 
 
-def init_limiter(app):
-    """Bind the limiter, without its per-request hooks. Lunos counts requests itself, per key,
-    after authentication; the hooks would look for route limits there are none of, on every
-    request (a few percent of a request's time)."""
+def init_limiter(app: Flask) -> None:
+    """Bind the limiter: its storage and strategy count the per-key limits (services/limits.py).
+
+    Lunos counts requests itself, per key, after authentication, and declares no route limits.
+    Flask-Limiter 4.1 has no switch for its per-request hooks; its documented request filter
+    tells them every request is exempt, which halves what they cost (about 40 us a request on
+    the project machine, against 65 to 80 us without it). A route limit added with
+    ``@limiter.limit`` would be exempt too: narrow the filter first."""
     limiter.init_app(app)
-    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        hooks[None] = [hook for hook in hooks.get(None, []) if not _bound_to(hook, limiter)]
 
 
-def _bound_to(hook, owner):
-    # A bound method, or a functools.partial over one (Flask-Limiter registers both kinds).
-    return getattr(hook, "__self__", None) is owner or owner in getattr(hook, "args", ())
+@limiter.request_filter
+def _counted_by_lunos() -> bool:
+    return True
+
 
 # Every timestamp is stored with its time zone (UTC).
 Timestamp = DateTime(timezone=True)

@@ -1,5 +1,7 @@
 """The lazy access-log atoms print exactly what gunicorn's own logger prints."""
 import datetime
+import logging
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -16,10 +18,22 @@ FORMATS = [
 
 
 def line(logger_class, fmt, resp, req, environ):
-    logger = logger_class(Config())
+    """The line ``logger_class`` writes for one request, through ``access``, as workers call it."""
+    config = Config()
+    config.set("accesslog", os.devnull)
+    config.set("access_log_format", fmt)
+    logger = logger_class(config)
     logger.now = lambda: "[22/Nov/2026:05:00:00 +0000]"
-    atoms = logger.atoms_wrapper_class(logger.atoms(resp, req, environ, datetime.timedelta(seconds=1, microseconds=2345)))
-    return fmt % atoms
+    written = []
+    handler = logging.Handler()
+    handler.emit = lambda record: written.append(record.getMessage())
+    logger.access_log.addHandler(handler)
+    try:
+        logger.access(resp, req, environ, datetime.timedelta(seconds=1, microseconds=2345))
+    finally:
+        logger.access_log.removeHandler(handler)
+    [text] = written
+    return text
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -33,6 +47,16 @@ def test_lines_match_gunicorns_own(fmt, sent):
     resp = SimpleNamespace(status="200 OK", sent=sent,
                            headers=[("Content-Type", "text/event-stream"), ("x-request-id", "req-1")])
     assert line(AccessLogger, fmt, resp, req, environ) == line(Logger, fmt, resp, req, environ)
+
+
+@pytest.mark.parametrize("authorization", [None, "Basic dXNlcjpwdw==", "basic  dXNlcjpwdw== ", "Basic !!!",
+                                           "Basic", "Basic /w==", "Bearer sk-lunos-x"])
+def test_the_user_is_read_as_gunicorn_reads_it(authorization):
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/", "SERVER_PROTOCOL": "HTTP/1.1"}
+    if authorization is not None:
+        environ["HTTP_AUTHORIZATION"] = authorization
+    req, resp = SimpleNamespace(headers=[]), SimpleNamespace(status="200 OK", sent=1, headers=[])
+    assert line(AccessLogger, "%(u)s", resp, req, environ) == line(Logger, "%(u)s", resp, req, environ)
 
 
 def test_access_writes_the_line_through_logging(tmp_path):

@@ -1,13 +1,20 @@
 """The one pooled HTTP client every provider shares, and its mapping of failures."""
 import json
 import os
+import queue
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import suppress
 
+import gevent
 import orjson
 import requests
+from gevent import monkey
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity, get_environ_proxies
-from urllib3.exceptions import ProtocolError
+from urllib3.exceptions import ReadTimeoutError
 
 from lunos import __version__
 from lunos.providers.base import QUIET, ProviderError, parse_retry_after
@@ -121,122 +128,76 @@ def _reason(exc):
     return text if len(text) < 300 else text[:300] + "..."
 
 
-def iter_blocks(response, quiet_s, timeout_s):
-    """Yield the body of a streamed response in blocks as they arrive (whatever each read finds:
-    several events when they queued up), and QUIET after each ``quiet_s`` without a byte, so the
-    reader can send a keep-alive without a second greenlet. ``timeout_s`` of silence in all is
-    a TimeoutError.
+def iter_blocks(response: requests.Response, quiet_s: float, timeout_s: float) -> Iterator[bytes]:
+    """Yield the body of a streamed response in blocks as they arrive (reads that queued up
+    while the reader was busy go out joined), and QUIET after each ``quiet_s`` without a byte,
+    so the reader can send a keep-alive. ``timeout_s`` of silence in all is a TimeoutError.
 
-    The framing is undone here, on the buffered socket: urllib3 and http.client turn a socket
-    timeout into a dead response, and cost several calls per layer for each event.
-    """
-    raw = response.raw
-    source = getattr(raw, "_fp", None)  # http.client's response, under urllib3's
-    reader = getattr(source, "fp", None)
-    if reader is None or source.chunk_left is not None or response.headers.get("Content-Encoding"):
-        # A compressed body (Lunos asks for identity, but a proxy may compress it anyway), or one
-        # urllib3 has begun reading: urllib3 reads and decodes it, without quiet intervals.
-        yield from iter(lambda: raw.read1(65536, decode_content=True), b"")
-        return
-    wait_s = min(quiet_s, timeout_s)
-    raw.connection.sock.settimeout(wait_s)
-    blocks = _reads(reader, wait_s, timeout_s)
-    yield from _dechunk(blocks) if source.chunked else _sized(blocks, source.length)
-    if not source.will_close:  # read to its end: the connection goes back to the pool
-        source.close()
-        raw.release_conn()
+    urllib3's public ``read1`` reads (and undoes the framing and any compression) in a pump
+    greenlet, a thread when gevent has not patched the process: a socket timeout would leave
+    http.client's response unreadable after the first quiet interval. Measured against reading
+    the socket directly under http.client, the pump costs the gateway no more (bench/ab.py)."""
+    raw, blocks, ended = response.raw, queue.SimpleQueue(), []
 
-
-def _reads(reader, wait_s, timeout_s):
-    """Reads from ``reader``, a buffered socket whose timeout is ``wait_s``: bytes as they come
-    (b"" at the end), or QUIET for each ``wait_s`` without any."""
-    silent_s = 0.0
-    while True:
+    def pump():
         try:
-            data = reader.read1(65536)  # what is buffered, else one read from the socket
-        except TimeoutError:
-            # socket.SocketIO refuses to read after a timeout, lest a partial read be lost;
-            # read1 consumed nothing here, so reading on is safe.
-            reader.raw._timeout_occurred = False
-            silent_s += wait_s
-            if silent_s >= timeout_s:
-                raise
-            yield QUIET
-            continue
-        silent_s = 0.0
-        yield data
-
-
-def _dechunk(blocks):
-    """The data of a chunked body, from its raw ``blocks``; QUIET passes through."""
-    buffer, state, left = b"", "size", 0
-    for block in blocks:
-        if block is QUIET:
-            yield QUIET
-            continue
-        if not block:
-            if state == "trailer":
-                return  # some servers close instead of ending an empty trailer
-            raise ProtocolError("the upstream closed the connection inside a chunked body")
-        buffer += block
-        parts = []
-        while True:
-            if state == "size":
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > 1024:
-                        raise ProtocolError("invalid chunk size line")
-                    break
-                left = _chunk_size(buffer[:end])
-                buffer = buffer[end + 2:]
-                state = "data" if left else "trailer"
-            elif state == "data":
-                if not buffer:
-                    break
-                part, buffer = buffer[:left], buffer[left:]
-                parts.append(part)
-                left -= len(part)
-                if not left:
-                    state = "crlf"
-            elif state == "crlf":
-                if len(buffer) < 2:
-                    break
-                if buffer[:2] != b"\r\n":
-                    raise ProtocolError("a chunk did not end with CRLF")
-                buffer, state = buffer[2:], "size"
-            else:  # the trailer: fields, if any, then the empty line that ends the body
-                if buffer.startswith(b"\r\n") or b"\r\n\r\n" in buffer:
-                    if parts:
-                        yield b"".join(parts)
+            while True:
+                block = raw.read1(65536, decode_content=True)
+                if not block:
+                    ended.append(True)  # before the reader can see the end
+                blocks.put(block)
+                if not block:
                     return
-                break
-        if parts:
-            yield b"".join(parts)
+        except BaseException as exc:  # the reader raises it
+            ended.append(True)
+            blocks.put(exc)
 
-
-def _chunk_size(line):
+    pumping = _spawn(pump)
+    wait_s, silent_s, pending = min(quiet_s, timeout_s), 0.0, None
     try:
-        return int(line.split(b";", 1)[0], 16)
-    except ValueError:
-        raise ProtocolError(f"invalid chunk size: {line[:40]!r}") from None
+        while True:
+            if pending is None:
+                try:
+                    block = blocks.get(timeout=wait_s)
+                except queue.Empty:
+                    silent_s += wait_s
+                    if silent_s >= timeout_s:
+                        raise TimeoutError(f"the upstream sent nothing for {timeout_s:g} s") from None
+                    yield QUIET
+                    continue
+            else:
+                block, pending = pending, None
+            silent_s = 0.0
+            if isinstance(block, ReadTimeoutError):  # the socket's own timeout is timeout_s too
+                raise TimeoutError(f"the upstream sent nothing for {timeout_s:g} s") from None
+            if isinstance(block, BaseException):
+                raise block
+            if not block:
+                return
+            parts = [block]
+            while not blocks.empty():
+                more = blocks.get()
+                if isinstance(more, BaseException) or not more:
+                    pending = more
+                    break
+                parts.append(more)
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+    finally:
+        if not ended:
+            # Left mid-body (the client went away, or a timeout): wake the pump from its read,
+            # and let it leave the response before the caller closes it under it.
+            with suppress(OSError, AttributeError):
+                raw.connection.sock.shutdown(socket.SHUT_RDWR)
+            pumping.join(5)
 
 
-def _sized(blocks, length):
-    """A body of ``length`` bytes, or up to the end of the connection when None."""
-    for block in blocks:
-        if block is QUIET:
-            yield QUIET
-            continue
-        if not block:
-            if length:
-                raise ProtocolError("the upstream closed the connection before the end of the body")
-            return
-        if length is not None:
-            block = block[:length]
-            length -= len(block)
-        yield block
-        if length == 0:
-            return
+def _spawn(function):
+    """Run ``function`` beside the caller: a greenlet in a gevent worker, else a thread."""
+    if monkey.is_module_patched("socket"):
+        return gevent.spawn(function)
+    thread = threading.Thread(target=function, name="lunos-stream-pump", daemon=True)
+    thread.start()
+    return thread
 
 
 def iter_sse(response, quiet_s, timeout_s):

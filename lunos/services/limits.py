@@ -6,13 +6,14 @@ admitted while the window still has room (``test``, which counts nothing), and i
 counted when it ends.
 """
 import math
+import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
 
 import redis
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage
+from limits.storage import Storage
 
 from lunos.errors import RateLimited, ServiceUnavailable
 from lunos.extensions import limiter
@@ -21,21 +22,63 @@ STORAGE_ERRORS = (redis.RedisError, ConnectionError, OSError)
 MEMORY_STORAGE_URI = "lunos-memory://"
 
 
-class LazyMemoryStorage(MemoryStorage):
-    """limits' in-process storage, minus the timer it restarts on increments to sweep expired
-    counters: under gevent that costs a new thread every 10 ms and a trip through the event loop
-    on every request. A fixed window needs no sweep: ``get`` drops an expired counter when read,
-    and there are at most two counters per key."""
+class FixedWindowMemoryStorage(Storage):
+    """Per-process counters for limits' fixed-window strategy, built on limits' public Storage
+    interface and found by its scheme (``lunos-memory://``), as limits documents for custom
+    storages.
+
+    limits' own MemoryStorage restarts a sweep timer on increments: under gevent a new thread
+    every 10 ms and a trip through the event loop on every request. A fixed window needs no
+    sweep: an expired window is dropped when it is read, and a key has at most two (requests
+    and tokens)."""
 
     STORAGE_SCHEME = ["lunos-memory"]
 
-    def incr(self, key, expiry, amount=1):
-        self.get(key)
-        with self.locks[key]:
-            self.storage[key] += amount
-            if self.storage[key] == amount:
-                self.expirations[key] = time.time() + expiry
-        return self.storage[key]
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False,
+                 **options: float | str | bool) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self._windows: dict[str, list] = {}  # key -> [count, when it expires (time.time())]
+        self._lock = threading.Lock()  # an increment reads then writes; the dev server has threads
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return ValueError  # nothing here fails as a storage does; what limits' memory storage names
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now = time.time()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None or window[1] <= now:  # the first count of a window sets its end
+                window = self._windows[key] = [0, now + expiry]
+            window[0] += amount
+            return window[0]
+
+    def get(self, key: str) -> int:
+        window = self._windows.get(key)
+        if window is None:
+            return 0
+        if window[1] <= time.time():
+            with self._lock:  # unless an increment has just begun the next window
+                if self._windows.get(key) is window:
+                    del self._windows[key]
+            return 0
+        return window[0]
+
+    def get_expiry(self, key: str) -> float:
+        window = self._windows.get(key)
+        return time.time() if window is None else window[1]
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int:
+        with self._lock:
+            count = len(self._windows)
+            self._windows.clear()
+        return count
+
+    def clear(self, key: str) -> None:
+        self._windows.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -70,14 +113,14 @@ def _headers(windows):
     return headers
 
 
-def admit(key_id, quota: Quota) -> dict:
+def admit(key_id: int, quota: Quota) -> dict[str, str]:
     """Count one request against the key's limits and return the x-ratelimit-* headers (a pair
     of limits without a limit has none); raise RateLimited (429 with Retry-After) when a limit
     is spent.
 
     Four storage calls (Redis round trips) for an admitted request with both limits: the token
     count and its expiry, then the request counter's increment and its expiry; none without."""
-    identity, items, storage = _identity(key_id), quota.items, limiter.limiter.storage
+    identity, items, storage = _identity(key_id), quota.items, limiter.storage
     if not items:
         return {}
     requests_item, tokens_item = items.get("requests"), items.get("tokens")
@@ -107,7 +150,7 @@ def admit(key_id, quota: Quota) -> dict:
                       f"Try again in {headers['Retry-After']}s.", headers=headers)
 
 
-def consume_tokens(key_id, quota: Quota, tokens: int) -> None:
+def consume_tokens(key_id: int, quota: Quota, tokens: int) -> None:
     """Count a finished request's tokens. A storage failure here must not undo its billing."""
     item = quota.items.get("tokens")
     if tokens > 0 and item is not None:

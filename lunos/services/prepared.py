@@ -4,6 +4,9 @@ SQLAlchemy compiles each statement once per dialect, with its type conversions (
 result processors that turn datetimes into SQLite's text, JSON into strings and back). What this
 skips is SQLAlchemy's work per execution and the Session's per transaction, which on SQLite cost
 several times the statements themselves: a request looks up its key and runs two transactions.
+The order and the BindParameters of a compiled statement's parameters are SQLAlchemy internals,
+read in lunos/internals.py (checked at start-up); the type conversions are TypeEngine's public
+``dialect_impl(dialect).bind_processor``/``result_processor``, looked up once per statement.
 
 On PostgreSQL a round trip to the server costs more than most statements: a transaction runs
 in psycopg's pipeline mode, where a statement whose outcome is not read travels with the next
@@ -35,6 +38,8 @@ def retry_if_lost(call: Callable[[], T]) -> T:
             raise
     return call()
 
+from lunos.internals import bind_names, bind_parameter
+
 
 class Prepared:
     """A Core statement, compiled on first use for each dialect. An INSERT names ``columns``:
@@ -58,13 +63,16 @@ class _Form:
     def __init__(self, statement, dialect, columns):
         compiled = statement.compile(dialect=dialect, column_keys=columns)
         self.sql = compiled.string
-        positional = compiled.positiontup is not None
-        names = compiled.positiontup if positional else list(dict.fromkeys(compiled.bind_names.values()))
+        # The parameters' order and BindParameters are SQLAlchemy internals (lunos/internals.py).
+        positional, names = bind_names(compiled)
         # (name, processor, required, fixed value): a bind that is not looked up in the values,
         # such as the 0 in .values(spent_micros=0), carries its own. None is SQL NULL, JSON
         # columns included (SQLAlchemy would write JSON null there).
-        binds = [(name, compiled.binds[name].type._cached_bind_processor(dialect), compiled.binds[name].required,
-                  compiled.binds[name].effective_value) for name in names]
+        binds = []
+        for name in names:
+            bind = bind_parameter(compiled, name)
+            binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect), bind.required,
+                          bind.effective_value))
 
         def parameters(values):
             converted = []
@@ -74,7 +82,7 @@ class _Form:
             return tuple(converted) if positional else dict(zip(names, converted))
 
         self.parameters = parameters
-        processors = [column.type._cached_result_processor(dialect, None)
+        processors = [column.type.dialect_impl(dialect).result_processor(dialect, None)
                       for column in getattr(statement, "exported_columns", ())]
         self.results = processors if any(processors) else None
 

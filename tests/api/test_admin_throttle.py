@@ -28,8 +28,7 @@ def admin(client, headers, address=ATTACKER):
 def end_the_window(app, scope, address):
     """What the minute passing does: the window's counter expires (memory storage, as in tests)."""
     with app.app_context():
-        storage = limiter.limiter.storage
-        storage.expirations[throttle._FAILURES.key_for(scope, address)] = 0
+        limiter.storage.clear(throttle._FAILURES.key_for(scope, address))
 
 
 def test_ten_failures_then_429_even_for_the_right_token_until_the_window_passes(admin_app):

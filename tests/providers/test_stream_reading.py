@@ -1,5 +1,6 @@
-"""Reading a streamed upstream body off its socket: framing, quiet intervals, timeouts, reuse."""
+"""Reading a streamed upstream body: framing, quiet intervals, timeouts, reuse, leaving early."""
 import gzip
+import threading
 import time
 from http.server import BaseHTTPRequestHandler
 
@@ -100,3 +101,16 @@ def test_a_compressed_body_is_decoded(scripted):
     body = gzip.compress(b"data: {}\n\n" * 3)
     scripted.scripts = [[SSE + f"Content-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n", body]]
     assert data(read(UpstreamHTTP(4, 5), scripted)) == b"data: {}\n\n" * 3
+
+
+def test_a_stream_left_mid_body_stops_its_pump(scripted):
+    scripted.scripts, scripted.close_after = [[SSE + "Transfer-Encoding: chunked\r\n\r\n", "2\r\nab\r\n", 2.0,
+                                                "0\r\n\r\n"]], True
+    response = UpstreamHTTP(4, 5).post_json(f"{scripted.url}/v1", {}, headers={}, timeout_s=5, stream=True)
+    blocks = iter_blocks(response, 5.0, 5.0)
+    assert next(blocks) == b"ab"
+    started = time.monotonic()
+    blocks.close()  # the client went away: the pump is waiting on the socket
+    response.close()
+    assert time.monotonic() - started < 1.0
+    assert not [t for t in threading.enumerate() if t.name == "lunos-stream-pump"]
