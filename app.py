@@ -4,6 +4,7 @@ On first start it migrates the schema and, on an empty database, creates a ``dem
 whose key it writes to instance/demo-key. It serves through gevent, like production, so
 streaming behaves the same way.
 """
+
 from gevent import monkey
 
 monkey.patch_all()

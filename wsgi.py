@@ -3,6 +3,7 @@
 gevent patches the standard library before anything else is imported, so that psycopg,
 requests and the stream pumps all cooperate on one event loop. Do not use --preload.
 """
+
 from gevent import monkey
 
 monkey.patch_all()

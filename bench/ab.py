@@ -6,6 +6,7 @@ stack floor (bench/stack_floor.py) measured in every round beside them as the dr
 Every tree gets its own SQLite database, account and key. Rounds alternate the order of the
 variants (A B, then B A, ...), since a shared machine drifts within a run; every round is printed.
 """
+
 import argparse
 import os
 import subprocess
@@ -14,14 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import (BENCH, CATALOG, PLANS, answers, cpu_seconds, free_port, gunicorn_worker, listens, load,
-                 wait_ready)
+from run import BENCH, CATALOG, PLANS, answers, cpu_seconds, free_port, gunicorn_worker, listens, load, wait_ready
 
 
 def start(tree, env, args, log):
     with open(log, "wb") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args], cwd=tree,
-                                env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args],
+            cwd=tree,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def setup(tree, env):
@@ -29,10 +34,25 @@ def setup(tree, env):
     flask = [sys.executable, "-m", "flask", "--app", "app"]
     subprocess.run([*flask, "db", "upgrade"], cwd=tree, env=env, check=True, capture_output=True)
     account = f"bench-{int(time.time())}"
-    subprocess.run([*flask, "lunos", "create-account", account, "--credits", "1000000"], cwd=tree, env=env,
-                   check=True, capture_output=True)
-    return subprocess.run([*flask, "lunos", "create-key", "--account", account], cwd=tree, env=env, check=True,
-                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    subprocess.run(
+        [*flask, "lunos", "create-account", account, "--credits", "1000000"],
+        cwd=tree,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return (
+        subprocess.run(
+            [*flask, "lunos", "create-key", "--account", account],
+            cwd=tree,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
 
 
 def measure(port, pid, key, seconds, streams):
@@ -59,9 +79,15 @@ def main():
     up_port = free_port()
     (tmp / "catalog.toml").write_text(CATALOG.format(port=up_port))
     (tmp / "plans.toml").write_text(PLANS)
-    base = {**os.environ, "LUNOS_CATALOG": str(tmp / "catalog.toml"), "LUNOS_PLANS": str(tmp / "plans.toml"),
-            "LUNOS_SECRET_KEY": "bench-secret", "LUNOS_WORKERS": "1", "LUNOS_LOG_LEVEL": "WARNING",
-            "LUNOS_AUTO_MIGRATE": "false"}
+    base = {
+        **os.environ,
+        "LUNOS_CATALOG": str(tmp / "catalog.toml"),
+        "LUNOS_PLANS": str(tmp / "plans.toml"),
+        "LUNOS_SECRET_KEY": "bench-secret",
+        "LUNOS_WORKERS": "1",
+        "LUNOS_LOG_LEVEL": "WARNING",
+        "LUNOS_AUTO_MIGRATE": "false",
+    }
     processes, servers = [], []
     try:
         upstream = subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), str(up_port)])
@@ -70,8 +96,12 @@ def main():
         servers.append(("direct", up_port, upstream.pid, "none"))
         if not args.no_stack:
             port = free_port()
-            env = {**base, "LUNOS_DATABASE_URL": f"sqlite:///{tmp}/stack.db", "LUNOS_BIND": f"127.0.0.1:{port}",
-                   "LUNOS_STACK_FLOOR_UPSTREAM": f"http://127.0.0.1:{up_port}/v1/chat/completions"}
+            env = {
+                **base,
+                "LUNOS_DATABASE_URL": f"sqlite:///{tmp}/stack.db",
+                "LUNOS_BIND": f"127.0.0.1:{port}",
+                "LUNOS_STACK_FLOOR_UPSTREAM": f"http://127.0.0.1:{up_port}/v1/chat/completions",
+            }
             stack = start(BENCH.parent, env, ["--pythonpath", "bench", "stack_floor:app"], tmp / "stack.log")
             processes.append(stack)
             wait_ready(listens(port), "bench/stack_floor.py", tmp / "stack.log")
@@ -84,22 +114,26 @@ def main():
             processes.append(gateway)
             wait_ready(answers(f"http://127.0.0.1:{port}/readyz"), name, tmp / f"{name}.log")
             servers.append((name, port, gunicorn_worker(gateway.pid), key))
-        for name, port, pid, key in servers:  # warm up, as a server that has been up
+        for _name, port, _pid, key in servers:  # warm up, as a server that has been up
             load("throughput", "--port", port, "--key", key, "--connections", 16, "--seconds", 2)
             load("streams", "--port", port, "--key", key, "--count", args.streams)
-        print(f"{'round':>5} {'server':>10} {'req/s':>8} {'p50 ms':>8} {'added':>7} {'fail':>5} "
-              f"{'total p50':>10} {'ratio':>6} {'cpu s':>6}", flush=True)
+        print(
+            f"{'round':>5} {'server':>10} {'req/s':>8} {'p50 ms':>8} {'added':>7} {'fail':>5} "
+            f"{'total p50':>10} {'ratio':>6} {'cpu s':>6}",
+            flush=True,
+        )
         for number in range(args.rounds):
             ordered = servers[:1] + (servers[1:] if number % 2 == 0 else servers[1:][::-1])
-            results = {name: measure(port, pid, key, args.seconds, args.streams)
-                       for name, port, pid, key in ordered}
+            results = {name: measure(port, pid, key, args.seconds, args.streams) for name, port, pid, key in ordered}
             direct = results["direct"]
             for name, *_ in servers:
                 r, s = results[name], results[name]["streams"]
-                print(f"{number + 1:>5} {name:>10} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} "
-                      f"{r['p50_ms'] - direct['p50_ms']:>+7.2f} {s['failures']:>5} {s['total_p50_ms']:>10.0f} "
-                      f"{s['total_p50_ms'] / direct['streams']['total_p50_ms']:>5.2f}x {s['cpu_s']:>6.2f}",
-                      flush=True)
+                print(
+                    f"{number + 1:>5} {name:>10} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} "
+                    f"{r['p50_ms'] - direct['p50_ms']:>+7.2f} {s['failures']:>5} {s['total_p50_ms']:>10.0f} "
+                    f"{s['total_p50_ms'] / direct['streams']['total_p50_ms']:>5.2f}x {s['cpu_s']:>6.2f}",
+                    flush=True,
+                )
     finally:
         for process in processes:
             process.terminate()

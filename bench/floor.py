@@ -4,6 +4,7 @@ No framework, no parsing: each request's body is forwarded to the upstream over 
 connection and the chunked answer is passed back byte for byte. bench/run.py --floor measures
 the streams through it, for scale: what one gevent process costs per relayed event here.
 """
+
 from gevent import monkey
 
 monkey.patch_all()
@@ -14,8 +15,10 @@ import sys  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 UPSTREAM = ("127.0.0.1", int(sys.argv[2]))
-HEAD = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: upstream\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n")
+HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: upstream\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n"
+)
 pool = []
 
 
@@ -42,8 +45,14 @@ def handle(client, _address):
         head, rest = read_head(client, buffer)
         if head is None:
             return
-        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
+        length = next(
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
         while len(rest) < length:
             rest += client.recv(65536)
         body, buffer = rest[:length], rest[length:]

@@ -2,6 +2,7 @@
 
 Prints one JSON object with the figures of one scenario; bench/run.py drives it.
 """
+
 from gevent import monkey
 
 monkey.patch_all()
@@ -16,8 +17,10 @@ import gevent  # noqa: E402
 
 def request_bytes(port, path, key, body):
     data = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {key}\r\nContent-Length: {len(data)}\r\n\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
     return head.encode() + data
 
 
@@ -79,13 +82,19 @@ def throughput(port, path, key, connections, seconds):
     started = time.monotonic()
     gevent.joinall([gevent.spawn(worker, i) for i in range(connections)], raise_error=True)
     elapsed = time.monotonic() - started
-    return {"requests": sum(counts), "errors": errors[0], "rps": sum(counts) / elapsed,
-            "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
+    return {
+        "requests": sum(counts),
+        "errors": errors[0],
+        "rps": sum(counts) / elapsed,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+    }
 
 
 def streams(port, path, key, count):
-    payload = request_bytes(port, path, key, {"model": "bench", "stream": True,
-                                              "messages": [{"role": "user", "content": "hi"}]})
+    payload = request_bytes(
+        port, path, key, {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    )
     ttft, totals, failures = [], [], []
 
     def one():
@@ -95,6 +104,7 @@ def streams(port, path, key, count):
         def seen(body):
             if not first and b'"content":"word' in body.replace(b" ", b""):
                 first.append(time.perf_counter() - started)
+
         try:
             sock = socket.create_connection(("127.0.0.1", port), timeout=60)
             sock.sendall(payload)
@@ -109,9 +119,15 @@ def streams(port, path, key, count):
             failures.append(str(exc))
 
     gevent.joinall([gevent.spawn(one) for _ in range(count)])
-    return {"streams": count, "failures": len(failures), "failure_kinds": sorted(set(failures))[:5],
-            "ttft_p50_ms": (percentile(ttft, 50) or 0) * 1000, "ttft_p99_ms": (percentile(ttft, 99) or 0) * 1000,
-            "total_p50_ms": (percentile(totals, 50) or 0) * 1000, "total_p99_ms": (percentile(totals, 99) or 0) * 1000}
+    return {
+        "streams": count,
+        "failures": len(failures),
+        "failure_kinds": sorted(set(failures))[:5],
+        "ttft_p50_ms": (percentile(ttft, 50) or 0) * 1000,
+        "ttft_p99_ms": (percentile(ttft, 99) or 0) * 1000,
+        "total_p50_ms": (percentile(totals, 50) or 0) * 1000,
+        "total_p99_ms": (percentile(totals, 99) or 0) * 1000,
+    }
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ time the serving process spent on them (Linux). With --floor, for scale: the sam
 bench/stack_floor.py (the gunicorn settings, Flask and requests relaying, with no Lunos code), and
 the streams through bench/floor.py (a relay with no framework at all).
 """
+
 import argparse
 import json
 import os
@@ -114,13 +115,19 @@ def streams(port, pid, key, count):
 def gunicorn(args, env, log):
     """gunicorn with Lunos's settings (one gevent worker here), its output in ``log``."""
     with open(log, "wb") as log_file:  # the access log goes here too, as in production
-        return subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args], cwd=ROOT,
-                                env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def load(*args):
-    output = subprocess.run([sys.executable, str(BENCH / "load.py"), *map(str, args)], check=True,
-                            capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [sys.executable, str(BENCH / "load.py"), *map(str, args)], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(output)
 
 
@@ -137,24 +144,49 @@ def main():
     up_port, gw_port = free_port(), free_port()
     (tmp / "catalog.toml").write_text(CATALOG.format(port=up_port))
     (tmp / "plans.toml").write_text(PLANS)
-    env = {**os.environ, "LUNOS_DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.db",
-           "LUNOS_CATALOG": str(tmp / "catalog.toml"), "LUNOS_PLANS": str(tmp / "plans.toml"),
-           "LUNOS_SECRET_KEY": "bench-secret",
-           "LUNOS_WORKERS": "1", "LUNOS_BIND": f"127.0.0.1:{gw_port}", "LUNOS_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "LUNOS_DATABASE_URL": args.database_url or f"sqlite:///{tmp}/bench.db",
+        "LUNOS_CATALOG": str(tmp / "catalog.toml"),
+        "LUNOS_PLANS": str(tmp / "plans.toml"),
+        "LUNOS_SECRET_KEY": "bench-secret",
+        "LUNOS_WORKERS": "1",
+        "LUNOS_BIND": f"127.0.0.1:{gw_port}",
+        "LUNOS_LOG_LEVEL": "WARNING",
+    }
     if args.redis_url:
         env["LUNOS_REDIS_URL"] = args.redis_url
     processes = []
     try:
         upstream = subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), str(up_port)])
         processes.append(upstream)
-        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=ROOT, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         account = f"bench-{int(time.time())}"
-        subprocess.run([sys.executable, "-m", "flask", "--app", "app", "lunos", "create-account", account,
-                        "--credits", "1000000"], cwd=ROOT, env=env, check=True, capture_output=True)
-        key = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "lunos", "create-key", "--account",
-                              account], cwd=ROOT, env=env, check=True, capture_output=True,
-                             text=True).stdout.strip().splitlines()[-1]
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "app", "lunos", "create-account", account, "--credits", "1000000"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        key = (
+            subprocess.run(
+                [sys.executable, "-m", "flask", "--app", "app", "lunos", "create-key", "--account", account],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         log = tmp / "gunicorn.log"
         gateway = gunicorn(["wsgi:app"], {**env, "LUNOS_AUTO_MIGRATE": "false"}, log)
         processes.append(gateway)
@@ -167,10 +199,16 @@ def main():
             processes.append(floor)
             wait_ready(listens(floor_port), "bench/floor.py")
             stack_log = tmp / "stack_floor.log"
-            stack = gunicorn(["--pythonpath", "bench", "stack_floor:app"],
-                             {**env, "LUNOS_AUTO_MIGRATE": "false", "LUNOS_BIND": f"127.0.0.1:{stack_port}",
-                              "LUNOS_STACK_FLOOR_UPSTREAM": f"http://127.0.0.1:{up_port}/v1/chat/completions"},
-                             stack_log)
+            stack = gunicorn(
+                ["--pythonpath", "bench", "stack_floor:app"],
+                {
+                    **env,
+                    "LUNOS_AUTO_MIGRATE": "false",
+                    "LUNOS_BIND": f"127.0.0.1:{stack_port}",
+                    "LUNOS_STACK_FLOOR_UPSTREAM": f"http://127.0.0.1:{up_port}/v1/chat/completions",
+                },
+                stack_log,
+            )
             processes.append(stack)
             wait_ready(listens(stack_port), "bench/stack_floor.py", stack_log)
             servers.insert(1, ("stack", stack_port, gunicorn_worker(stack.pid)))
@@ -181,10 +219,12 @@ def main():
             load("throughput", "--port", port, "--key", key, "--connections", 16, "--seconds", 2)
             load("streams", "--port", port, "--key", key, "--count", args.streams)
             results[name] = {
-                "throughput": load("throughput", "--port", port, "--key", key, "--connections", 16,
-                                   "--seconds", args.seconds),
-                "latency": load("throughput", "--port", port, "--key", key, "--connections", 1,
-                                "--seconds", args.seconds / 2),
+                "throughput": load(
+                    "throughput", "--port", port, "--key", key, "--connections", 16, "--seconds", args.seconds
+                ),
+                "latency": load(
+                    "throughput", "--port", port, "--key", key, "--connections", 1, "--seconds", args.seconds / 2
+                ),
                 "streams": streams(port, pid, key, args.streams),
             }
         if args.floor:
@@ -202,8 +242,10 @@ def report(results, args):
     d, g = results["direct"], results["gateway"]
     names = [name for name in ("direct", "stack", "gateway") if name in results]
     backend = "PostgreSQL" if args.database_url and "postgres" in args.database_url else "SQLite"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"database: {backend}; redis: {'yes' if args.redis_url else 'no'}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"database: {backend}; redis: {'yes' if args.redis_url else 'no'}"
+    )
     print(f"{'':34}" + "".join(f"{name:>10}{'ratio' if name != 'direct' else '':>7}" for name in names))
     rows = [
         ("requests/s, 16 connections", "throughput", "rps"),
@@ -226,8 +268,10 @@ def report(results, args):
         print(f"added p50 latency, {name}: {results[name]['latency']['p50_ms'] - d['latency']['p50_ms']:.2f} ms")
     if "floor" in results:
         f = results["floor"]["streams"]
-        print(f"streams through bench/floor.py: failures {f['failures']}, total p50 {f['total_p50_ms']:.1f} ms "
-              f"({f['total_p50_ms'] / d['streams']['total_p50_ms']:.2f}x direct), CPU {f['cpu_s']:.2f} s")
+        print(
+            f"streams through bench/floor.py: failures {f['failures']}, total p50 {f['total_p50_ms']:.1f} ms "
+            f"({f['total_p50_ms'] / d['streams']['total_p50_ms']:.2f}x direct), CPU {f['cpu_s']:.2f} s"
+        )
     if g["streams"]["failure_kinds"]:
         print("gateway stream failures:", g["streams"]["failure_kinds"])
     out = ROOT / "bench" / "results"

@@ -8,6 +8,7 @@ comes back unread: a JSON body whole, a stream chunk by chunk as it arrives. No 
 validation, no metering, no SSE parsing. bench/run.py --floor measures it beside the gateway:
 what the chosen stack costs before Lunos does anything.
 """
+
 from gevent import monkey
 
 monkey.patch_all()
@@ -25,8 +26,9 @@ app = Flask(__name__)
 
 @app.post("/v1/chat/completions")
 def relay():
-    upstream = session.post(UPSTREAM, data=request.get_data(), stream=True,
-                            headers={"Content-Type": "application/json"})
+    upstream = session.post(
+        UPSTREAM, data=request.get_data(), stream=True, headers={"Content-Type": "application/json"}
+    )
     if upstream.headers.get("Transfer-Encoding") != "chunked":
         return Response(upstream.content, upstream.status_code, content_type="application/json")
 

@@ -3,6 +3,7 @@
 Non-streaming requests get a small chat.completion at once; streaming requests get CHUNKS
 content chunks, CHUNK_DELAY_S apart, then usage and [DONE].
 """
+
 from gevent import monkey
 
 monkey.patch_all()
@@ -17,9 +18,16 @@ from gevent.pywsgi import WSGIServer  # noqa: E402
 CHUNKS = 20
 CHUNK_DELAY_S = 0.05
 USAGE = {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS}
-ANSWER = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "bench",
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": "fixed answer"},
-                                  "finish_reason": "stop"}], "usage": USAGE}).encode()
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "bench",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fixed answer"}, "finish_reason": "stop"}],
+        "usage": USAGE,
+    }
+).encode()
 
 
 def event(payload):
@@ -28,8 +36,9 @@ def event(payload):
 
 def stream():
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench"}
-    yield event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                      "finish_reason": None}]})
+    yield event(
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    )
     for i in range(CHUNKS):
         gevent.sleep(CHUNK_DELAY_S)
         yield event({**base, "choices": [{"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}]})

@@ -1,4 +1,5 @@
 """Lunos: a self-hosted, OpenAI-compatible LLM API gateway."""
+
 import logging
 import os
 from collections.abc import Mapping
@@ -15,13 +16,17 @@ def engine_options(uri, settings):
     url = make_url(uri)
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         return {}
-    return {"pool_size": settings["DB_POOL_SIZE"], "max_overflow": settings["DB_POOL_OVERFLOW"],
-            "pool_recycle": 1800}
+    return {"pool_size": settings["DB_POOL_SIZE"], "max_overflow": settings["DB_POOL_OVERFLOW"], "pool_recycle": 1800}
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: embedded defaults, then LUNOS_* environment variables, then ``config``."""
-    from lunos import cli, config as settings_module, internals
+    from lunos import (
+        cli,
+        internals,
+        models,
+    )
+    from lunos import config as settings_module
     from lunos.api import register_blueprints
     from lunos.errors import register_error_handlers
     from lunos.extensions import db, init_limiter, migrate
@@ -29,7 +34,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from lunos.jsonio import JSONProvider
     from lunos.services import credits, metered, metering, pending
     from lunos.services.limits import MEMORY_STORAGE_URI
-    from lunos import models  # noqa: F401  (registers the tables with db.metadata)
 
     internals.self_check()  # a library upgrade that moved an internal fails here, naming it
     metering.check_table(models.UsageEvent.__table__)  # settlement writes every column
@@ -47,14 +51,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings["MAX_BODY_BYTES"],
         # The dashboard's session cookie: never readable by scripts, not sent cross-site, and
         # Secure when LUNOS_COOKIE_SECURE says the gateway is served over TLS.
-        SESSION_COOKIE_NAME="lunos_session", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings["COOKIE_SECURE"], PERMANENT_SESSION_LIFETIME=12 * 3600,
+        SESSION_COOKIE_NAME="lunos_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings["COOKIE_SECURE"],
+        PERMANENT_SESSION_LIFETIME=12 * 3600,
         RATELIMIT_STORAGE_URI=settings["REDIS_URL"] or MEMORY_STORAGE_URI,
         RATELIMIT_STRATEGY="fixed-window",
         RATELIMIT_HEADERS_ENABLED=False,  # lunos sets the OpenAI-style x-ratelimit-* headers itself
     )
-    logging.basicConfig(level=settings["LOG_LEVEL"].upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings["LOG_LEVEL"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         os.makedirs(app.instance_path, exist_ok=True)
 

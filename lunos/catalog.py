@@ -5,6 +5,7 @@ A model names one ``provider`` (one endpoint, its fields at the model's level) o
 ``[[models.endpoints]]``. A bad catalog stops start-up with a message naming the file, the
 model, the endpoint and the problem.
 """
+
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -27,6 +28,7 @@ class CatalogError(Exception):
 @dataclass(frozen=True)
 class Endpoint:
     """One place a model is served: a provider, its name for the model there, its prices."""
+
     model_id: str
     provider: str
     upstream_model: str
@@ -132,14 +134,20 @@ def _prices(table, where, output_default=None):
     if "long_context" in table:
         long_context = _require(table, "long_context", dict, where)
         at = f"{where} long_context"
-        tier = Tier(above_tokens=_positive(long_context, "above_tokens", at),
-                    input=_price(long_context, "input_usd_per_mtok", at),
-                    output=_price(long_context, "output_usd_per_mtok", at))
-    return Prices(input=input_price, output=_price(table, "output_usd_per_mtok", where, default=output_default),
-                  cache_read=_price(table, "cached_input_usd_per_mtok", where, default=float(input_price)),
-                  cache_write=cache_write,
-                  cache_write_1h=_price(table, "cache_write_1h_usd_per_mtok", where, default=float(cache_write)),
-                  request=_price(table, "request_usd", where, default=0.0), long_context=tier)
+        tier = Tier(
+            above_tokens=_positive(long_context, "above_tokens", at),
+            input=_price(long_context, "input_usd_per_mtok", at),
+            output=_price(long_context, "output_usd_per_mtok", at),
+        )
+    return Prices(
+        input=input_price,
+        output=_price(table, "output_usd_per_mtok", where, default=output_default),
+        cache_read=_price(table, "cached_input_usd_per_mtok", where, default=float(input_price)),
+        cache_write=cache_write,
+        cache_write_1h=_price(table, "cache_write_1h_usd_per_mtok", where, default=float(cache_write)),
+        request=_price(table, "request_usd", where, default=0.0),
+        long_context=tier,
+    )
 
 
 def _endpoint(table, model_id, providers, where, context_length, max_output_tokens, default_upstream):
@@ -158,14 +166,21 @@ def _endpoint(table, model_id, providers, where, context_length, max_output_toke
     if data_collection not in DATA_COLLECTION:
         raise CatalogError(f"{where}: 'data_collection' must be 'allow' or 'deny', got {data_collection!r}")
     return Endpoint(
-        model_id=model_id, provider=provider,
+        model_id=model_id,
+        provider=provider,
         upstream_model=_require(table, "upstream_model", str, where, default=default_upstream),
         prices=_prices(table, where, output_default=None if max_output_tokens else 0.0),
         context_length=min(_positive(table, "context_length", where, default=context_length), context_length),
-        max_output_tokens=min(_positive(table, "max_output_tokens", where, default=max_output_tokens),
-                              max_output_tokens) if max_output_tokens else 0,  # an embedding model's: none
-        weight=weight, supports=frozenset(supports), data_collection=data_collection,
-        zdr=_require(table, "zdr", bool, where, default=False))
+        max_output_tokens=min(
+            _positive(table, "max_output_tokens", where, default=max_output_tokens), max_output_tokens
+        )
+        if max_output_tokens
+        else 0,  # an embedding model's: none
+        weight=weight,
+        supports=frozenset(supports),
+        data_collection=data_collection,
+        zdr=_require(table, "zdr", bool, where, default=False),
+    )
 
 
 def _model(table, index, providers, where):
@@ -177,8 +192,9 @@ def _model(table, index, providers, where):
         raise CatalogError(f"{where}: type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
     embedding = model_type == EMBEDDING  # input tokens only: no output price or length needed
     context_length = _positive(table, "context_length", where)
-    max_output_tokens = 0 if embedding and "max_output_tokens" not in table else \
-        _positive(table, "max_output_tokens", where)
+    max_output_tokens = (
+        0 if embedding and "max_output_tokens" not in table else _positive(table, "max_output_tokens", where)
+    )
     listed = table.get("endpoints")
     if listed is None:  # one provider, named at the model's level
         endpoints = (_endpoint(table, model_id, providers, where, context_length, max_output_tokens, model_id),)
@@ -187,20 +203,29 @@ def _model(table, index, providers, where):
             raise CatalogError(f"{where}: name one 'provider' or list 'endpoints', not both")
         if not isinstance(listed, list) or not listed or not all(isinstance(e, dict) for e in listed):
             raise CatalogError(f"{where}: 'endpoints' must be a list of [[models.endpoints]] tables")
-        endpoints = tuple(_endpoint(e, model_id, providers, f"{where} endpoint #{n + 1}", context_length,
-                                    max_output_tokens, model_id) for n, e in enumerate(listed))
+        endpoints = tuple(
+            _endpoint(e, model_id, providers, f"{where} endpoint #{n + 1}", context_length, max_output_tokens, model_id)
+            for n, e in enumerate(listed)
+        )
         keys = [e.key for e in endpoints]
         if len(keys) != len(set(keys)):
             raise CatalogError(f"{where}: two endpoints name the same provider and upstream_model")
     for endpoint in endpoints:
         kind = providers[endpoint.provider].kind
         if model_type not in REGISTRY[kind].model_types:
-            raise CatalogError(f"{where}: provider {endpoint.provider!r} is of kind {kind!r}, which cannot serve "
-                               f"{model_type} models (kinds that can: "
-                               f"{', '.join(k for k, a in REGISTRY.items() if model_type in a.model_types)})")
-    return ModelEntry(id=model_id, context_length=context_length, max_output_tokens=max_output_tokens,
-                      endpoints=endpoints, aliases=tuple(_require(table, "aliases", list, where, default=[])),
-                      type=model_type)
+            raise CatalogError(
+                f"{where}: provider {endpoint.provider!r} is of kind {kind!r}, which cannot serve "
+                f"{model_type} models (kinds that can: "
+                f"{', '.join(k for k, a in REGISTRY.items() if model_type in a.model_types)})"
+            )
+    return ModelEntry(
+        id=model_id,
+        context_length=context_length,
+        max_output_tokens=max_output_tokens,
+        endpoints=endpoints,
+        aliases=tuple(_require(table, "aliases", list, where, default=[])),
+        type=model_type,
+    )
 
 
 def load_catalog(path):
@@ -235,7 +260,14 @@ def load_catalog(path):
         for endpoint in model.endpoints:
             endpoints.setdefault(endpoint.key, endpoint)
     if models[default_model].type != CHAT:  # it answers chat completions that name no model
-        raise CatalogError(f"{where}: default_model {default_model!r} is an {models[default_model].type} model, "
-                           f"not a chat model")
-    return Catalog(path=str(path), default_model=default_model, providers=providers,
-                   models=models, aliases=aliases, endpoints=endpoints)
+        raise CatalogError(
+            f"{where}: default_model {default_model!r} is an {models[default_model].type} model, not a chat model"
+        )
+    return Catalog(
+        path=str(path),
+        default_model=default_model,
+        providers=providers,
+        models=models,
+        aliases=aliases,
+        endpoints=endpoints,
+    )

@@ -1,4 +1,5 @@
 """Operator commands: ``flask --app app lunos ...``."""
+
 import uuid
 from datetime import timedelta
 
@@ -31,24 +32,30 @@ def create_account(name, credits_usd):
         account = accounts.create_account(name, micros)
     except LunosError as error:
         _fail(error)
-    click.echo(f"created account {account.name!r} (id {account.id}) with "
-               f"{format_usd(account.balance_micros)} USD of credits")
+    click.echo(
+        f"created account {account.name!r} (id {account.id}) with {format_usd(account.balance_micros)} USD of credits"
+    )
 
 
 @lunos_cli.command("create-key")
 @click.option("--account", "account_name", required=True, help="Name of the account the key belongs to.")
 @click.option("--name", "label", default="default", show_default=True, help="A label for the key.")
-@click.option("--management", is_flag=True, help="A management key: manages keys, billing, apps and usage; calls no model.")
+@click.option(
+    "--management", is_flag=True, help="A management key: manages keys, billing, apps and usage; calls no model."
+)
 def create_key(account_name, label, management):
     """Create an API key; the secret is printed alone on the last line, once."""
     try:
         account = accounts.get_account(account_name)
     except LunosError as error:
         _fail(error)
-    key, secret = keys.create_key(account, current_app.config["SECRET_KEY"], name=label,
-                                  kind=MANAGEMENT if management else INFERENCE)
-    click.echo(f"created {key.kind} key {key.name!r} ({key.prefix}...) for account {account.name!r}; "
-               "store it now, it is not shown again:")
+    key, secret = keys.create_key(
+        account, current_app.config["SECRET_KEY"], name=label, kind=MANAGEMENT if management else INFERENCE
+    )
+    click.echo(
+        f"created {key.kind} key {key.name!r} ({key.prefix}...) for account {account.name!r}; "
+        "store it now, it is not shown again:"
+    )
     click.echo(secret)
 
 
@@ -60,13 +67,11 @@ def grant_credits(account_name, amount_usd, reason):
     """Write a manual adjustment to an account's ledger."""
     try:
         account = accounts.get_account(account_name)
-        accounts.grant(account, usd_to_micros(amount_usd), reason,
-                       source_ref=f"adjustment:{uuid.uuid4().hex}")
+        accounts.grant(account, usd_to_micros(amount_usd), reason, source_ref=f"adjustment:{uuid.uuid4().hex}")
     except LunosError as error:
         _fail(error)
     db.session.refresh(account)
-    click.echo(f"adjusted {account.name!r} by {amount_usd} USD; balance now "
-               f"{format_usd(account.balance_micros)} USD")
+    click.echo(f"adjusted {account.name!r} by {amount_usd} USD; balance now {format_usd(account.balance_micros)} USD")
 
 
 @lunos_cli.command("release-reservations")

@@ -2,6 +2,7 @@
 
 Bad values stop start-up with a message naming the variable.
 """
+
 import os
 import re
 import secrets
@@ -33,6 +34,7 @@ def _positive(kind):
         if value < 0:
             raise ValueError("must not be negative")
         return value
+
     return parse
 
 
@@ -47,8 +49,10 @@ def _origins(text):
         return () if origins == ("none",) else origins
     bad = [origin for origin in origins if not ORIGIN.fullmatch(origin)]
     if bad or not origins:
-        raise ValueError(f"expected '*', 'none' or a comma-separated list of origins such as "
-                         f"https://app.example.com, got {(bad or [text])[0]!r}")
+        raise ValueError(
+            f"expected '*', 'none' or a comma-separated list of origins such as "
+            f"https://app.example.com, got {(bad or [text])[0]!r}"
+        )
     return origins
 
 
@@ -58,6 +62,7 @@ def _int_between(low, high):
         if not low <= value <= high:
             raise ValueError(f"must be from {low} to {high}")
         return value
+
     return parse
 
 
@@ -96,8 +101,12 @@ SETTINGS = [
     Setting("STRIPE_API_BASE", str, "https://api.stripe.com", "Stripe API base (tests point it at a fake)"),
     Setting("TOPUP_MIN_USD", _positive(float), 5.0, "smallest credit top-up"),
     Setting("TOPUP_MAX_USD", _positive(float), 10000.0, "largest credit top-up"),
-    Setting("PUBLIC_URL", parse_public_url, "http://127.0.0.1:8000",
-            "the gateway's base URL as browsers reach it; Stripe sends users back only there (or below)"),
+    Setting(
+        "PUBLIC_URL",
+        parse_public_url,
+        "http://127.0.0.1:8000",
+        "the gateway's base URL as browsers reach it; Stripe sends users back only there (or below)",
+    ),
     Setting("BILLING_RETURN_HOSTS", parse_hosts, (), "other hosts (host or host:port) a billing return_url may name"),
     Setting("BILLING_RETURN_URL", str, None, "where Checkout and the Portal send users back; default PUBLIC_URL/"),
     Setting("SPOOL_DIR", str, None, "where settlements wait while the database is away; default instance/"),
@@ -160,7 +169,7 @@ def database_uri(url, instance_path):
     # SQLAlchemy picks psycopg2 for a bare postgresql:// URL; the stack uses psycopg 3.
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -182,5 +191,6 @@ def instance_secret(instance_path):
     finally:
         draft.unlink()
     return path.read_text().strip()
+
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")

@@ -23,6 +23,7 @@ Outside the tree: werkzeug's HTTPExceptions (routing, 405, 413) keep their statu
 shape; SQLAlchemy's errors of a database that is away (down, unreachable, locked) are a 503. A provider's failed
 attempt is a ``providers.base.ProviderError``, which the router turns into one of the above.
 """
+
 import logging
 
 from flask import jsonify
@@ -46,8 +47,7 @@ class LunosError(Exception):
         self.headers = dict(headers or {})
 
     def body(self):
-        return {"error": {"message": self.message, "type": self.type,
-                          "param": self.param, "code": self.code}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class InvalidRequest(LunosError):
@@ -57,6 +57,7 @@ class InvalidRequest(LunosError):
 
 class ModelNotFound(InvalidRequest):
     """An unknown model: 404 with OpenAI's type and code, which the SDKs raise as NotFoundError."""
+
     status = 404
     code = "model_not_found"
 
@@ -115,12 +116,14 @@ class UpstreamRejected(InvalidRequest):
 
 class UpstreamFailed(LunosError):
     """Every candidate model failed."""
+
     status = 502
     type = "upstream_error"
 
 
 class UpstreamTimedOut(UpstreamFailed):
     """Every candidate model timed out."""
+
     status = 504
     type = "timeout_error"
 
@@ -131,9 +134,14 @@ class ServiceUnavailable(LunosError):
 
 
 # Werkzeug's own errors (routing, body size) keep their status; only the shape changes.
-_HTTP_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-               403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
-               429: "rate_limit_error"}
+_HTTP_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error_response(err: LunosError):

@@ -1,4 +1,5 @@
 """Typed fields of the TOML settings files (catalog, plans): one reading of a table's values."""
+
 import tomllib
 
 

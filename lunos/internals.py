@@ -17,6 +17,7 @@ Removed after measuring, in favour of public APIs: urllib3's and http.client's r
 internals in the stream reader (providers/http.py), gunicorn's atoms internals (accesslog.py),
 Flask's hook lists (extensions.py) and limits' memory storage internals (services/limits.py).
 """
+
 from functools import cache
 
 import sqlalchemy
@@ -62,14 +63,21 @@ def self_check() -> None:
         compiled = statement.compile(dialect=dialect)
         for attribute in ("positiontup", "bind_names", "binds"):
             if not hasattr(compiled, attribute):
-                raise InternalsMoved("SQLAlchemy", sqlalchemy.__version__,
-                                     f"{type(compiled).__name__} has no {attribute}")
+                raise InternalsMoved(
+                    "SQLAlchemy", sqlalchemy.__version__, f"{type(compiled).__name__} has no {attribute}"
+                )
         try:
             order = bind_names(compiled)
             wanted, fixed = (bind_parameter(compiled, name) for name in order[1])
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise InternalsMoved("SQLAlchemy", sqlalchemy.__version__,
-                                 f"a compiled statement's binds no longer read as expected ({exc!r})") from None
+            raise InternalsMoved(
+                "SQLAlchemy",
+                sqlalchemy.__version__,
+                f"a compiled statement's binds no longer read as expected ({exc!r})",
+            ) from None
         if order[0] != positional or (wanted.key, wanted.required, fixed.effective_value) != ("wanted", True, 7):
-            raise InternalsMoved("SQLAlchemy", sqlalchemy.__version__,
-                                 f"positiontup/bind_names/binds of a {dialect.name} statement read {order!r}")
+            raise InternalsMoved(
+                "SQLAlchemy",
+                sqlalchemy.__version__,
+                f"positiontup/bind_names/binds of a {dialect.name} statement read {order!r}",
+            )

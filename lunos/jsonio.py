@@ -1,5 +1,6 @@
 """JSON out, one way for answers and streams: orjson, with exact decimals (money) written as
 plain numbers without an exponent (``0.000001``, never ``1e-06``)."""
+
 import json
 from decimal import Decimal
 from typing import Any

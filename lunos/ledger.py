@@ -5,6 +5,7 @@ caused it (a usage event, a Stripe object, an operator's reference), and the acc
 ``balance_micros`` moves in the same transaction by the same amount. ``post`` is the only code
 that inserts ledger rows or moves a balance; it runs inside ``prepared.transaction``.
 """
+
 from collections import defaultdict
 from datetime import datetime
 
@@ -15,40 +16,58 @@ from lunos.models.account import utcnow
 from lunos.services.prepared import Prepared, Transaction
 
 # Entry kinds.
-GRANT = "grant"                  # opening credits of a new account
-TOPUP = "topup"                  # credits bought (Stripe Checkout)
-SUBSCRIPTION = "subscription"    # a plan's credits for a paid period
-USAGE = "usage"                  # a settled request's cost
-REFUND = "refund"                # a payment refunded: its credits taken back
-REFUND_REVERSAL = "refund_reversal"    # a refund that failed: the credits given back
-DISPUTE = "dispute"              # a payment disputed: its amount taken back
+GRANT = "grant"  # opening credits of a new account
+TOPUP = "topup"  # credits bought (Stripe Checkout)
+SUBSCRIPTION = "subscription"  # a plan's credits for a paid period
+USAGE = "usage"  # a settled request's cost
+REFUND = "refund"  # a payment refunded: its credits taken back
+REFUND_REVERSAL = "refund_reversal"  # a refund that failed: the credits given back
+DISPUTE = "dispute"  # a payment disputed: its amount taken back
 DISPUTE_REVERSAL = "dispute_reversal"  # a dispute won: the amount given back
-ADJUSTMENT = "adjustment"        # an operator's manual change
+ADJUSTMENT = "adjustment"  # an operator's manual change
 KINDS = (GRANT, TOPUP, SUBSCRIPTION, USAGE, REFUND, REFUND_REVERSAL, DISPUTE, DISPUTE_REVERSAL, ADJUSTMENT)
 
 _COLUMNS = ["account_id", "amount_micros", "kind", "source_ref", "reason", "created_at"]
 _INSERT = Prepared(insert(LedgerEntry), _COLUMNS)
 # One statement per account moves both the balance and, for settlements, the reservation.
-_MOVE = Prepared(update(Account).where(Account.id == bindparam("account"))
-                 .values(balance_micros=Account.balance_micros + bindparam("delta"),
-                         reserved_micros=Account.reserved_micros - bindparam("release")))
+_MOVE = Prepared(
+    update(Account)
+    .where(Account.id == bindparam("account"))
+    .values(
+        balance_micros=Account.balance_micros + bindparam("delta"),
+        reserved_micros=Account.reserved_micros - bindparam("release"),
+    )
+)
 _EXISTS = Prepared(select(LedgerEntry.id).where(LedgerEntry.source_ref == bindparam("source_ref")))
 _AMOUNT = Prepared(select(LedgerEntry.amount_micros).where(LedgerEntry.source_ref == bindparam("source_ref")))
-_SUM_PREFIX = Prepared(select(LedgerEntry.amount_micros)
-                       .where(LedgerEntry.source_ref.like(bindparam("pattern"), escape="\\")))
+_SUM_PREFIX = Prepared(
+    select(LedgerEntry.amount_micros).where(LedgerEntry.source_ref.like(bindparam("pattern"), escape="\\"))
+)
 # An UPDATE that changes nothing: PostgreSQL's row lock on the account, SQLite's write lock.
-_LOCK = Prepared(update(Account).where(Account.id == bindparam("account"))
-                 .values(balance_micros=Account.balance_micros))
+_LOCK = Prepared(
+    update(Account).where(Account.id == bindparam("account")).values(balance_micros=Account.balance_micros)
+)
 
 
-def entry(account_id: int, amount_micros: int, kind: str, source_ref: str, reason: str | None = None,
-          created_at: datetime | None = None) -> dict:
+def entry(
+    account_id: int,
+    amount_micros: int,
+    kind: str,
+    source_ref: str,
+    reason: str | None = None,
+    created_at: datetime | None = None,
+) -> dict:
     """One ledger row, ready for ``post``."""
     if kind not in KINDS:
         raise ValueError(f"unknown ledger entry kind {kind!r}")
-    return {"account_id": account_id, "amount_micros": int(amount_micros), "kind": kind,
-            "source_ref": source_ref, "reason": reason[:500] if reason else reason,
-            "created_at": created_at or utcnow()}
+    return {
+        "account_id": account_id,
+        "amount_micros": int(amount_micros),
+        "kind": kind,
+        "source_ref": source_ref,
+        "reason": reason[:500] if reason else reason,
+        "created_at": created_at or utcnow(),
+    }
 
 
 def post(tx: Transaction, entries: list[dict], released: dict[int, int] | None = None) -> None:
@@ -62,8 +81,10 @@ def post(tx: Transaction, entries: list[dict], released: dict[int, int] | None =
     for row in entries:
         deltas[row["account_id"]] += row["amount_micros"]
     releases = released or {}
-    moves = [{"account": account_id, "delta": deltas.get(account_id, 0), "release": releases.get(account_id, 0)}
-             for account_id in sorted(set(deltas) | set(releases))]
+    moves = [
+        {"account": account_id, "delta": deltas.get(account_id, 0), "release": releases.get(account_id, 0)}
+        for account_id in sorted(set(deltas) | set(releases))
+    ]
     if entries:
         tx.run_many(_INSERT, entries)
     if moves:

@@ -1,5 +1,6 @@
 """Exact money. Amounts are integers of micro-USD (1 USD = 1,000,000); conversions from USD and
 cents go through Decimal, never through a float, and reject what they cannot represent."""
+
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from lunos.errors import InvalidRequest
@@ -32,8 +33,9 @@ def usd_to_micros(value, *, param=None):
     beyond MAX_MICROS either way is a 400 naming ``param``."""
     micros = int((decimal_usd(value, param=param) * MICROS_PER_USD).to_integral_value(ROUND_HALF_EVEN))
     if abs(micros) > MAX_MICROS:
-        raise InvalidRequest(f"{value!r} USD is beyond what one operation may move "
-                             f"({MAX_MICROS // MICROS_PER_USD:,} USD)", param=param)
+        raise InvalidRequest(
+            f"{value!r} USD is beyond what one operation may move ({MAX_MICROS // MICROS_PER_USD:,} USD)", param=param
+        )
     return micros
 
 

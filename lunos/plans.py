@@ -3,6 +3,7 @@
 Read from a TOML file (LUNOS_PLANS); a bad file stops start-up naming the file, plan and problem.
 A rate limit left out (or 0) is no limit: None here.
 """
+
 from dataclasses import dataclass
 from decimal import Decimal
 from fnmatch import fnmatchcase
@@ -51,8 +52,9 @@ def _field(table, key, kind, where):
             raise PlansError(f"{where}: '{key}' must be a non-negative number, got {value!r}")
         return Decimal(str(value))
     if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value <= 0)):
-        raise PlansError(f"{where}: '{key}' must be {'a positive ' if kind is int else ''}{kind.__name__}, "
-                         f"got {value!r}")
+        raise PlansError(
+            f"{where}: '{key}' must be {'a positive ' if kind is int else ''}{kind.__name__}, got {value!r}"
+        )
     return value
 
 
@@ -60,8 +62,7 @@ def _limit(table, key, where) -> int | None:
     """A per-minute limit: a positive integer, or absent or 0 for no limit (None)."""
     value = table.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PlansError(f"{where}: '{key}' must be a positive integer, or 0 (or left out) for no limit, "
-                         f"got {value!r}")
+        raise PlansError(f"{where}: '{key}' must be a positive integer, or 0 (or left out) for no limit, got {value!r}")
     return value or None
 
 
@@ -80,8 +81,9 @@ def load_plans(path):
             models=tuple(str(m) for m in models),
             api_access=_field(table, "api_access", bool, at),
             stripe_price_id=str(table.get("stripe_price_id") or ""),
-            trial_credits_micros=usd_to_micros(_field({"trial_credits_usd": 0, **table}, "trial_credits_usd",
-                                                      Decimal, at)),
+            trial_credits_micros=usd_to_micros(
+                _field({"trial_credits_usd": 0, **table}, "trial_credits_usd", Decimal, at)
+            ),
         )
     if not plans:
         raise PlansError(f"{where}: no [plans.*] defined")

@@ -6,6 +6,7 @@ Upstreams count differently. OpenAI-style usage counts cache reads (``cached_tok
 buckets either way, and its ``as_openai`` gives the answer's usage in OpenAI's shape, with
 ``prompt_tokens_details.cached_tokens`` and ``cache_write_tokens``. Reasoning tokens are output.
 """
+
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -18,10 +19,10 @@ ZERO = Decimal(0)
 class TokenUsage:
     uncached_input: int = 0
     cache_read: int = 0
-    cache_write: int = 0       # 5-minute cache writes (or writes of unreported duration)
+    cache_write: int = 0  # 5-minute cache writes (or writes of unreported duration)
     cache_write_1h: int = 0
-    output: int = 0            # reasoning included
-    reasoning: int = 0         # of the output, when reported
+    output: int = 0  # reasoning included
+    reasoning: int = 0  # of the output, when reported
 
     @property
     def prompt(self) -> int:
@@ -44,11 +45,16 @@ class TokenUsage:
         return cls(prompt - read - write - write_1h, read, write, write_1h, output, reasoning)
 
     def as_openai(self) -> dict:
-        usage = {"prompt_tokens": self.prompt, "completion_tokens": self.output,
-                 "total_tokens": self.prompt + self.output}
+        usage = {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.output,
+            "total_tokens": self.prompt + self.output,
+        }
         if self.cache_read or self.cache_write or self.cache_write_1h:
-            usage["prompt_tokens_details"] = {"cached_tokens": self.cache_read,
-                                              "cache_write_tokens": self.cache_write + self.cache_write_1h}
+            usage["prompt_tokens_details"] = {
+                "cached_tokens": self.cache_read,
+                "cache_write_tokens": self.cache_write + self.cache_write_1h,
+            }
             if self.cache_write_1h:
                 usage["prompt_tokens_details"]["cache_write_1h_tokens"] = self.cache_write_1h
         if self.reasoning:
@@ -63,6 +69,7 @@ def _count(value) -> int:
 @dataclass(frozen=True)
 class Tier:
     """Prices above ``above_tokens`` of prompt (a long-context tier)."""
+
     above_tokens: int
     input: Decimal
     output: Decimal
@@ -71,6 +78,7 @@ class Tier:
 @dataclass(frozen=True)
 class Prices:
     """USD per million tokens (which is micro-USD per token), per bucket; ``request`` in USD."""
+
     input: Decimal
     output: Decimal
     cache_read: Decimal
@@ -88,10 +96,14 @@ class Prices:
     def cost_micros(self, usage: TokenUsage) -> int:
         """The exact cost of ``usage``, in integer micro-USD, rounded once."""
         input_price, output_price = self._tiered(usage.prompt)
-        total = (cost_micros(usage.uncached_input, input_price) + cost_micros(usage.cache_read, self.cache_read)
-                 + cost_micros(usage.cache_write, self.cache_write)
-                 + cost_micros(usage.cache_write_1h, self.cache_write_1h)
-                 + cost_micros(usage.output, output_price) + self.request * 1_000_000)
+        total = (
+            cost_micros(usage.uncached_input, input_price)
+            + cost_micros(usage.cache_read, self.cache_read)
+            + cost_micros(usage.cache_write, self.cache_write)
+            + cost_micros(usage.cache_write_1h, self.cache_write_1h)
+            + cost_micros(usage.output, output_price)
+            + self.request * 1_000_000
+        )
         return round_micros(total)
 
     def most_micros(self, prompt_tokens: int, output_tokens: int) -> int:
@@ -99,5 +111,8 @@ class Prices:
         for reservations."""
         input_price, output_price = self._tiered(prompt_tokens)
         dearest_input = max(input_price, self.cache_read, self.cache_write, self.cache_write_1h)
-        return round_micros(cost_micros(prompt_tokens, dearest_input) + cost_micros(output_tokens, output_price)
-                            + self.request * 1_000_000)
+        return round_micros(
+            cost_micros(prompt_tokens, dearest_input)
+            + cost_micros(output_tokens, output_price)
+            + self.request * 1_000_000
+        )

@@ -5,6 +5,7 @@ LUNOS_BILLING_RETURN_HOSTS; otherwise a request could have Stripe send a paying 
 Checked for each request's ``return_url`` and, at start-up, for LUNOS_BILLING_RETURN_URL. Plain
 functions raising ValueError, so config.py can use them before the app exists.
 """
+
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -72,12 +73,17 @@ class ReturnUrls:
         """The URL itself when Stripe may send users to it; ValueError saying why not."""
         host, port = origin(url)
         scheme = urlsplit(url).scheme
-        if (host, port) == self.public or (host, port) in self.extra or \
-                (port == DEFAULT_PORTS[scheme] and (host, None) in self.extra):
+        if (
+            (host, port) == self.public
+            or (host, port) in self.extra
+            or (port == DEFAULT_PORTS[scheme] and (host, None) in self.extra)
+        ):
             return url
         shown = host if port == DEFAULT_PORTS[scheme] else f"{host}:{port}"
-        raise ValueError(f"points to {shown}, which is neither this gateway's public URL (LUNOS_PUBLIC_URL) "
-                         "nor a host in LUNOS_BILLING_RETURN_HOSTS")
+        raise ValueError(
+            f"points to {shown}, which is neither this gateway's public URL (LUNOS_PUBLIC_URL) "
+            "nor a host in LUNOS_BILLING_RETURN_HOSTS"
+        )
 
 
 def from_config(config) -> ReturnUrls:

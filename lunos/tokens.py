@@ -3,6 +3,7 @@
 Roughly four characters a token for English text with the usual BPE tokenizers; good enough
 to bill a broken stream fairly, never used when the upstream counts.
 """
+
 import json
 
 PER_MESSAGE_OVERHEAD = 4
@@ -38,7 +39,8 @@ def prompt_upper_estimate(body):
         content = message.get("content")
         parts = content if isinstance(content, list) else ()
         total += PER_MESSAGE_OVERHEAD + NON_TEXT_PART_RESERVE * sum(
-            1 for p in parts if isinstance(p, dict) and p.get("type") != "text")
+            1 for p in parts if isinstance(p, dict) and p.get("type") != "text"
+        )
         total += _half_bytes(message_text(content))
         if message.get("tool_calls"):
             total += _half_bytes(json.dumps(message["tool_calls"]))

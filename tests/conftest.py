@@ -3,8 +3,10 @@
 Set LUNOS_TEST_DATABASE_URL to run every database-backed test on PostgreSQL too; without it
 those runs are skipped and say so.
 """
+
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -239,8 +241,7 @@ def database_url(request, tmp_path_factory, catalog_path, plans_path):
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'lunos.db'}"
     else:
         url = _postgres_url()
-    app = create_app({"DATABASE_URL": url, "CATALOG": catalog_path, "PLANS": plans_path,
-                      "SECRET_KEY": "test-secret"})
+    app = create_app({"DATABASE_URL": url, "CATALOG": catalog_path, "PLANS": plans_path, "SECRET_KEY": "test-secret"})
     with app.app_context():
         upgrade()
         db.engine.dispose()
@@ -252,10 +253,18 @@ def make_app(database_url, catalog_path, plans_path):
     apps = []
 
     def build(**overrides):
-        settings = {"DATABASE_URL": database_url, "CATALOG": catalog_path, "PLANS": plans_path,
-                    "SECRET_KEY": "test-secret", "REDIS_URL": None,
-                    "RETRY_BACKOFF_S": 0.01, "RETRY_AFTER_CAP_S": 2.0, "STREAM_KEEPALIVE_S": 5.0,
-                    "CONNECT_TIMEOUT_S": 1.0, **overrides}
+        settings = {
+            "DATABASE_URL": database_url,
+            "CATALOG": catalog_path,
+            "PLANS": plans_path,
+            "SECRET_KEY": "test-secret",
+            "REDIS_URL": None,
+            "RETRY_BACKOFF_S": 0.01,
+            "RETRY_AFTER_CAP_S": 2.0,
+            "STREAM_KEEPALIVE_S": 5.0,
+            "CONNECT_TIMEOUT_S": 1.0,
+            **overrides,
+        }
         app = create_app(settings)
         app.config["TESTING"] = True
         with app.app_context(), contextlib.suppress(redis.RedisError):  # some tests point at no Redis
@@ -308,8 +317,9 @@ def auth(api_key):
 def manager(app, account):
     """Headers of a management key of the ``acme`` account (billing, apps, account-wide usage)."""
     with app.app_context():
-        _key, secret = keys.create_key(db.session.get(Account, account), app.config["SECRET_KEY"], name="ops",
-                                       kind="management")
+        _key, secret = keys.create_key(
+            db.session.get(Account, account), app.config["SECRET_KEY"], name="ops", kind="management"
+        )
     return {"Authorization": f"Bearer {secret}"}
 
 
@@ -323,8 +333,11 @@ def money(app, account_id):
     """(cached balance, ledger sum, reserved) of an account, in micro-USD."""
     with app.app_context():
         account = db.session.get(Account, account_id)
-        ledger = db.session.scalar(sa.select(sa.func.coalesce(sa.func.sum(LedgerEntry.amount_micros), 0))
-                                   .where(LedgerEntry.account_id == account_id))
+        ledger = db.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(LedgerEntry.amount_micros), 0)).where(
+                LedgerEntry.account_id == account_id
+            )
+        )
         return account.balance_micros, int(ledger), account.reserved_micros
 
 
@@ -396,16 +409,29 @@ def start_gunicorn(app, database_url, catalog_path, plans_path, tmp_path_factory
     def start(workers=1, **extra_env):
         port = free_port()
         # Small pools: every worker of every instance shares PostgreSQL's 100 connections.
-        env = {**os.environ, "LUNOS_DATABASE_URL": database_url, "LUNOS_CATALOG": catalog_path,
-               "LUNOS_PLANS": plans_path, "LUNOS_SECRET_KEY": app.config["SECRET_KEY"],
-               "LUNOS_STREAM_KEEPALIVE_S": "0.1", "LUNOS_WORKERS": str(workers),
-               "LUNOS_DB_POOL_SIZE": "4", "LUNOS_DB_POOL_OVERFLOW": "4",
-               "LUNOS_BIND": f"127.0.0.1:{port}", **extra_env}
+        env = {
+            **os.environ,
+            "LUNOS_DATABASE_URL": database_url,
+            "LUNOS_CATALOG": catalog_path,
+            "LUNOS_PLANS": plans_path,
+            "LUNOS_SECRET_KEY": app.config["SECRET_KEY"],
+            "LUNOS_STREAM_KEEPALIVE_S": "0.1",
+            "LUNOS_WORKERS": str(workers),
+            "LUNOS_DB_POOL_SIZE": "4",
+            "LUNOS_DB_POOL_OVERFLOW": "4",
+            "LUNOS_BIND": f"127.0.0.1:{port}",
+            **extra_env,
+        }
         # The error log goes to a file: a pipe nobody reads would fill and stall the server.
         log = tmp_path_factory.mktemp("gunicorn") / "error.log"
         with open(log, "wb") as errors:
-            process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                       cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+            )
         process.error_log = log
         processes.append(process)
         base = f"http://127.0.0.1:{port}"
@@ -425,3 +451,33 @@ def start_gunicorn(app, database_url, catalog_path, plans_path, tmp_path_factory
         process.terminate()
     for process in processes:
         process.wait(timeout=30)
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("browser test skipped: chromium and chromium-driver are not installed (.ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1600",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()

@@ -1,4 +1,5 @@
 """What the loopback fakes share: a threaded server on a free loopback port, JSON answers."""
+
 import json
 import socket
 import threading

@@ -2,9 +2,11 @@
 
 Tests set what Stripe holds (``subscriptions``, ``charges``, ``refunds``, ``invoice_payments``);
 ``hold(path)`` keeps the next answer to a path (made when the call arrives, as Stripe would make
-it) waiting until released, so a test can have an older fetch arrive after a newer one; ``probe`` runs on every call, in the fake's thread, while Lunos waits for the
-answer (it records whether the database could be written meanwhile).
+it) waiting until released, so a test can have an older fetch arrive after a newer one;
+``probe`` runs on every call, in the fake's thread, while Lunos waits for the answer (it
+records whether the database could be written meanwhile).
 """
+
 import copy
 import threading
 from dataclasses import dataclass, field
@@ -29,9 +31,9 @@ class FakeStripe(LoopbackServer):
         self.calls = []
         self.arrived = threading.Condition()
         self.fail_with = None  # (status, message): answer every call with this error
-        self.charges = {}      # charge id -> customer id, or the whole charge, for GET /v1/charges/{id}
-        self.subscriptions = {}     # id -> subscription, for GET /v1/subscriptions/{id}
-        self.refunds = {}           # charge id -> its refunds, for GET /v1/refunds?charge=
+        self.charges = {}  # charge id -> customer id, or the whole charge, for GET /v1/charges/{id}
+        self.subscriptions = {}  # id -> subscription, for GET /v1/subscriptions/{id}
+        self.refunds = {}  # charge id -> its refunds, for GET /v1/refunds?charge=
         self.invoice_payments = {}  # invoice id -> its InvoicePayments, for GET /v1/invoice_payments?invoice=
         self.probe = None
         self._next_held = {}  # path -> Event: the next call to path waits for it
@@ -54,10 +56,23 @@ class FakeStripe(LoopbackServer):
     def subscribe(self, subscription_id, customer="cus_A", price="price_pro", status="active", **fields):
         """Put a subscription into the fake Stripe (or change it): what Lunos will retrieve."""
         self.subscriptions[subscription_id] = {
-            "id": subscription_id, "object": "subscription", "customer": customer, "status": status,
-            "items": {"object": "list", "data": [{"id": f"si_{subscription_id}", "object": "subscription_item",
-                                                  "price": {"id": price, "object": "price"}}]},
-            "metadata": {}, **fields}
+            "id": subscription_id,
+            "object": "subscription",
+            "customer": customer,
+            "status": status,
+            "items": {
+                "object": "list",
+                "data": [
+                    {
+                        "id": f"si_{subscription_id}",
+                        "object": "subscription_item",
+                        "price": {"id": price, "object": "price"},
+                    }
+                ],
+            },
+            "metadata": {},
+            **fields,
+        }
         return self.subscriptions[subscription_id]
 
     def hold(self, path):
@@ -115,16 +130,24 @@ class _Handler(BaseHTTPRequestHandler):
         missing = {"error": {"type": "invalid_request_error", "code": "resource_missing", "message": f"No {path}"}}
         if fake.fail_with:
             status, message = fake.fail_with
-            return status, {"error": {"type": "invalid_request_error" if status == 400 else "api_error",
-                                      "message": message}}
+            return status, {
+                "error": {"type": "invalid_request_error" if status == 400 else "api_error", "message": message}
+            }
         if path == "/v1/customers":
             return 200, {"id": f"cus_{number}", "object": "customer", "name": form.get("name")}
         if path == "/v1/checkout/sessions":
-            return 200, {"id": f"cs_test_{number}", "object": "checkout.session", "mode": form["mode"],
-                         "url": f"https://checkout.stripe.test/cs_test_{number}"}
+            return 200, {
+                "id": f"cs_test_{number}",
+                "object": "checkout.session",
+                "mode": form["mode"],
+                "url": f"https://checkout.stripe.test/cs_test_{number}",
+            }
         if path == "/v1/billing_portal/sessions":
-            return 200, {"id": f"bps_{number}", "object": "billing_portal.session",
-                         "url": f"https://billing.stripe.test/bps_{number}"}
+            return 200, {
+                "id": f"bps_{number}",
+                "object": "billing_portal.session",
+                "url": f"https://billing.stripe.test/bps_{number}",
+            }
         if path.startswith("/v1/charges/"):
             charge = fake.charges.get(path.rsplit("/", 1)[1])
             if charge is None:
@@ -138,8 +161,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v1/refunds":
             return 200, _page(path, copy.deepcopy(fake.refunds.get(query.get("charge"), [])))
         if path == "/v1/invoice_payments":
-            return 200, _page(path, [p for p in fake.invoice_payments.get(query.get("invoice"), [])
-                                     if query.get("status") in (None, p.get("status"))])
+            return 200, _page(
+                path,
+                [
+                    p
+                    for p in fake.invoice_payments.get(query.get("invoice"), [])
+                    if query.get("status") in (None, p.get("status"))
+                ],
+            )
         return 404, {"error": {"type": "invalid_request_error", "message": f"No such route {path}"}}
 
     def do_POST(self):

@@ -1,5 +1,6 @@
 """A TCP proxy on loopback that a test can stop and start: a database that goes away and comes
 back, as a network partition or a restart does to a gateway."""
+
 import socket
 import struct
 import threading

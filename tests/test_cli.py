@@ -1,4 +1,5 @@
 """The operator CLI: ``flask --app app lunos ...``."""
+
 from sqlalchemy import func, select
 
 from lunos.extensions import db
@@ -12,8 +13,9 @@ def test_create_account_and_key_then_call_with_it(app):
     with app.app_context():
         account = db.session.scalar(select(Account).where(Account.name == "acme-cli"))
         assert account.balance_micros == 12_500_000
-        ledger = db.session.scalar(select(func.sum(LedgerEntry.amount_micros))
-                                   .where(LedgerEntry.account_id == account.id))
+        ledger = db.session.scalar(
+            select(func.sum(LedgerEntry.amount_micros)).where(LedgerEntry.account_id == account.id)
+        )
         assert ledger == account.balance_micros
 
     result = runner.invoke(args=["lunos", "create-key", "--account", "acme-cli", "--name", "ci"])

@@ -1,4 +1,5 @@
 """Settings from the environment: typed, and bad values name the variable."""
+
 import pytest
 import sqlalchemy as sa
 
@@ -9,8 +10,9 @@ from lunos.services.limits import FixedWindowMemoryStorage
 
 
 def test_environment_is_read_and_typed():
-    settings = load_settings({"LUNOS_UPSTREAM_MAX_RETRIES": "5", "LUNOS_AUTO_MIGRATE": "off",
-                              "LUNOS_REDIS_URL": "redis://localhost:6379/0"})
+    settings = load_settings(
+        {"LUNOS_UPSTREAM_MAX_RETRIES": "5", "LUNOS_AUTO_MIGRATE": "off", "LUNOS_REDIS_URL": "redis://localhost:6379/0"}
+    )
     assert settings["UPSTREAM_MAX_RETRIES"] == 5
     assert settings["AUTO_MIGRATE"] is False
     assert settings["REDIS_URL"] == "redis://localhost:6379/0"
@@ -20,10 +22,18 @@ def test_mapping_overrides_environment():
     assert load_settings({"LUNOS_STREAM_KEEPALIVE_S": "3"}, {"STREAM_KEEPALIVE_S": 1.0})["STREAM_KEEPALIVE_S"] == 1.0
 
 
-@pytest.mark.parametrize("name, value", [("LUNOS_UPSTREAM_MAX_RETRIES", "many"),
-                                         ("LUNOS_RETRY_BACKOFF_S", "-1"), ("LUNOS_AUTO_MIGRATE", "maybe"),
-                                         ("LUNOS_MAX_JSON_DEPTH", "500"), ("LUNOS_MAX_JSON_DEPTH", "8"),
-                                         ("LUNOS_MAX_MESSAGES", "0"), ("LUNOS_MAX_CONTENT_PARTS", "x")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("LUNOS_UPSTREAM_MAX_RETRIES", "many"),
+        ("LUNOS_RETRY_BACKOFF_S", "-1"),
+        ("LUNOS_AUTO_MIGRATE", "maybe"),
+        ("LUNOS_MAX_JSON_DEPTH", "500"),
+        ("LUNOS_MAX_JSON_DEPTH", "8"),
+        ("LUNOS_MAX_MESSAGES", "0"),
+        ("LUNOS_MAX_CONTENT_PARTS", "x"),
+    ],
+)
 def test_bad_value_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})

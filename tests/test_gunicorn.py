@@ -1,4 +1,5 @@
 """The production path: gunicorn with gevent workers, started as operators start it."""
+
 import os
 import time
 
@@ -25,9 +26,18 @@ def settled_event(app, account):
 def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, app, auth, account, upstream):
     base = start_gunicorn()
     upstream.script("primary", Reply(words=tuple(f" w{i}" for i in range(40)), chunk_delay_s=0.15))
-    response = requests.post(f"{base}/v1/chat/completions", headers=auth, stream=True, timeout=10, json={
-        "model": "test/primary", "stream": True, "user": "gunicorn-leaver",
-        "messages": [{"role": "user", "content": "hi"}]})
+    response = requests.post(
+        f"{base}/v1/chat/completions",
+        headers=auth,
+        stream=True,
+        timeout=10,
+        json={
+            "model": "test/primary",
+            "stream": True,
+            "user": "gunicorn-leaver",
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
     assert response.status_code == 200
     received = b""
     for piece in response.iter_content(chunk_size=None):
@@ -45,17 +55,24 @@ def test_stream_keepalive_and_disconnect_under_gevent(start_gunicorn, app, auth,
 def test_a_finished_stream_is_settled_by_gunicorns_close(start_gunicorn, app, auth, account, upstream):
     upstream.script("primary", Reply(usage=(30, 10)))
     # Connection: close, or gunicorn's graceful stop would wait for the idle keep-alive connection.
-    response = requests.post(f"{start_gunicorn()}/v1/chat/completions", headers={**auth, "Connection": "close"},
-                             timeout=10, json={"model": "test/primary", "stream": True,
-                                               "messages": [{"role": "user", "content": "hi"}]})
+    response = requests.post(
+        f"{start_gunicorn()}/v1/chat/completions",
+        headers={**auth, "Connection": "close"},
+        timeout=10,
+        json={"model": "test/primary", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.text.endswith("data: [DONE]\n\n")
     event = settled_event(app, account)  # settled just after the last byte, by the WSGI close
     assert (event.status, event.prompt_tokens, event.completion_tokens) == ("ok", 30, 10)
 
 
 def test_non_streaming_under_gevent(start_gunicorn, auth):
-    answer = requests.post(f"{start_gunicorn()}/v1/chat/completions", headers=auth, timeout=10, json={
-        "model": "test/primary", "messages": [{"role": "user", "content": "hi"}]}).json()
+    answer = requests.post(
+        f"{start_gunicorn()}/v1/chat/completions",
+        headers=auth,
+        timeout=10,
+        json={"model": "test/primary", "messages": [{"role": "user", "content": "hi"}]},
+    ).json()
     assert answer["choices"][0]["message"]["content"] == "Hello from upstream"
 
 
@@ -71,14 +88,19 @@ def test_two_instances_of_two_workers_share_one_limit_on_redis(start_gunicorn, a
     codes = []
     for i in range(12):
         # A new connection each time: the kernel spreads them over both workers of each instance.
-        response = requests.post(f"{instances[i % 2]}/v1/chat/completions", headers={**auth, "Connection": "close"},
-                                 json={"messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+        response = requests.post(
+            f"{instances[i % 2]}/v1/chat/completions",
+            headers={**auth, "Connection": "close"},
+            json={"messages": [{"role": "user", "content": "hi"}]},
+            timeout=10,
+        )
         codes.append(response.status_code)
     assert codes.count(200) == 3 and codes.count(429) == 9, codes
 
 
 def test_an_oversized_chunked_body_is_413_under_gunicorn(start_gunicorn, auth):
     from tests.api.test_bad_input import chunked_post
+
     port = int(start_gunicorn(LUNOS_MAX_BODY_BYTES="1000").rsplit(":", 1)[1])
     big = b'{"messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}'
     status, answer = chunked_post(port, "/v1/chat/completions", auth, big)

@@ -1,5 +1,6 @@
 """The library internals in lunos/internals.py: each accessor against the installed library, and
 the start-up self-check failing, naming the library and its version, when one moves."""
+
 import sqlite3
 
 import pytest
@@ -13,8 +14,9 @@ from lunos.internals import InternalsMoved, bind_names, bind_parameter
 
 TABLE = Table("t", MetaData(), Column("a", Integer), Column("b", Integer), Column("c", Integer))
 # SET comes before WHERE in the SQL, though the statement names "wanted" first.
-STATEMENT = (update(TABLE).where(TABLE.c.a == bindparam("wanted"))
-             .values(b=bindparam("new"), c=TABLE.c.c + bindparam("new") + 0))
+STATEMENT = (
+    update(TABLE).where(TABLE.c.a == bindparam("wanted")).values(b=bindparam("new"), c=TABLE.c.c + bindparam("new") + 0)
+)
 
 
 @pytest.fixture
@@ -53,8 +55,10 @@ def test_bind_names_are_in_the_order_sqlite_takes_them():
     positional, names = bind_names(compiled)
     assert positional and names == ["new", "new", "param_1", "wanted"]
     values = {"wanted": 1, "new": 5}
-    parameters = [values[name] if bind_parameter(compiled, name).required
-                  else bind_parameter(compiled, name).effective_value for name in names]
+    parameters = [
+        values[name] if bind_parameter(compiled, name).required else bind_parameter(compiled, name).effective_value
+        for name in names
+    ]
     connection = sqlite3.connect(":memory:")  # the driver, as services/prepared.py runs it
     connection.execute("CREATE TABLE t (a INTEGER, b INTEGER, c INTEGER)")
     connection.executemany("INSERT INTO t VALUES (?, 0, 10)", [(1,), (2,)])

@@ -1,4 +1,5 @@
 """The official openai SDK, unmodified but for its base URL, against a live gateway."""
+
 import openai
 import pytest
 
@@ -11,25 +12,28 @@ def sdk(live_server, api_key):
 
 
 def test_non_streaming(sdk):
-    completion = sdk.chat.completions.create(model="test/primary",
-                                             messages=[{"role": "user", "content": "hi"}])
+    completion = sdk.chat.completions.create(model="test/primary", messages=[{"role": "user", "content": "hi"}])
     assert completion.choices[0].message.content == "Hello from upstream"
     assert completion.model == "test/primary"
     assert completion.usage.total_tokens == 18
 
 
 def test_streaming_with_usage(sdk):
-    stream = sdk.chat.completions.create(model="test/primary", stream=True,
-                                         stream_options={"include_usage": True},
-                                         messages=[{"role": "user", "content": "hi"}])
+    stream = sdk.chat.completions.create(
+        model="test/primary",
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "hi"}],
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from upstream"
     assert chunks[-1].usage.completion_tokens == 7
 
 
 def test_echo_streaming_default_model(sdk):
-    stream = sdk.chat.completions.create(model="test/echo", stream=True,
-                                         messages=[{"role": "user", "content": "one two three"}])
+    stream = sdk.chat.completions.create(
+        model="test/echo", stream=True, messages=[{"role": "user", "content": "one two three"}]
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "one two three"
 
 
@@ -55,8 +59,9 @@ def test_error_classes(sdk, live_server, upstream):
 
 def test_mid_stream_failure_raises_in_sdk(sdk, upstream):
     upstream.script("primary", Reply(words=("a", " b", " c"), reset_after=2))
-    stream = sdk.chat.completions.create(model="test/primary", stream=True,
-                                         messages=[{"role": "user", "content": "hi"}])
+    stream = sdk.chat.completions.create(
+        model="test/primary", stream=True, messages=[{"role": "user", "content": "hi"}]
+    )
     with pytest.raises(openai.APIError) as failed:
         list(stream)
     assert "mid-stream" in str(failed.value)
@@ -64,6 +69,7 @@ def test_mid_stream_failure_raises_in_sdk(sdk, upstream):
 
 def test_rate_limit_and_credit_errors(sdk, app, account):
     from tests.conftest import set_plan
+
     set_plan(app, account, "echo-only")  # 3 requests a minute
     for _ in range(3):
         sdk.chat.completions.create(model="test/echo", messages=[{"role": "user", "content": "hi"}])
@@ -74,9 +80,11 @@ def test_rate_limit_and_credit_errors(sdk, app, account):
 
 def test_insufficient_credits_error(sdk, app, account, upstream):
     import uuid
+
     from lunos.extensions import db
     from lunos.models import Account
     from lunos.services import accounts
+
     with app.app_context():
         acct = db.session.get(Account, account)
         accounts.grant(acct, -acct.balance_micros, "drain", f"test:{uuid.uuid4()}")
@@ -108,6 +116,7 @@ def test_the_sdks_own_message_dump_is_accepted_on_the_next_turn(sdk, upstream):
 
 
 def test_x_api_key_with_a_placeholder_bearer(live_server, api_key):
-    client = openai.OpenAI(base_url=f"{live_server}/v1", api_key="placeholder", max_retries=0,
-                           default_headers={"X-API-Key": api_key})
+    client = openai.OpenAI(
+        base_url=f"{live_server}/v1", api_key="placeholder", max_retries=0, default_headers={"X-API-Key": api_key}
+    )
     assert client.chat.completions.create(model="test/echo", messages=[{"role": "user", "content": "hi"}])

@@ -1,4 +1,5 @@
 """Plans file: a bad one stops start-up naming the file, the plan and the problem."""
+
 import pytest
 import sqlalchemy as sa
 
@@ -34,14 +35,17 @@ def test_models_are_glob_patterns(tmp_path):
     assert not free.allows("openai/gpt-4o")
 
 
-@pytest.mark.parametrize("change, words", [
-    (("requests_per_minute = 10", "requests_per_minute = -1"), ["[plans.free]", "requests_per_minute"]),
-    (("tokens_per_minute = 1000", "tokens_per_minute = 2.5"), ["[plans.free]", "tokens_per_minute"]),
-    (('default_plan = "free"', 'default_plan = "gold"'), ["default_plan 'gold'"]),
-    (("api_access = true", 'api_access = "yes"'), ["api_access"]),
-    (("monthly_credits_usd = 0", "monthly_credits_usd = -1"), ["monthly_credits_usd"]),
-    (("[plans.free]", "[plans.free"), ["invalid TOML"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (("requests_per_minute = 10", "requests_per_minute = -1"), ["[plans.free]", "requests_per_minute"]),
+        (("tokens_per_minute = 1000", "tokens_per_minute = 2.5"), ["[plans.free]", "tokens_per_minute"]),
+        (('default_plan = "free"', 'default_plan = "gold"'), ["default_plan 'gold'"]),
+        (("api_access = true", 'api_access = "yes"'), ["api_access"]),
+        (("monthly_credits_usd = 0", "monthly_credits_usd = -1"), ["monthly_credits_usd"]),
+        (("[plans.free]", "[plans.free"), ["invalid TOML"]),
+    ],
+)
 def test_bad_plans_name_file_plan_and_problem(tmp_path, change, words):
     path = tmp_path / "plans.toml"
     path.write_text(GOOD.replace(*change))
@@ -54,8 +58,9 @@ def test_bad_plans_name_file_plan_and_problem(tmp_path, change, words):
 
 def test_a_limit_left_out_or_zero_is_no_limit(tmp_path):
     path = tmp_path / "plans.toml"
-    path.write_text(GOOD.replace("requests_per_minute = 10\n", "").replace("tokens_per_minute = 1000",
-                                                                           "tokens_per_minute = 0"))
+    path.write_text(
+        GOOD.replace("requests_per_minute = 10\n", "").replace("tokens_per_minute = 1000", "tokens_per_minute = 0")
+    )
     free = load_plans(path).get("free")
     assert (free.requests_per_minute, free.tokens_per_minute) == (None, None)
 
@@ -95,7 +100,9 @@ def test_only_the_limited_pair_of_headers_is_sent(app, client, auth, account):
     assert limited.status_code == 429 and "x-ratelimit-remaining-requests" not in limited.headers
     assert limited.headers["x-ratelimit-remaining-tokens"] == "0"
     assert client.get("/v1/key", headers=auth).get_json()["data"]["rate_limit"] == {
-        "requests_per_minute": None, "tokens_per_minute": 20}
+        "requests_per_minute": None,
+        "tokens_per_minute": 20,
+    }
 
 
 def test_a_key_limit_applies_on_a_plan_without_one(app, client, auth, account):

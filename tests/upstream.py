@@ -4,6 +4,7 @@ It speaks the OpenAI Chat Completions and Embeddings and Anthropic Messages wire
 streaming included, and follows a script per upstream model: errors with Retry-After, slow
 streams, hangs, and connections reset mid-stream (or, for embeddings, before any answer).
 """
+
 import base64
 import json
 import socket
@@ -20,19 +21,19 @@ from tests.fake_http import LoopbackServer, send_json
 class Reply:
     status: int = 200
     words: tuple = ("Hello", " from", " upstream")
-    message: str = "upstream error"   # error text when status >= 400
-    code: str | None = None           # ...and its OpenAI-style code, param and type
+    message: str = "upstream error"  # error text when status >= 400
+    code: str | None = None  # ...and its OpenAI-style code, param and type
     param: str | None = None
     error_type: str | None = None
     retry_after: str | None = None
-    wait_s: float = 0.0               # before answering at all
-    chunk_delay_s: float = 0.0        # between streamed chunks
-    reset_after: int | None = None    # stream: reset the connection after this many words; embeddings: at once
-    error_after: int | None = None    # stream: send an error event after this many words
-    usage: tuple | None = (11, 7)     # (prompt, completion) tokens reported; None: no usage
-                                      # (embeddings report the prompt tokens only)
+    wait_s: float = 0.0  # before answering at all
+    chunk_delay_s: float = 0.0  # between streamed chunks
+    reset_after: int | None = None  # stream: reset the connection after this many words; embeddings: at once
+    error_after: int | None = None  # stream: send an error event after this many words
+    usage: tuple | None = (11, 7)  # (prompt, completion) tokens reported; None: no usage
+    # (embeddings report the prompt tokens only)
     usage_details: dict | None = None  # merged into the usage reported (cache buckets and such)
-    tool_call: dict | None = None     # {"id", "name", "arguments"}: answer with a tool call
+    tool_call: dict | None = None  # {"id", "name", "arguments"}: answer with a tool call
 
 
 @dataclass
@@ -77,6 +78,7 @@ class FakeUpstream(LoopbackServer):
     def requests_for(self, model):
         return [s for s in self.seen if s.body.get("model") == model]
 
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -117,10 +119,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, reply, anthropic):
         headers = {"Retry-After": reply.retry_after} if reply.retry_after else {}
-        kind = reply.error_type or ("overloaded_error" if anthropic else
-                                    "server_error" if reply.status >= 500 else "invalid_request_error")
-        payload = {"type": "error", "error": {"type": kind, "message": reply.message}} if anthropic \
+        kind = reply.error_type or (
+            "overloaded_error" if anthropic else "server_error" if reply.status >= 500 else "invalid_request_error"
+        )
+        payload = (
+            {"type": "error", "error": {"type": kind, "message": reply.message}}
+            if anthropic
             else {"error": {"message": reply.message, "type": kind, "param": reply.param, "code": reply.code}}
+        )
         self._json(reply.status, payload, headers)
 
     def _send_event(self, payload, event=None):
@@ -147,8 +153,11 @@ class _Handler(BaseHTTPRequestHandler):
                 if reply.reset_after is not None and words_sent == reply.reset_after:
                     return self._reset()
                 if reply.error_after is not None and words_sent == reply.error_after:
-                    error = {"type": "error", "error": {"type": "overloaded_error", "message": "overloaded"}} \
-                        if anthropic else {"error": {"message": "model overloaded", "type": "server_error"}}
+                    error = (
+                        {"type": "error", "error": {"type": "overloaded_error", "message": "overloaded"}}
+                        if anthropic
+                        else {"error": {"message": "model overloaded", "type": "server_error"}}
+                    )
                     self._send_event(json.dumps(error), "error" if anthropic else None)
                     break
                 words_sent += 1
@@ -161,20 +170,37 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _usage_openai(reply):
     prompt, completion = reply.usage
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            **(reply.usage_details or {})}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        **(reply.usage_details or {}),
+    }
 
 
 def _completion(reply, body):
     message = {"role": "assistant", "content": "".join(reply.words)}
     finish = "stop"
     if reply.tool_call:
-        message = {"role": "assistant", "content": None, "tool_calls": [{
-            "id": reply.tool_call["id"], "type": "function",
-            "function": {"name": reply.tool_call["name"], "arguments": reply.tool_call["arguments"]}}]}
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": reply.tool_call["id"],
+                    "type": "function",
+                    "function": {"name": reply.tool_call["name"], "arguments": reply.tool_call["arguments"]},
+                }
+            ],
+        }
         finish = "tool_calls"
-    answer = {"id": "chatcmpl-upstream", "object": "chat.completion", "created": 1, "model": body["model"],
-              "choices": [{"index": 0, "message": message, "finish_reason": finish}]}
+    answer = {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion",
+        "created": 1,
+        "model": body["model"],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+    }
     if reply.usage:
         answer["usage"] = _usage_openai(reply)
     return answer
@@ -217,41 +243,97 @@ def _anthropic_message(reply, body):
     content = [{"type": "text", "text": "".join(reply.words)}]
     stop = "end_turn"
     if reply.tool_call:
-        content = [{"type": "tool_use", "id": reply.tool_call["id"], "name": reply.tool_call["name"],
-                    "input": json.loads(reply.tool_call["arguments"])}]
+        content = [
+            {
+                "type": "tool_use",
+                "id": reply.tool_call["id"],
+                "name": reply.tool_call["name"],
+                "input": json.loads(reply.tool_call["arguments"]),
+            }
+        ]
         stop = "tool_use"
     prompt, completion = reply.usage or (0, 0)
-    return {"id": "msg_upstream", "type": "message", "role": "assistant", "model": body["model"],
-            "content": content, "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": completion, **(reply.usage_details or {})}}
+    return {
+        "id": "msg_upstream",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt, "output_tokens": completion, **(reply.usage_details or {})},
+    }
 
 
 def _anthropic_events(reply, body):
     prompt, completion = reply.usage or (0, 0)
-    yield "meta", {"type": "message_start", "message": {
-        "id": "msg_upstream", "type": "message", "role": "assistant", "model": body["model"], "content": [],
-        "stop_reason": None, "usage": {"input_tokens": prompt, "output_tokens": 1,
-                                       **(reply.usage_details or {})}}}, "message_start"
+    yield (
+        "meta",
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_upstream",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": [],
+                "stop_reason": None,
+                "usage": {"input_tokens": prompt, "output_tokens": 1, **(reply.usage_details or {})},
+            },
+        },
+        "message_start",
+    )
     yield "meta", {"type": "ping"}, "ping"
     if reply.tool_call:
-        yield "meta", {"type": "content_block_start", "index": 0, "content_block": {
-            "type": "tool_use", "id": reply.tool_call["id"], "name": reply.tool_call["name"], "input": {}}}, \
-            "content_block_start"
+        yield (
+            "meta",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {
+                    "type": "tool_use",
+                    "id": reply.tool_call["id"],
+                    "name": reply.tool_call["name"],
+                    "input": {},
+                },
+            },
+            "content_block_start",
+        )
         arguments = reply.tool_call["arguments"]
-        for piece in (arguments[:len(arguments) // 2], arguments[len(arguments) // 2:]):
-            yield "word", {"type": "content_block_delta", "index": 0,
-                           "delta": {"type": "input_json_delta", "partial_json": piece}}, "content_block_delta"
+        for piece in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+            yield (
+                "word",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": piece},
+                },
+                "content_block_delta",
+            )
         stop = "tool_use"
     else:
-        yield "meta", {"type": "content_block_start", "index": 0,
-                       "content_block": {"type": "text", "text": ""}}, "content_block_start"
+        yield (
+            "meta",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            "content_block_start",
+        )
         for word in reply.words:
-            yield "word", {"type": "content_block_delta", "index": 0,
-                           "delta": {"type": "text_delta", "text": word}}, "content_block_delta"
+            yield (
+                "word",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": word}},
+                "content_block_delta",
+            )
         stop = "end_turn"
     yield "meta", {"type": "content_block_stop", "index": 0}, "content_block_stop"
-    yield "meta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                   "usage": {"output_tokens": completion}}, "message_delta"
+    yield (
+        "meta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": completion},
+        },
+        "message_delta",
+    )
     yield "meta", {"type": "message_stop"}, "message_stop"
 
 

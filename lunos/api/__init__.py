@@ -1,4 +1,5 @@
 """HTTP blueprints: thin layers that parse, call a service and serialise."""
+
 import uuid
 
 from flask import g
@@ -17,8 +18,18 @@ from lunos.dashboard import bp as dashboard_bp
 
 
 def register_blueprints(app):
-    for blueprint in (health_bp, models_bp, chat_bp, embeddings_bp, account_bp, billing_bp, usage_bp, keys_bp,
-                      admin_bp, dashboard_bp):
+    for blueprint in (
+        health_bp,
+        models_bp,
+        chat_bp,
+        embeddings_bp,
+        account_bp,
+        billing_bp,
+        usage_bp,
+        keys_bp,
+        admin_bp,
+        dashboard_bp,
+    ):
         app.register_blueprint(blueprint)
 
     @app.before_request

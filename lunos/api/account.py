@@ -1,10 +1,11 @@
 """The caller's money: balance, credits, one generation's stats, the calling key."""
+
 from flask import Blueprint, current_app, g, jsonify, request
 
 from lunos.api.auth import own_key_only, require_key
 from lunos.errors import NotFound
-from lunos.services import accounts, usage
 from lunos.money import usd
+from lunos.services import accounts, usage
 
 MAX_GENERATION_ID_CHARS = len(usage.COMPLETION_PREFIX) + 64  # an event id is at most 64 characters
 
@@ -15,9 +16,16 @@ bp = Blueprint("account", __name__, url_prefix="/v1")
 @require_key
 def balance():
     summary = accounts.balance_summary(g.caller.account_id, current_app.config["LOW_BALANCE_USD"])
-    return jsonify({"balance": usd(summary["balance_micros"]), "reserved": usd(summary["reserved_micros"]),
-                    "available": usd(summary["available_micros"]), "low_balance": summary["low_balance"],
-                    "currency": "usd", **summary})
+    return jsonify(
+        {
+            "balance": usd(summary["balance_micros"]),
+            "reserved": usd(summary["reserved_micros"]),
+            "available": usd(summary["available_micros"]),
+            "low_balance": summary["low_balance"],
+            "currency": "usd",
+            **summary,
+        }
+    )
 
 
 @bp.get("/credits")
@@ -40,9 +48,20 @@ def generation():
 @require_key
 def key():
     caller = g.caller
-    return jsonify({"data": {
-        "id": g.key.id, "name": g.key.name, "prefix": g.key.prefix, "plan": caller.plan.name,
-        "usage": usd(usage.key_spend_micros(g.key.id)), "limit": None,
-        "rate_limit": {"requests_per_minute": caller.quota.requests_per_minute,
-                       "tokens_per_minute": caller.quota.tokens_per_minute},
-        "models": list(caller.plan.models)}})
+    return jsonify(
+        {
+            "data": {
+                "id": g.key.id,
+                "name": g.key.name,
+                "prefix": g.key.prefix,
+                "plan": caller.plan.name,
+                "usage": usd(usage.key_spend_micros(g.key.id)),
+                "limit": None,
+                "rate_limit": {
+                    "requests_per_minute": caller.quota.requests_per_minute,
+                    "tokens_per_minute": caller.quota.tokens_per_minute,
+                },
+                "models": list(caller.plan.models),
+            }
+        }
+    )

@@ -1,5 +1,6 @@
 """The operator's API under /admin, authorised by LUNOS_ADMIN_TOKEN: accounts, credits, plans,
 and the billing events that need the operator's attention."""
+
 import functools
 import hmac
 import uuid
@@ -13,9 +14,9 @@ from lunos.errors import AuthenticationFailed, InvalidRequest, NotFound
 from lunos.extensions import db
 from lunos.gateway import current_gateway
 from lunos.models import Account, LedgerEntry
+from lunos.money import usd, usd_to_micros
 from lunos.schemas import is_row_id, text
 from lunos.services import accounts, throttle
-from lunos.money import usd, usd_to_micros
 
 # A ledger row's source_ref is 255 characters: "admin:<account id>:<reference>" must fit.
 MAX_REFERENCE_CHARS = 200
@@ -37,6 +38,7 @@ def admin_only(view):
             throttle.ADMIN_TOKEN.failed(address)
             raise AuthenticationFailed("Invalid admin token.")
         return view(*args, **kwargs)
+
     return wrapper
 
 
@@ -48,11 +50,19 @@ def _account(account_id):
 
 
 def describe(account):
-    return {"id": account.id, "name": account.name, "balance": usd(account.balance_micros),
-            "reserved": usd(account.reserved_micros), "plan": account.plan or current_gateway().plans.default,
-            "subscription_status": account.subscription_status, "stripe_customer_id": account.stripe_customer_id,
-            "suspended": account.suspended, "flagged": account.flagged, "flag_reason": account.flag_reason,
-            "created_at": account.created_at.isoformat()}
+    return {
+        "id": account.id,
+        "name": account.name,
+        "balance": usd(account.balance_micros),
+        "reserved": usd(account.reserved_micros),
+        "plan": account.plan or current_gateway().plans.default,
+        "subscription_status": account.subscription_status,
+        "stripe_customer_id": account.stripe_customer_id,
+        "suspended": account.suspended,
+        "flagged": account.flagged,
+        "flag_reason": account.flag_reason,
+        "created_at": account.created_at.isoformat(),
+    }
 
 
 @bp.post("/accounts")

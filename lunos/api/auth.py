@@ -2,6 +2,7 @@
 
 The rule is in lunos/services/keys.py (``require_management``, ``confined_key_id``); routes say
 which side of it they are on with ``require_key``, ``require_management`` or ``own_key_only``."""
+
 import functools
 
 from flask import current_app, g, request
@@ -22,8 +23,9 @@ def app_id():
     if value is None:
         return DEFAULT_APP_ID
     if not APP_ID.fullmatch(value):
-        raise InvalidRequest("X-App-ID must be 1 to 64 characters of letters, digits, '.', '_' or '-'.",
-                             param="X-App-ID")
+        raise InvalidRequest(
+            "X-App-ID must be 1 to 64 characters of letters, digits, '.', '_' or '-'.", param="X-App-ID"
+        )
     return value
 
 
@@ -41,24 +43,28 @@ def presented_key() -> str | None:
 
 def require_key(view):
     """Authenticate the key and resolve the caller (account, plan, quota, app) into ``g``."""
+
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         g.key = authenticate(presented_key(), current_app.config["SECRET_KEY"])
-        g.caller = resolve_caller(g.key, app_id(),
-                                  current_gateway().plans, current_app.config["PAST_DUE_GRACE_DAYS"])
+        g.caller = resolve_caller(g.key, app_id(), current_gateway().plans, current_app.config["PAST_DUE_GRACE_DAYS"])
         return view(*args, **kwargs)
+
     return wrapper
 
 
 def require_management(what: str):
     """Decorator: the route is for management keys; an inference key gets 403 ``permission_error``
     whose message starts with ``what`` ("Billing", "Apps", ...)."""
+
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             keys.require_management(g.key, what)
             return view(*args, **kwargs)
+
         return require_key(wrapper)
+
     return decorate
 
 

@@ -1,4 +1,5 @@
 """Billing through Stripe: top-ups, subscriptions, the portal, the subscription, webhooks."""
+
 from flask import Blueprint, current_app, g, jsonify, request
 
 from lunos import return_urls
@@ -31,16 +32,20 @@ def _return_url(body):
 @require_management("Billing")
 def start_checkout():
     body = json_body()
-    return jsonify(checkout.start_topup(current_app.config, g.caller.account_id, body.get("amount_usd"),
-                                        _return_url(body)))
+    return jsonify(
+        checkout.start_topup(current_app.config, g.caller.account_id, body.get("amount_usd"), _return_url(body))
+    )
 
 
 @bp.post("/subscribe")
 @require_management("Billing")
 def subscribe():
     body = json_body()
-    return jsonify(checkout.start_subscription(current_app.config, current_gateway().plans, g.caller.account_id,
-                                               body.get("plan"), _return_url(body)))
+    return jsonify(
+        checkout.start_subscription(
+            current_app.config, current_gateway().plans, g.caller.account_id, body.get("plan"), _return_url(body)
+        )
+    )
 
 
 @bp.post("/portal")
@@ -55,15 +60,22 @@ def portal():
 def subscription():
     account = db.session.get(Account, g.caller.account_id)
     plans = current_gateway().plans
-    return jsonify({"plan": account.plan or plans.default, "effective_plan": g.caller.plan.name,
-                    "status": account.subscription_status, "subscription_id": account.stripe_subscription_id,
-                    "past_due_since": account.past_due_since.isoformat() if account.past_due_since else None,
-                    "restricted": g.caller.plan.name != (account.plan or plans.default)})
+    return jsonify(
+        {
+            "plan": account.plan or plans.default,
+            "effective_plan": g.caller.plan.name,
+            "status": account.subscription_status,
+            "subscription_id": account.stripe_subscription_id,
+            "past_due_since": account.past_due_since.isoformat() if account.past_due_since else None,
+            "restricted": g.caller.plan.name != (account.plan or plans.default),
+        }
+    )
 
 
 @bp.post("/webhooks")
 def stripe_webhook():
-    event = webhooks.verify(request.get_data(), request.headers.get("Stripe-Signature"),
-                            current_app.config["STRIPE_WEBHOOK_SECRET"])
+    event = webhooks.verify(
+        request.get_data(), request.headers.get("Stripe-Signature"), current_app.config["STRIPE_WEBHOOK_SECRET"]
+    )
     outcome = webhooks.process(event, current_gateway().plans, current_app.config)
     return jsonify({"received": True, "outcome": outcome})

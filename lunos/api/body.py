@@ -1,5 +1,6 @@
 """The JSON body of a request, within the configured bounds, or an OpenAI-shaped 400 (413 when
 it is over ``LUNOS_MAX_BODY_BYTES``)."""
+
 from typing import Any
 
 from flask import current_app, request

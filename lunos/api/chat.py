@@ -1,4 +1,5 @@
 """POST /v1/chat/completions."""
+
 from flask import Blueprint, Response, current_app, g, jsonify
 
 from lunos.api.auth import require_key
@@ -20,8 +21,7 @@ def chat_completions():
         response = jsonify(completion.answer())
     else:
         # The body owns the stream: the server's close of it settles, after the last byte.
-        response = Response(ChatStream(completion, current_app._get_current_object()),
-                            mimetype="text/event-stream")
+        response = Response(ChatStream(completion, current_app._get_current_object()), mimetype="text/event-stream")
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"  # nginx: pass chunks on as they come
     response.headers.update(completion.rate_headers)

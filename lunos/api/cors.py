@@ -5,18 +5,31 @@ Keys travel in headers (never cookies), so no credentials mode is involved and `
 answer. A preflight is answered before authentication (browsers send no key with it), and the
 headers also go on error answers, or a browser would hide a 401 or a 429 from the script.
 """
+
 from flask import Flask, Response, request
 
 ANY_ORIGIN = "*"
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 # What the SDKs send besides the CORS-safelisted headers; x-stainless-* is a growing family
 # (lang, os, arch, runtime, retry-count, timeout...), so it is matched by prefix.
-ALLOWED_HEADERS = ("authorization", "x-api-key", "x-app-id", "content-type",
-                   "openai-organization", "openai-project", "openai-beta")
+ALLOWED_HEADERS = (
+    "authorization",
+    "x-api-key",
+    "x-app-id",
+    "content-type",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+)
 ALLOWED_HEADER_PREFIX = "x-stainless-"
-EXPOSED_HEADERS = ", ".join((
-    "x-request-id", "retry-after", "x-should-retry",
-    *(f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset"))))
+EXPOSED_HEADERS = ", ".join(
+    (
+        "x-request-id",
+        "retry-after",
+        "x-should-retry",
+        *(f"x-ratelimit-{what}-{kind}" for kind in ("requests", "tokens") for what in ("limit", "remaining", "reset")),
+    )
+)
 PREFLIGHT_MAX_AGE_S = "600"  # browsers cap it anyway (Chromium at 2 h); short so a changed list shows soon
 
 
@@ -46,13 +59,18 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _answer_preflight():
-        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers \
-                or not applies(request.path) or allowed_origin() is None:
+        if (
+            request.method != "OPTIONS"
+            or "Access-Control-Request-Method" not in request.headers
+            or not applies(request.path)
+            or allowed_origin() is None
+        ):
             return None  # not a preflight we allow: Flask answers OPTIONS as it would
         response = Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
         response.headers["Access-Control-Allow-Headers"] = allowed_headers(
-            request.headers.get("Access-Control-Request-Headers", ""))
+            request.headers.get("Access-Control-Request-Headers", "")
+        )
         response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE_S
         response.vary.add("Access-Control-Request-Headers")
         return response

@@ -1,4 +1,5 @@
 """POST /v1/embeddings."""
+
 from flask import Blueprint, g, jsonify
 
 from lunos.api.auth import require_key

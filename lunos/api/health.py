@@ -1,4 +1,5 @@
 """Liveness, readiness and version."""
+
 import redis
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text

@@ -1,14 +1,15 @@
 """Key management with a management key: /v1/keys."""
+
 from flask import Blueprint, current_app, g, jsonify
 
 from lunos.api.auth import require_management
 from lunos.api.body import json_body
 from lunos.extensions import db
 from lunos.models import Account
+from lunos.money import usd, usd_to_micros
 from lunos.schemas import load
 from lunos.schemas.keys import KeyCreate, KeyUpdate
 from lunos.services import keys
-from lunos.money import usd, usd_to_micros
 from lunos.services.usage import key_spend_micros
 
 bp = Blueprint("keys", __name__, url_prefix="/v1/keys")
@@ -25,15 +26,24 @@ def _settings(data):
 
 
 def describe(key):
-    return {"id": key.id, "object": "api_key", "name": key.name, "kind": key.kind, "prefix": key.prefix,
-            "created_at": key.created_at.isoformat(),
-            "expires_at": keys.as_utc(key.expires_at).isoformat() if key.expires_at else None,
-            "revoked": key.revoked_at is not None, "disabled": key.disabled,
-            "requests_per_minute": key.requests_per_minute, "allowed_models": key.allowed_models,
-            "allowed_apps": key.allowed_apps,
-            "credit_limit_usd": usd(key.credit_limit_micros) if key.credit_limit_micros is not None else None,
-            "credit_limit_reset": key.credit_limit_reset, "limit_window_spent_usd": usd(key.spent_micros),
-            "usage_usd": usd(key_spend_micros(key.id))}
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "name": key.name,
+        "kind": key.kind,
+        "prefix": key.prefix,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": keys.as_utc(key.expires_at).isoformat() if key.expires_at else None,
+        "revoked": key.revoked_at is not None,
+        "disabled": key.disabled,
+        "requests_per_minute": key.requests_per_minute,
+        "allowed_models": key.allowed_models,
+        "allowed_apps": key.allowed_apps,
+        "credit_limit_usd": usd(key.credit_limit_micros) if key.credit_limit_micros is not None else None,
+        "credit_limit_reset": key.credit_limit_reset,
+        "limit_window_spent_usd": usd(key.spent_micros),
+        "usage_usd": usd(key_spend_micros(key.id)),
+    }
 
 
 management = require_management("Key management")  # an inference key gets 403
@@ -44,8 +54,9 @@ management = require_management("Key management")  # an inference key gets 403
 def create():
     data = _settings(load(_create, json_body()))
     account = db.session.get(Account, g.caller.account_id)
-    key, secret = keys.create_key(account, current_app.config["SECRET_KEY"], name=data.pop("name", "default"),
-                                  kind=data.pop("kind"), **data)
+    key, secret = keys.create_key(
+        account, current_app.config["SECRET_KEY"], name=data.pop("name", "default"), kind=data.pop("kind"), **data
+    )
     response = jsonify({**describe(key), "key": secret})  # the only time the secret is shown
     response.status_code = 201
     return response

@@ -2,6 +2,7 @@
 
 A management key reads the whole account; an inference key only its own requests (see
 ``own_key_only``); apps are for management keys."""
+
 import csv
 import io
 
@@ -15,8 +16,17 @@ from lunos.services import analytics
 from lunos.services.usage import summary
 
 bp = Blueprint("usage", __name__, url_prefix="/v1")
-CSV_COLUMNS = ("group", "name", "requests", "errors", "prompt_tokens", "completion_tokens", "cost",
-               "latency_p50_ms", "latency_p95_ms")
+CSV_COLUMNS = (
+    "group",
+    "name",
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "latency_p50_ms",
+    "latency_p95_ms",
+)
 
 
 @bp.get("/usage")
@@ -32,10 +42,18 @@ def usage():
         writer.writeheader()
         writer.writerows(rows)
         filename = "usage-by-" + "-".join(dims) + ".csv"
-        return Response(out.getvalue(), mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-    return jsonify({"object": "list", "group_by": group_by, "from": usage_filter.start.isoformat(),
-                    "to": usage_filter.end.isoformat(), "data": rows})
+        return Response(
+            out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+        )
+    return jsonify(
+        {
+            "object": "list",
+            "group_by": group_by,
+            "from": usage_filter.start.isoformat(),
+            "to": usage_filter.end.isoformat(),
+            "data": rows,
+        }
+    )
 
 
 @bp.get("/usage/events")
@@ -49,8 +67,14 @@ def usage_events():
         raise InvalidRequest("'limit' is a number from 1 to 1000", param="limit")
     usage_filter = analytics.confine_to_key(analytics.make_filter(g.caller.account_id, request.args), own_key_only())
     page, cursor = analytics.events(usage_filter, limit, request.args.get("cursor"))
-    return jsonify({"object": "list", "data": [{**summary(e), "key_id": e.key_id} for e in page],
-                    "next_cursor": cursor, "has_more": cursor is not None})
+    return jsonify(
+        {
+            "object": "list",
+            "data": [{**summary(e), "key_id": e.key_id} for e in page],
+            "next_cursor": cursor,
+            "has_more": cursor is not None,
+        }
+    )
 
 
 @bp.get("/apps")

@@ -3,6 +3,7 @@
 What a call needs of the account is read first; every Stripe call then runs with the session's
 transaction ended (``calling_stripe``), and what Stripe answered is written in a new one.
 """
+
 from collections.abc import Mapping
 
 import stripe
@@ -22,6 +23,7 @@ SUBSCRIPTION_ENDED = frozenset({"canceled", "incomplete_expired"})
 
 class SubscriptionExists(InvalidRequest):
     """The account has a live subscription: plan changes go through the Customer Portal."""
+
     status = 409
     code = "subscription_exists"
 
@@ -40,9 +42,13 @@ def _customer(stripe_client: stripe.StripeClient, account_id: int) -> str:
     with calling_stripe():
         customer = stripe_client.v1.customers.create(
             params={"name": name, "metadata": {"lunos_account_id": str(account_id)}},
-            options={"idempotency_key": f"lunos-customer-{account_id}"})
-    db.session.execute(update(Account).where(Account.id == account_id, Account.stripe_customer_id.is_(None))
-                       .values(stripe_customer_id=customer.id))
+            options={"idempotency_key": f"lunos-customer-{account_id}"},
+        )
+    db.session.execute(
+        update(Account)
+        .where(Account.id == account_id, Account.stripe_customer_id.is_(None))
+        .values(stripe_customer_id=customer.id)
+    )
     db.session.commit()
     return customer.id
 
@@ -59,19 +65,35 @@ def _checkout_session(config: Mapping, account_id: int, return_url: str, params:
     stripe_client = client(config)
     customer = _customer(stripe_client, account_id)
     with calling_stripe():
-        return stripe_client.v1.checkout.sessions.create(params={
-            "customer": customer, "client_reference_id": str(account_id),
-            "success_url": return_url, "cancel_url": return_url, **params})
+        return stripe_client.v1.checkout.sessions.create(
+            params={
+                "customer": customer,
+                "client_reference_id": str(account_id),
+                "success_url": return_url,
+                "cancel_url": return_url,
+                **params,
+            }
+        )
 
 
 def start_topup(config: Mapping, account_id: int, amount_usd: object, return_url: str) -> dict:
     cents = topup_cents(amount_usd, config["TOPUP_MIN_USD"], config["TOPUP_MAX_USD"])
-    session = _checkout_session(config, account_id, return_url, {
-        "mode": "payment",
-        "line_items": [{"quantity": 1, "price_data": {
-            "currency": "usd", "unit_amount": cents, "product_data": {"name": "Lunos credits"}}}],
-        "metadata": _metadata(account_id, PURPOSE_CREDITS),
-        "payment_intent_data": {"metadata": _metadata(account_id, PURPOSE_CREDITS)}})
+    session = _checkout_session(
+        config,
+        account_id,
+        return_url,
+        {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {"currency": "usd", "unit_amount": cents, "product_data": {"name": "Lunos credits"}},
+                }
+            ],
+            "metadata": _metadata(account_id, PURPOSE_CREDITS),
+            "payment_intent_data": {"metadata": _metadata(account_id, PURPOSE_CREDITS)},
+        },
+    )
     return {"id": session.id, "url": session.url, "amount_usd": usd(cents_to_micros(cents))}
 
 
@@ -81,7 +103,8 @@ def refuse_second_subscription(account: Account) -> None:
         raise SubscriptionExists(
             f"This account already has a subscription ({account.stripe_subscription_id}, "
             f"{account.subscription_status or 'being set up'}): change or cancel its plan in the Stripe "
-            "Customer Portal (POST /v1/billing/portal) instead of subscribing again.")
+            "Customer Portal (POST /v1/billing/portal) instead of subscribing again."
+        )
 
 
 def start_subscription(config: Mapping, plans: Plans, account_id: int, plan_name: object, return_url: str) -> dict:
@@ -91,10 +114,17 @@ def start_subscription(config: Mapping, plans: Plans, account_id: int, plan_name
     if not plan.stripe_price_id:
         raise InvalidRequest(f"The '{plan.name}' plan is not for sale (it has no Stripe price).", param="plan")
     refuse_second_subscription(db.session.get(Account, account_id))
-    session = _checkout_session(config, account_id, return_url, {
-        "mode": "subscription", "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
-        "metadata": _metadata(account_id, "subscription"),
-        "subscription_data": {"metadata": {**_metadata(account_id, "subscription"), "lunos_plan": plan.name}}})
+    session = _checkout_session(
+        config,
+        account_id,
+        return_url,
+        {
+            "mode": "subscription",
+            "line_items": [{"price": plan.stripe_price_id, "quantity": 1}],
+            "metadata": _metadata(account_id, "subscription"),
+            "subscription_data": {"metadata": {**_metadata(account_id, "subscription"), "lunos_plan": plan.name}},
+        },
+    )
     return {"id": session.id, "url": session.url, "plan": plan.name}
 
 
@@ -104,6 +134,6 @@ def start_portal(config: Mapping, account_id: int, return_url: str) -> dict:
         raise NotFound("This account has no billing history yet: buy credits or subscribe first.")
     with calling_stripe():
         session = client(config).v1.billing_portal.sessions.create(
-            params={"customer": customer, "return_url": return_url})
+            params={"customer": customer, "return_url": return_url}
+        )
     return {"id": session.id, "url": session.url}
-

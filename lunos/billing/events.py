@@ -7,6 +7,7 @@ by another worker right now, makes this a ``duplicate``), lock the account, appl
 ledger's unique source references are the last line of defence: should one still refuse a
 row, the whole transaction rolls back and the delivery answers ``duplicate`` too.
 """
+
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,8 +53,7 @@ class Delivery:
         except _AlreadyRecorded:
             return DUPLICATE
         except IntegrityError as exc:
-            log.warning("stripe event %s (%s) would have applied twice; rolled back: %s",
-                        self.id, self.type, exc.orig)
+            log.warning("stripe event %s (%s) would have applied twice; rolled back: %s", self.id, self.type, exc.orig)
             return DUPLICATE
 
     def nothing(self, why: str) -> str:
@@ -61,8 +61,9 @@ class Delivery:
         log.info("stripe event %s (%s): %s", self.id, self.type, why)
         return self.commit(lambda tx: IGNORED)
 
-    def notice(self, tx: Transaction, ref: str, kind: str, message: str, *, account_id: int | None,
-               stripe_object: str | None) -> None:
+    def notice(
+        self, tx: Transaction, ref: str, kind: str, message: str, *, account_id: int | None, stripe_object: str | None
+    ) -> None:
         store.notice(tx, ref, kind, message, account_id=account_id, stripe_object=stripe_object, event_id=self.id)
 
 

@@ -16,13 +16,13 @@ stands (``pending``, ``requires_action``, ``succeeded``), given back once if it 
 canceled. A refund's state only moves forward here, so an older list, fetched by a concurrent
 delivery, can neither debit twice nor revive a failed refund.
 """
+
 import logging
 
 from lunos import ledger
-from lunos.billing import stripe_api, store, subscriptions
+from lunos.billing import store, stripe_api, subscriptions
 from lunos.billing.checkout import PURPOSE_CREDITS
-from lunos.billing.events import (PROCESSED, USD, Delivery, account_hint, amount, currency, mapping,
-                                  required_text, text)
+from lunos.billing.events import PROCESSED, USD, Delivery, account_hint, amount, currency, mapping, required_text, text
 from lunos.money import cents_to_micros
 from lunos.services.prepared import Transaction
 
@@ -55,25 +55,42 @@ def topup_paid(delivery: Delivery) -> str:
     def effects(tx: Transaction) -> str:
         store.claim(tx, owner)
         if paid_in != USD:
-            delivery.notice(tx, f"currency:{session_id}", "currency",
-                            f"top-up {session_id} of account {owner.account_id} was paid in {paid_in.upper()}: "
-                            "Lunos credits in USD, so it credited nothing",
-                            account_id=owner.account_id, stripe_object=session_id)
+            delivery.notice(
+                tx,
+                f"currency:{session_id}",
+                "currency",
+                f"top-up {session_id} of account {owner.account_id} was paid in {paid_in.upper()}: "
+                "Lunos credits in USD, so it credited nothing",
+                account_id=owner.account_id,
+                stripe_object=session_id,
+            )
             return PROCESSED
         source_ref = f"checkout:{session_id}"
         if cents <= 0 or ledger.posted(tx, source_ref):
             return PROCESSED  # credited already, through the session's other event
-        store.add_credits(tx, owner.account_id, session_id, [(text(session, "payment_intent") or "", cents)],
-                          cents_to_micros(cents))
-        ledger.post(tx, [ledger.entry(owner.account_id, cents_to_micros(cents), ledger.TOPUP, source_ref,
-                                      "credits bought through Stripe Checkout")])
+        store.add_credits(
+            tx, owner.account_id, session_id, [(text(session, "payment_intent") or "", cents)], cents_to_micros(cents)
+        )
+        ledger.post(
+            tx,
+            [
+                ledger.entry(
+                    owner.account_id,
+                    cents_to_micros(cents),
+                    ledger.TOPUP,
+                    source_ref,
+                    "credits bought through Stripe Checkout",
+                )
+            ],
+        )
         return PROCESSED
 
     return delivery.commit(effects)
 
 
-def _payer(delivery: Delivery, charge_id: str, payment_intent: str | None,
-           charge: dict | None = None) -> store.Paid | None:
+def _payer(
+    delivery: Delivery, charge_id: str, payment_intent: str | None, charge: dict | None = None
+) -> store.Paid | None:
     """What the charge's payment credited, from Lunos's records; else (looking the charge up in
     Stripe if need be: a refund or dispute does not name the customer) an unmatched payment of
     the charge's customer's account."""
@@ -85,16 +102,22 @@ def _payer(delivery: Delivery, charge_id: str, payment_intent: str | None,
     owner = store.find_account(text(charge, "customer"), account_hint(charge)) if charge else None
     if owner is None:
         return None
-    return store.Paid(owner.account_id, amount(charge, "amount"), cents_to_micros(amount(charge, "amount")),
-                      matched=False)
+    return store.Paid(
+        owner.account_id, amount(charge, "amount"), cents_to_micros(amount(charge, "amount")), matched=False
+    )
 
 
 def _unmatched(tx: Transaction, delivery: Delivery, paid: store.Paid, charge_id: str, what: str) -> None:
     if not paid.matched:
-        delivery.notice(tx, f"unmatched:{charge_id}", "unmatched_payment",
-                        f"{what} of charge {charge_id} (account {paid.account_id}): Lunos has no record of what "
-                        "this payment credited, so it took it back one for one; check the account's ledger",
-                        account_id=paid.account_id, stripe_object=charge_id)
+        delivery.notice(
+            tx,
+            f"unmatched:{charge_id}",
+            "unmatched_payment",
+            f"{what} of charge {charge_id} (account {paid.account_id}): Lunos has no record of what "
+            "this payment credited, so it took it back one for one; check the account's ledger",
+            account_id=paid.account_id,
+            stripe_object=charge_id,
+        )
 
 
 def refunds_changed(delivery: Delivery) -> str:
@@ -114,10 +137,15 @@ def refunds_changed(delivery: Delivery) -> str:
     def effects(tx: Transaction) -> str:
         store.claim(tx, store.Owner(paid.account_id))
         if refunded_in != USD:
-            delivery.notice(tx, f"currency:{charge_id}", "currency",
-                            f"refund of charge {charge_id} (account {paid.account_id}) in {refunded_in.upper()}: "
-                            "Lunos credits in USD, so it took nothing back",
-                            account_id=paid.account_id, stripe_object=charge_id)
+            delivery.notice(
+                tx,
+                f"currency:{charge_id}",
+                "currency",
+                f"refund of charge {charge_id} (account {paid.account_id}) in {refunded_in.upper()}: "
+                "Lunos credits in USD, so it took nothing back",
+                account_id=paid.account_id,
+                stripe_object=charge_id,
+            )
             return PROCESSED
         _unmatched(tx, delivery, paid, charge_id, "refund")
         _apply_refunds(tx, paid, charge_id, refunds)
@@ -131,10 +159,12 @@ def _apply_refunds(tx: Transaction, paid: store.Paid, charge_id: str, refunds: l
     # What the charge's refunds took back so far (refunds of the earlier version included,
     # whose references name the charge and the cumulative amount).
     taken = -ledger.total(tx, f"refund:{charge_id}:") + sum(
-        refund.debited_micros for refund in applied.values() if refund.status == store.DEBITED)
+        refund.debited_micros for refund in applied.values() if refund.status == store.DEBITED
+    )
     standing = 0  # cents of the refunds that stand, in Stripe's order
-    for refund in sorted((r for r in refunds if isinstance(r, dict)), key=lambda r: (amount(r, "created"),
-                                                                                     str(r.get("id")))):
+    for refund in sorted(
+        (r for r in refunds if isinstance(r, dict)), key=lambda r: (amount(r, "created"), str(r.get("id")))
+    ):
         refund_id, status, cents = text(refund, "id"), text(refund, "status"), amount(refund, "amount")
         if refund_id is None or cents <= 0:
             continue
@@ -146,9 +176,18 @@ def _apply_refunds(tx: Transaction, paid: store.Paid, charge_id: str, refunds: l
                 store.fail_refund(tx, refund_id)
                 taken -= before.debited_micros
                 if before.debited_micros:
-                    ledger.post(tx, [ledger.entry(paid.account_id, before.debited_micros, ledger.REFUND_REVERSAL,
-                                                  f"refund-reversal:{refund_id}",
-                                                  f"refund {refund_id} of Stripe charge {charge_id} {status}")])
+                    ledger.post(
+                        tx,
+                        [
+                            ledger.entry(
+                                paid.account_id,
+                                before.debited_micros,
+                                ledger.REFUND_REVERSAL,
+                                f"refund-reversal:{refund_id}",
+                                f"refund {refund_id} of Stripe charge {charge_id} {status}",
+                            )
+                        ],
+                    )
             continue
         if status not in STANDING:
             continue
@@ -159,8 +198,18 @@ def _apply_refunds(tx: Transaction, paid: store.Paid, charge_id: str, refunds: l
             store.add_refund(tx, refund_id, paid.account_id, charge_id, cents, debit, store.DEBITED)
             taken += debit
             if debit:
-                ledger.post(tx, [ledger.entry(paid.account_id, -debit, ledger.REFUND, f"refund:{refund_id}",
-                                              f"refund {refund_id} of Stripe charge {charge_id}")])
+                ledger.post(
+                    tx,
+                    [
+                        ledger.entry(
+                            paid.account_id,
+                            -debit,
+                            ledger.REFUND,
+                            f"refund:{refund_id}",
+                            f"refund {refund_id} of Stripe charge {charge_id}",
+                        )
+                    ],
+                )
 
 
 def _dispute_payer(delivery: Delivery) -> tuple[str, store.Paid | None]:
@@ -182,14 +231,27 @@ def dispute_created(delivery: Delivery) -> str:
         store.claim(tx, store.Owner(paid.account_id))
         store.set_flag(tx, paid.account_id, f"Stripe dispute {dispute_id} ({dispute.get('reason')})")
         if disputed_in != USD:
-            delivery.notice(tx, f"currency:{dispute_id}", "currency",
-                            f"dispute {dispute_id} (account {paid.account_id}) in {disputed_in.upper()}: Lunos "
-                            "credits in USD, so it took nothing back", account_id=paid.account_id,
-                            stripe_object=dispute_id)
+            delivery.notice(
+                tx,
+                f"currency:{dispute_id}",
+                "currency",
+                f"dispute {dispute_id} (account {paid.account_id}) in {disputed_in.upper()}: Lunos "
+                "credits in USD, so it took nothing back",
+                account_id=paid.account_id,
+                stripe_object=dispute_id,
+            )
             return PROCESSED
         _unmatched(tx, delivery, paid, charge_id, "dispute")
-        ledger.post_once(tx, ledger.entry(paid.account_id, -paid.share(cents), ledger.DISPUTE,
-                                          f"dispute:{dispute_id}", f"dispute {dispute_id}: {dispute.get('reason')}"))
+        ledger.post_once(
+            tx,
+            ledger.entry(
+                paid.account_id,
+                -paid.share(cents),
+                ledger.DISPUTE,
+                f"dispute:{dispute_id}",
+                f"dispute {dispute_id}: {dispute.get('reason')}",
+            ),
+        )
         return PROCESSED
 
     return delivery.commit(effects)
@@ -208,11 +270,18 @@ def dispute_closed(delivery: Delivery) -> str:
         store.claim(tx, store.Owner(paid.account_id))
         taken = -(ledger.amount(tx, f"dispute:{dispute_id}") or 0)
         if taken > 0:
-            ledger.post_once(tx, ledger.entry(paid.account_id, taken, ledger.DISPUTE_REVERSAL,
-                                              f"dispute-won:{dispute_id}", f"dispute {dispute_id} won"))
+            ledger.post_once(
+                tx,
+                ledger.entry(
+                    paid.account_id,
+                    taken,
+                    ledger.DISPUTE_REVERSAL,
+                    f"dispute-won:{dispute_id}",
+                    f"dispute {dispute_id} won",
+                ),
+            )
         if dispute_id in (store.account_state(tx, paid.account_id).flag_reason or ""):
             store.set_flag(tx, paid.account_id, None)
         return PROCESSED
 
     return delivery.commit(effects)
-

@@ -5,6 +5,7 @@ Every call first ends the ORM session's transaction (committing the request's ow
 transaction is open while Stripe answers. On SQLite an open write transaction would hold the
 database's one write lock, and every other write of the gevent worker would wait on it.
 """
+
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 
@@ -21,8 +22,7 @@ def client(config: Mapping) -> stripe.StripeClient:
     secret = config["STRIPE_SECRET_KEY"]
     if not secret:
         raise ServiceUnavailable("Billing is not configured on this gateway (STRIPE_SECRET_KEY is not set).")
-    return stripe.StripeClient(secret, base_addresses={"api": config["STRIPE_API_BASE"]},
-                               max_network_retries=2)
+    return stripe.StripeClient(secret, base_addresses={"api": config["STRIPE_API_BASE"]}, max_network_retries=2)
 
 
 def end_session_transaction() -> None:
@@ -82,5 +82,8 @@ def refunds(config: Mapping, charge_id: str) -> list[dict]:
 def invoice_payments(config: Mapping, invoice_id: str) -> list[dict]:
     """The paid InvoicePayments of an invoice: since API version 2025-03-31 (basil) a charge no
     longer names its invoice; these map an invoice to the PaymentIntents (or charges) that paid it."""
-    return _listed(lambda: client(config).v1.invoice_payments.list(
-        params={"invoice": invoice_id, "status": "paid", "limit": LIST_LIMIT}))
+    return _listed(
+        lambda: client(config).v1.invoice_payments.list(
+            params={"invoice": invoice_id, "status": "paid", "limit": LIST_LIMIT}
+        )
+    )

@@ -17,15 +17,27 @@ subscription while one is current changes nothing, and a second live one is list
 operator. A subscription that ends (``canceled``, ``incomplete_expired``) leaves the account
 with none, on the default plan.
 """
+
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 
 from lunos import ledger
-from lunos.billing import stripe_api, store
-from lunos.billing.events import (IGNORED, PROCESSED, USD, Delivery, Stale, amount, account_hint, currency,
-                                  mapping, required_text, text)
+from lunos.billing import store, stripe_api
+from lunos.billing.events import (
+    IGNORED,
+    PROCESSED,
+    USD,
+    Delivery,
+    Stale,
+    account_hint,
+    amount,
+    currency,
+    mapping,
+    required_text,
+    text,
+)
 from lunos.errors import ServiceUnavailable
 from lunos.plans import Plan, Plans
 from lunos.services.prepared import Transaction
@@ -84,10 +96,15 @@ def _invoice_event(delivery: Delivery, grant: bool) -> str:
         return sync(delivery, owner, subscription_id)
     payments = []
     if amount(invoice, "amount_paid") > 0 and currency(invoice) == USD and not store.was_credited(invoice_id):
-        payments = [(_payment_id(p), amount(p, "amount_paid")) for p in stripe_api.invoice_payments(
-            delivery.config, invoice_id)]
-    return sync(delivery, owner, subscription_id,
-                then=lambda tx, account, subscription: _grant(tx, delivery, account, subscription, payments))
+        payments = [
+            (_payment_id(p), amount(p, "amount_paid")) for p in stripe_api.invoice_payments(delivery.config, invoice_id)
+        ]
+    return sync(
+        delivery,
+        owner,
+        subscription_id,
+        then=lambda tx, account, subscription: _grant(tx, delivery, account, subscription, payments),
+    )
 
 
 def _payment_id(invoice_payment: dict) -> str:
@@ -103,35 +120,67 @@ def sync(delivery: Delivery, owner: store.Owner, subscription_id: str, then: The
         seen = store.sync_counter(owner.account_id)
         subscription = stripe_api.subscription(delivery.config, subscription_id)
         try:
-            return delivery.commit(partial(_apply, delivery=delivery, owner=owner, seen=seen,
-                                           subscription_id=subscription_id, subscription=subscription, then=then))
+            return delivery.commit(
+                partial(
+                    _apply,
+                    delivery=delivery,
+                    owner=owner,
+                    seen=seen,
+                    subscription_id=subscription_id,
+                    subscription=subscription,
+                    then=then,
+                )
+            )
         except Stale:
-            log.info("stripe event %s: account %s synced meanwhile; fetching %s again",
-                     delivery.id, owner.account_id, subscription_id)
-    raise ServiceUnavailable("The subscription kept changing while this event was applied; Stripe will "
-                             "deliver it again.")
+            log.info(
+                "stripe event %s: account %s synced meanwhile; fetching %s again",
+                delivery.id,
+                owner.account_id,
+                subscription_id,
+            )
+    raise ServiceUnavailable(
+        "The subscription kept changing while this event was applied; Stripe will deliver it again."
+    )
 
 
-def _apply(tx: Transaction, delivery: Delivery, owner: store.Owner, seen: int, subscription_id: str,
-           subscription: dict | None, then: Then | None) -> str:
+def _apply(
+    tx: Transaction,
+    delivery: Delivery,
+    owner: store.Owner,
+    seen: int,
+    subscription_id: str,
+    subscription: dict | None,
+    then: Then | None,
+) -> str:
     store.claim(tx, owner)
     account = store.account_state(tx, owner.account_id)
     if subscription is None:
-        delivery.notice(tx, f"missing:{subscription_id}", "missing_subscription",
-                        f"Stripe has no subscription {subscription_id} (account {account.id}): nothing changed; "
-                        "are the Stripe keys of the same mode (test/live) as the webhook?",
-                        account_id=account.id, stripe_object=subscription_id)
+        delivery.notice(
+            tx,
+            f"missing:{subscription_id}",
+            "missing_subscription",
+            f"Stripe has no subscription {subscription_id} (account {account.id}): nothing changed; "
+            "are the Stripe keys of the same mode (test/live) as the webhook?",
+            account_id=account.id,
+            stripe_object=subscription_id,
+        )
         return IGNORED
     status = text(subscription, "status")
     ours = account.subscription == subscription_id or (account.subscription is None and _belongs(subscription, account))
     if not ours:
         if account.subscription is not None and status not in ENDED and _belongs(subscription, account):
-            delivery.notice(tx, f"second:{subscription_id}", "second_subscription",
-                            f"account {account.id} has a second live subscription {subscription_id} besides "
-                            f"{account.subscription}: Lunos ignores it; cancel or refund it in Stripe",
-                            account_id=account.id, stripe_object=subscription_id)
-        log.info("stripe event %s: subscription %s is not account %s's; ignored", delivery.id, subscription_id,
-                 account.id)
+            delivery.notice(
+                tx,
+                f"second:{subscription_id}",
+                "second_subscription",
+                f"account {account.id} has a second live subscription {subscription_id} besides "
+                f"{account.subscription}: Lunos ignores it; cancel or refund it in Stripe",
+                account_id=account.id,
+                stripe_object=subscription_id,
+            )
+        log.info(
+            "stripe event %s: subscription %s is not account %s's; ignored", delivery.id, subscription_id, account.id
+        )
         return IGNORED
     if account.sync != seen:
         raise Stale
@@ -142,8 +191,9 @@ def _apply(tx: Transaction, delivery: Delivery, owner: store.Owner, seen: int, s
 
 def _belongs(subscription: dict, account: store.AccountState) -> bool:
     customer = text(subscription, "customer")
-    return (customer is not None and customer == account.customer) or \
-        str(mapping(subscription, "metadata").get("lunos_account_id") or "") == str(account.id)
+    return (customer is not None and customer == account.customer) or str(
+        mapping(subscription, "metadata").get("lunos_account_id") or ""
+    ) == str(account.id)
 
 
 def plan_of(subscription: dict, plans: Plans) -> Plan | None:
@@ -163,13 +213,19 @@ def _set_state(tx: Transaction, plans: Plans, account: store.AccountState, subsc
     plan = plan_of(subscription, plans)
     if plan is None:
         log.warning("stripe subscription %s: no plan has its price; plan unchanged", subscription.get("id"))
-    past_due_since = (account.past_due_since or datetime.now(timezone.utc)) if status == "past_due" else None
-    store.set_subscription(tx, account.id, plan.name if plan else account.plan, text(subscription, "id"), status,
-                           past_due_since)
+    past_due_since = (account.past_due_since or datetime.now(UTC)) if status == "past_due" else None
+    store.set_subscription(
+        tx, account.id, plan.name if plan else account.plan, text(subscription, "id"), status, past_due_since
+    )
 
 
-def _grant(tx: Transaction, delivery: Delivery, account: store.AccountState, subscription: dict,
-           payments: list[tuple[str, int]]) -> str:
+def _grant(
+    tx: Transaction,
+    delivery: Delivery,
+    account: store.AccountState,
+    subscription: dict,
+    payments: list[tuple[str, int]],
+) -> str:
     """The credits of the period the invoice paid, once per invoice, for the subscription's plan
     as Stripe has it. A $0 invoice (a trial) grants the plan's trial credits instead of its
     monthly ones. An upgrade's invoice grants what the new plan's allowance adds to what this
@@ -177,17 +233,29 @@ def _grant(tx: Transaction, delivery: Delivery, account: store.AccountState, sub
     invoice = delivery.obj
     invoice_id, reason, source_ref = invoice["id"], invoice.get("billing_reason"), f"invoice:{invoice['id']}"
     if currency(invoice) != USD:
-        delivery.notice(tx, f"currency:{invoice_id}", "currency",
-                        f"invoice {invoice_id} of account {account.id} was paid in {currency(invoice).upper()}: "
-                        "Lunos credits in USD, so it granted nothing", account_id=account.id, stripe_object=invoice_id)
+        delivery.notice(
+            tx,
+            f"currency:{invoice_id}",
+            "currency",
+            f"invoice {invoice_id} of account {account.id} was paid in {currency(invoice).upper()}: "
+            "Lunos credits in USD, so it granted nothing",
+            account_id=account.id,
+            stripe_object=invoice_id,
+        )
         return PROCESSED
     if store.credited(tx, invoice_id) or ledger.posted(tx, source_ref):
         return PROCESSED  # this invoice was granted already, through another event
     plan = plan_of(subscription, delivery.plans)
     if plan is None:
-        delivery.notice(tx, f"price:{invoice_id}", "unknown_price",
-                        f"invoice {invoice_id} of account {account.id}: subscription {subscription.get('id')} "
-                        "has no plan's price, so it granted nothing", account_id=account.id, stripe_object=invoice_id)
+        delivery.notice(
+            tx,
+            f"price:{invoice_id}",
+            "unknown_price",
+            f"invoice {invoice_id} of account {account.id}: subscription {subscription.get('id')} "
+            "has no plan's price, so it granted nothing",
+            account_id=account.id,
+            stripe_object=invoice_id,
+        )
         return PROCESSED
     paid = amount(invoice, "amount_paid")
     free = amount(invoice, "total", paid) <= 0
@@ -199,7 +267,16 @@ def _grant(tx: Transaction, delivery: Delivery, account: store.AccountState, sub
     store.add_credits(tx, account.id, invoice_id, payments or [("", paid)], credits)
     store.set_period_credits(tx, account.id, period)
     if credits:
-        ledger.post(tx, [ledger.entry(account.id, credits, ledger.SUBSCRIPTION, source_ref,
-                                      f"{plan.name} plan {'trial ' if free else ''}credits ({reason}) "
-                                      f"for invoice {invoice_id}")])
+        ledger.post(
+            tx,
+            [
+                ledger.entry(
+                    account.id,
+                    credits,
+                    ledger.SUBSCRIPTION,
+                    source_ref,
+                    f"{plan.name} plan {'trial ' if free else ''}credits ({reason}) for invoice {invoice_id}",
+                )
+            ],
+        )
     return PROCESSED

@@ -5,6 +5,7 @@ different workers and instances. So an event's payload is only a prompt: what it
 (a subscription, a charge's refunds) is read from Stripe, before any transaction opens, and
 applied in one short transaction under the account's lock (lunos/billing/events.py).
 """
+
 import json
 from collections.abc import Mapping
 
@@ -22,8 +23,9 @@ def verify(payload: bytes, signature: str | None, secret: str | None) -> dict:
     if not secret:
         raise ServiceUnavailable("Webhooks are not configured on this gateway (STRIPE_WEBHOOK_SECRET is not set).")
     try:
-        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature, secret,
-                                              stripe.Webhook.DEFAULT_TOLERANCE)
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8"), signature, secret, stripe.Webhook.DEFAULT_TOLERANCE
+        )
         event = json.loads(payload)
     except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(f"Invalid Stripe webhook: {exc}") from None

@@ -1,4 +1,5 @@
 """Small bar charts rendered on the server as SVG: no script, no CDN, no build step."""
+
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT, PAD = 560, 140, 28
@@ -22,13 +23,18 @@ def bar_chart(points, title):
     for i, (label, value) in enumerate(points):
         height = (HEIGHT - 2 * PAD) * value / peak
         x, y = PAD + i * slot + slot * 0.15, HEIGHT - PAD - height
-        bars.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{height:.1f}">'
-                    f'<title>{escape(label)}: {escape(_label(value))}</title></rect>')
+        bars.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{slot * 0.7:.1f}" height="{height:.1f}">'
+            f"<title>{escape(label)}: {escape(_label(value))}</title></rect>"
+        )
         if len(points) <= 16 or i % max(1, len(points) // 8) == 0:
-            bars.append(f'<text x="{x + slot * 0.35:.1f}" y="{HEIGHT - PAD + 14}" class="tick">'
-                        f'{escape(str(label)[5:])}</text>')
+            bars.append(
+                f'<text x="{x + slot * 0.35:.1f}" y="{HEIGHT - PAD + 14}" class="tick">{escape(str(label)[5:])}</text>'
+            )
     return Markup(
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">'
         f'<text x="{PAD}" y="16" class="title">{escape(title)} (max {escape(_label(peak))})</text>'
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH}" y2="{HEIGHT - PAD}" class="axis"/>'
-        + "".join(bars) + "</svg>")
+        + "".join(bars)
+        + "</svg>"
+    )

@@ -6,11 +6,12 @@ key) lets signing out end exactly that browser's session: others signed in with 
 a colleague's or another device's, carry on. The row's expiry is checked on every page, so a
 cookie kept past it, or captured before sign-out, opens nothing.
 """
+
 import functools
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import abort, current_app, g, redirect, request, session, url_for
 from sqlalchemy import delete
@@ -47,14 +48,15 @@ def sign_in(secret: str) -> str | None:
     key = authenticate(secret.strip(), current_app.config["SECRET_KEY"])
     if key.kind != MANAGEMENT:
         return "Sign in with a management key (inference keys only call models)."
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     replaced = _current_row()  # this browser's earlier session, if any, ends here
     if replaced is not None:
         db.session.delete(replaced)
     db.session.execute(delete(DashboardSession).where(DashboardSession.expires_at <= now))  # keep the table small
     session_id = secrets.token_urlsafe(32)
-    db.session.add(DashboardSession(id=_row_id(session_id), key_id=key.id,
-                                    expires_at=now + current_app.permanent_session_lifetime))
+    db.session.add(
+        DashboardSession(id=_row_id(session_id), key_id=key.id, expires_at=now + current_app.permanent_session_lifetime)
+    )
     db.session.commit()
     session.clear()  # a fresh id and CSRF token: nothing set before sign-in carries over
     session.permanent = True
@@ -74,13 +76,19 @@ def sign_out() -> None:
 def signed_in(view):
     """The page needs a live session (its row exists and has not expired) of a key that still
     works: unrevoked, enabled, unexpired, a management key."""
+
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         row = _current_row()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         key = db.session.get(ApiKey, row.key_id) if row is not None and as_utc(row.expires_at) > now else None
-        if (key is None or key.revoked_at or key.disabled or key.kind != MANAGEMENT
-                or (key.expires_at and as_utc(key.expires_at) <= now)):
+        if (
+            key is None
+            or key.revoked_at
+            or key.disabled
+            or key.kind != MANAGEMENT
+            or (key.expires_at and as_utc(key.expires_at) <= now)
+        ):
             session.clear()
             return redirect(url_for("dashboard.login"))
         account = db.session.get(Account, key.account_id)
@@ -91,4 +99,5 @@ def signed_in(view):
         if request.method == "POST":
             check_csrf()
         return view(*args, **kwargs)
+
     return wrapper

@@ -1,5 +1,6 @@
 """Dashboard pages: overview, apps, models, keys, billing. Thin: the services do the work."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
@@ -11,15 +12,16 @@ from lunos.gateway import current_gateway
 from lunos.models.api_key import INFERENCE, MANAGEMENT
 from lunos.services import accounts, analytics, keys, throttle
 
-bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
-               static_folder="static")
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates", static_folder="static")
 
 
 # The pages load only their own stylesheet and run no script; forms post here, and the billing
 # forms' redirects go on to Stripe's Checkout and Portal.
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
-                           "form-action 'self' https://checkout.stripe.com https://billing.stripe.com; "
-                           "frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+    "form-action 'self' https://checkout.stripe.com https://billing.stripe.com; "
+    "frame-ancestors 'none'"
+)
 
 
 @bp.app_context_processor
@@ -38,7 +40,7 @@ def _security_headers(response):
 
 
 def _window(days):
-    end = datetime.now(timezone.utc)
+    end = datetime.now(UTC)
     return analytics.UsageFilter(g.account.id, end - timedelta(days=days), end + timedelta(seconds=1))
 
 
@@ -76,15 +78,23 @@ def logout():
 @bp.get("/")
 @signed_in
 def overview():
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     month = analytics.UsageFilter(g.account.id, now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), now)
     days = analytics.aggregate(month, "day")
     summary = accounts.balance_summary(g.account.id, current_app.config["LOW_BALANCE_USD"])
-    totals = {"requests": sum(d["requests"] for d in days), "errors": sum(d["errors"] for d in days),
-              "cost": sum(d["cost"] for d in days)}
+    totals = {
+        "requests": sum(d["requests"] for d in days),
+        "errors": sum(d["errors"] for d in days),
+        "cost": sum(d["cost"] for d in days),
+    }
     chart = bar_chart([(d["day"], d["requests"]) for d in days], "Requests per day this month")
-    return render_template("overview.html", summary=summary, totals=totals, chart=chart,
-                           plan=g.account.plan or current_gateway().plans.default)
+    return render_template(
+        "overview.html",
+        summary=summary,
+        totals=totals,
+        chart=chart,
+        plan=g.account.plan or current_gateway().plans.default,
+    )
 
 
 @bp.get("/apps")
@@ -96,21 +106,29 @@ def apps():
     per_app = {}
     for row in rows:
         per_app.setdefault(row["app"], []).append(row)
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     calendar = [(today - timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
     empty = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
     panels = []
     for app_id, app_rows in sorted(per_app.items(), key=lambda item: -sum(r["requests"] for r in item[1])):
         by_day = {r["day"]: r for r in app_rows}
         points = [(day, by_day.get(day, empty)) for day in calendar]  # every day, quiet ones too
-        panels.append({
-            "app_id": app_id, "name": names.get(app_id), "rows": app_rows,
-            "requests": sum(r["requests"] for r in app_rows), "errors": sum(r["errors"] for r in app_rows),
-            "tokens": sum(r["prompt_tokens"] + r["completion_tokens"] for r in app_rows),
-            "cost": sum(r["cost"] for r in app_rows),
-            "charts": [bar_chart([(d, r["requests"]) for d, r in points], "Requests"),
-                       bar_chart([(d, r["prompt_tokens"] + r["completion_tokens"]) for d, r in points], "Tokens"),
-                       bar_chart([(d, r["cost"]) for d, r in points], "Cost (USD)")]})
+        panels.append(
+            {
+                "app_id": app_id,
+                "name": names.get(app_id),
+                "rows": app_rows,
+                "requests": sum(r["requests"] for r in app_rows),
+                "errors": sum(r["errors"] for r in app_rows),
+                "tokens": sum(r["prompt_tokens"] + r["completion_tokens"] for r in app_rows),
+                "cost": sum(r["cost"] for r in app_rows),
+                "charts": [
+                    bar_chart([(d, r["requests"]) for d, r in points], "Requests"),
+                    bar_chart([(d, r["prompt_tokens"] + r["completion_tokens"]) for d, r in points], "Tokens"),
+                    bar_chart([(d, r["cost"]) for d, r in points], "Cost (USD)"),
+                ],
+            }
+        )
     return render_template("apps.html", panels=panels, days=days)
 
 
@@ -146,15 +164,20 @@ def revoke(key_id):
 def billing():
     plans = current_gateway().plans
     summary = accounts.balance_summary(g.account.id, current_app.config["LOW_BALANCE_USD"])
-    return render_template("billing.html", summary=summary, plans=plans.plans.values(), account=g.account,
-                           plan=g.account.plan or plans.default,
-                           configured=bool(current_app.config["STRIPE_SECRET_KEY"]))
+    return render_template(
+        "billing.html",
+        summary=summary,
+        plans=plans.plans.values(),
+        account=g.account,
+        plan=g.account.plan or plans.default,
+        configured=bool(current_app.config["STRIPE_SECRET_KEY"]),
+    )
 
 
 def _public_url_for(endpoint: str) -> str:
     """A page's absolute URL on LUNOS_PUBLIC_URL: never built from the request's Host header,
     which the client chooses (and which would have Stripe send the user to that host)."""
-    path = url_for(endpoint)[len(request.script_root):]
+    path = url_for(endpoint)[len(request.script_root) :]
     return current_app.config["PUBLIC_URL"].rstrip("/") + path
 
 
@@ -168,8 +191,9 @@ def billing_action(action):
         if action == "checkout":
             session_ = checkout.start_topup(config, g.account.id, request.form.get("amount_usd"), back)
         elif action == "subscribe":
-            session_ = checkout.start_subscription(config, current_gateway().plans, g.account.id,
-                                                   request.form.get("plan"), back)
+            session_ = checkout.start_subscription(
+                config, current_gateway().plans, g.account.id, request.form.get("plan"), back
+            )
         elif action == "portal":
             session_ = checkout.start_portal(config, g.account.id, back)
         else:

@@ -4,5 +4,17 @@ from lunos.models.billing import BillingAttention, StripeCredit, StripeEvent, St
 from lunos.models.dashboard import DashboardSession
 from lunos.models.usage import App, Reservation, UsageEvent, UsageHourly
 
-__all__ = ["Account", "LedgerEntry", "ApiKey", "BillingAttention", "StripeCredit", "StripeEvent", "StripeRefund",
-           "Reservation", "UsageEvent", "App", "UsageHourly", "DashboardSession"]
+__all__ = [
+    "Account",
+    "LedgerEntry",
+    "ApiKey",
+    "BillingAttention",
+    "StripeCredit",
+    "StripeEvent",
+    "StripeRefund",
+    "Reservation",
+    "UsageEvent",
+    "App",
+    "UsageHourly",
+    "DashboardSession",
+]

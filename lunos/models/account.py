@@ -1,5 +1,6 @@
 """An account holds credits; its balance is the sum of its append-only ledger."""
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, ForeignKey, String, func
 from sqlalchemy.orm import Mapped, mapped_column
@@ -8,7 +9,7 @@ from lunos.extensions import Timestamp, db
 
 
 def utcnow():
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Account(db.Model):
@@ -38,6 +39,7 @@ class Account(db.Model):
 
 class LedgerEntry(db.Model):
     """One change of balance, in micro-USD. ``source_ref`` is unique so a replay cannot apply twice."""
+
     __tablename__ = "ledger_entries"
 
     id: Mapped[int] = mapped_column(primary_key=True)

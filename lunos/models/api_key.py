@@ -1,4 +1,5 @@
 """API keys: only a keyed hash of the secret and a short display prefix are stored."""
+
 from datetime import datetime
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, String, func

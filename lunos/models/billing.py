@@ -1,5 +1,6 @@
 """What Lunos keeps of Stripe: events seen, payments it credited, refunds it applied, and what
 needs an operator's attention."""
+
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, String, UniqueConstraint, func
@@ -11,6 +12,7 @@ from lunos.models.account import utcnow
 
 class StripeEvent(db.Model):
     """Stripe webhook events seen, so each is processed at most once."""
+
     __tablename__ = "stripe_events"
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -22,6 +24,7 @@ class StripeCredit(db.Model):
     """What one Stripe source (a top-up's Checkout Session, a subscription invoice) credited, and
     the payment that paid for it: a later refund or dispute of that payment (a PaymentIntent id,
     or a charge id for a charge without one) takes back the same share of these credits."""
+
     __tablename__ = "stripe_credits"
     __table_args__ = (UniqueConstraint("source", "payment"),)
 
@@ -36,6 +39,7 @@ class StripeCredit(db.Model):
 
 class StripeRefund(db.Model):
     """A refund as Lunos applied it: debited once while it stands, given back once if it fails."""
+
     __tablename__ = "stripe_refunds"
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # re_...
@@ -50,6 +54,7 @@ class StripeRefund(db.Model):
 class BillingAttention(db.Model):
     """Something in Stripe that Lunos did not turn into credits by itself (another currency, a
     payment it has no record of, a second subscription): listed for the operator."""
+
     __tablename__ = "billing_attention"
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,4 +1,5 @@
 """Dashboard sign-ins, kept on the server so that signing out ends them."""
+
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, String, func
@@ -12,6 +13,7 @@ class DashboardSession(db.Model):
     """One signed-in browser. Its signed cookie carries a random session id; only that id's
     SHA-256 is kept here, so the table alone opens nothing. Signing out deletes the row, which
     ends that browser's session and no other; ``expires_at`` bounds it however the cookie is kept."""
+
     __tablename__ = "dashboard_sessions"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex of the cookie's session id

@@ -1,4 +1,5 @@
 """Metering: one usage event per chat completion, and the reservations that guard balances."""
+
 from datetime import datetime
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, func
@@ -10,6 +11,7 @@ from lunos.models.account import utcnow
 
 class Reservation(db.Model):
     """The worst-case cost of a request in flight, held against its account's balance."""
+
     __tablename__ = "reservations"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the request id
@@ -26,8 +28,10 @@ class Reservation(db.Model):
 
 class UsageEvent(db.Model):
     __tablename__ = "usage_events"
-    __table_args__ = (Index("ix_usage_account_created", "account_id", "created_at"),
-                      Index("ix_usage_account_app_created", "account_id", "app_id", "created_at"))
+    __table_args__ = (
+        Index("ix_usage_account_created", "account_id", "created_at"),
+        Index("ix_usage_account_app_created", "account_id", "app_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the request id
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
@@ -61,6 +65,7 @@ class UsageEvent(db.Model):
 class App(db.Model):
     """An application an account registered with a display name. Unregistered X-App-ID values
     are still recorded on usage events and listed."""
+
     __tablename__ = "apps"
     __table_args__ = (UniqueConstraint("account_id", "app_id"),)
 
@@ -79,6 +84,7 @@ class UsageHourly(db.Model):
     """Usage events rolled up per account, hour, app, model and key, in the same transaction as
     each event: analytics read this instead of scanning every event. Latency percentiles come
     from its histogram (lat_0 .. lat_15, counts per LATENCY_BUCKETS_MS bucket)."""
+
     __tablename__ = "usage_hourly"
     __table_args__ = (UniqueConstraint("account_id", "hour", "app_id", "model", "key_id"),)
 

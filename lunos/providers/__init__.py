@@ -3,13 +3,15 @@
 A new kind is one module: a Provider subclass with its ``kind``, its ``configure`` (the catalog
 settings it reads) and the calls; then its name here.
 """
+
 from lunos.providers.anthropic import AnthropicProvider
 from lunos.providers.base import Provider
 from lunos.providers.echo import EchoProvider
 from lunos.providers.openai import OpenAIProvider
 
-REGISTRY: dict[str, type[Provider]] = {adapter.kind: adapter
-                                       for adapter in (OpenAIProvider, AnthropicProvider, EchoProvider)}
+REGISTRY: dict[str, type[Provider]] = {
+    adapter.kind: adapter for adapter in (OpenAIProvider, AnthropicProvider, EchoProvider)
+}
 
 
 def build_providers(catalog, http) -> dict[str, Provider]:

@@ -1,4 +1,5 @@
 """Anthropic's Messages API, translated to and from Chat Completions both ways."""
+
 import json
 import time
 
@@ -11,13 +12,35 @@ from lunos.schemas import bounded_json
 from lunos.tokens import message_text
 
 API_VERSION = "2023-06-01"
-STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
-                "tool_use": "tool_calls", "pause_turn": "stop", "refusal": "content_filter"}
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+}
 # Chat Completions parameters with no Messages API counterpart are dropped rather than sent.
-DROPPED = {"n", "presence_penalty", "frequency_penalty", "seed", "logit_bias", "logprobs",
-           "top_logprobs", "response_format", "stream_options", "parallel_tool_calls",
-           "max_completion_tokens", "service_tier", "store", "modalities", "prediction",
-           "reasoning_effort", "web_search_options", "audio"}
+DROPPED = {
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "stream_options",
+    "parallel_tool_calls",
+    "max_completion_tokens",
+    "service_tier",
+    "store",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+    "audio",
+}
 # Tool-call arguments are JSON text inside the body; parsed here, nested at most this deep (the
 # encoder takes 254 levels in all).
 ARGUMENTS_DEPTH = 128
@@ -46,8 +69,7 @@ def _content_blocks(content, param):
             if url.startswith("data:"):
                 header, _, data = url.partition(",")
                 media_type = header[5:].split(";")[0]
-                blocks.append({"type": "image", "source": {"type": "base64", "media_type": media_type,
-                                                           "data": data}})
+                blocks.append({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
             else:
                 blocks.append({"type": "image", "source": {"type": "url", "url": url}})
     return blocks
@@ -78,8 +100,9 @@ MIN_THINKING_BUDGET = 1024  # Anthropic's
 def _thinking(effort, max_tokens):
     """Extended thinking with a budget within ``max_tokens`` (which must leave room for one)."""
     if max_tokens <= MIN_THINKING_BUDGET:
-        raise InvalidRequest(f"Extended thinking needs max_tokens above {MIN_THINKING_BUDGET} on this model.",
-                             param="max_tokens")
+        raise InvalidRequest(
+            f"Extended thinking needs max_tokens above {MIN_THINKING_BUDGET} on this model.", param="max_tokens"
+        )
     return {"type": "enabled", "budget_tokens": max(MIN_THINKING_BUDGET, int(max_tokens * THINKING_SHARE[effort]))}
 
 
@@ -90,8 +113,13 @@ def _tools(tools):
         if tool.get("type") != "function":
             raise _cannot_translate("tools of a type other than 'function'", f"tools[{index}].type")
         function = tool["function"]
-        translated.append({"name": function["name"], "description": function.get("description") or "",
-                           "input_schema": function.get("parameters") or {"type": "object", "properties": {}}})
+        translated.append(
+            {
+                "name": function["name"],
+                "description": function.get("description") or "",
+                "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+            }
+        )
     return translated
 
 
@@ -109,12 +137,23 @@ def to_messages_request(model, body, max_output_tokens):
             blocks += [_tool_use(call) for call in message.get("tool_calls") or []]
             _append(messages, "assistant", blocks)
         elif role in ("tool", "function"):
-            _append(messages, "user", [{"type": "tool_result", "tool_use_id": message.get("tool_call_id"),
-                                        "content": message_text(message.get("content"))}])
+            _append(
+                messages,
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": message.get("tool_call_id"),
+                        "content": message_text(message.get("content")),
+                    }
+                ],
+            )
 
-    request = {key: value for key, value in body.items()
-               if key not in DROPPED and key not in ("messages", "model", "max_tokens", "stop", "tools",
-                                                      "tool_choice", "user")}
+    request = {
+        key: value
+        for key, value in body.items()
+        if key not in DROPPED and key not in ("messages", "model", "max_tokens", "stop", "tools", "tool_choice", "user")
+    }
     max_tokens = max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0) or max_output_tokens
     request.update(model=model.upstream_model, messages=messages, max_tokens=max_tokens)
     if body.get("reasoning_effort") in ("low", "medium", "high") and "thinking" not in body:
@@ -145,16 +184,20 @@ def to_messages_request(model, body, max_output_tokens):
 def to_usage(usage: dict) -> dict:
     """Anthropic's disjoint buckets (uncached input, cache reads, cache writes, split into
     5-minute and 1-hour when it says so) as OpenAI-shaped usage."""
+
     def count(value):
         return value if isinstance(value, int) and value > 0 else 0
 
     written = count(usage.get("cache_creation_input_tokens"))
     split = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
     written_1h = min(count(split.get("ephemeral_1h_input_tokens")), written)
-    return TokenUsage(uncached_input=count(usage.get("input_tokens")),
-                      cache_read=count(usage.get("cache_read_input_tokens")),
-                      cache_write=written - written_1h, cache_write_1h=written_1h,
-                      output=count(usage.get("output_tokens"))).as_openai()
+    return TokenUsage(
+        uncached_input=count(usage.get("input_tokens")),
+        cache_read=count(usage.get("cache_read_input_tokens")),
+        cache_write=written - written_1h,
+        cache_write_1h=written_1h,
+        output=count(usage.get("output_tokens")),
+    ).as_openai()
 
 
 def to_completion(answer):
@@ -163,17 +206,31 @@ def to_completion(answer):
         if block.get("type") == "text":
             text.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
-            tool_calls.append({"id": block.get("id"), "type": "function",
-                               "function": {"name": block.get("name"),
-                                            "arguments": json.dumps(block.get("input", {}))}})
+            tool_calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input", {}))},
+                }
+            )
     message = {"role": "assistant", "content": "".join(text) if text or not tool_calls else None}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    return {"id": answer.get("id"), "object": "chat.completion", "created": int(time.time()),
-            "model": answer.get("model"),
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": STOP_REASONS.get(answer.get("stop_reason"), "stop")}],
-            "usage": to_usage(answer.get("usage") or {})}
+    return {
+        "id": answer.get("id"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": answer.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": STOP_REASONS.get(answer.get("stop_reason"), "stop"),
+            }
+        ],
+        "usage": to_usage(answer.get("usage") or {}),
+    }
 
 
 class StreamTranslator:
@@ -185,8 +242,10 @@ class StreamTranslator:
         self.tool_index = {}  # content block index -> tool_calls index
 
     def chunk(self, delta, finish_reason=None):
-        return {**self.base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                          "finish_reason": finish_reason}]}
+        return {
+            **self.base,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
 
     def translate(self, event):
         kind = event.get("type")
@@ -199,8 +258,18 @@ class StreamTranslator:
             block = event.get("content_block", {})
             if block.get("type") == "tool_use":
                 index = self.tool_index.setdefault(event.get("index"), len(self.tool_index))
-                yield self.chunk({"tool_calls": [{"index": index, "id": block.get("id"), "type": "function",
-                                                  "function": {"name": block.get("name"), "arguments": ""}}]})
+                yield self.chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": block.get("id"),
+                                "type": "function",
+                                "function": {"name": block.get("name"), "arguments": ""},
+                            }
+                        ]
+                    }
+                )
         elif kind == "content_block_delta":
             delta = event.get("delta", {})
             if delta.get("type") == "text_delta":
@@ -209,8 +278,9 @@ class StreamTranslator:
                 yield self.chunk({"reasoning": delta.get("thinking", "")})
             elif delta.get("type") == "input_json_delta":
                 index = self.tool_index.get(event.get("index"), 0)
-                yield self.chunk({"tool_calls": [{"index": index,
-                                                  "function": {"arguments": delta.get("partial_json", "")}}]})
+                yield self.chunk(
+                    {"tool_calls": [{"index": index, "function": {"arguments": delta.get("partial_json", "")}}]}
+                )
         elif kind == "message_delta":
             self.usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
             reason = (event.get("delta") or {}).get("stop_reason")
@@ -238,13 +308,18 @@ class AnthropicProvider(Provider):
         return {**body, "reasoning_effort": "high"}
 
     def _post(self, model, body, stream):
-        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION, **self.config.headers,
-                   **auth_headers(self.config, read_api_key(self.config))}
+        headers = {
+            "Content-Type": "application/json",
+            "anthropic-version": API_VERSION,
+            **self.config.headers,
+            **auth_headers(self.config, read_api_key(self.config)),
+        }
         request = to_messages_request(model, body, model.max_output_tokens)
         if stream:
             request["stream"] = True
-        return self.http.post_json(self._messages_url, request, headers=headers,
-                                   timeout_s=self.config.timeout_s, stream=stream)
+        return self.http.post_json(
+            self._messages_url, request, headers=headers, timeout_s=self.config.timeout_s, stream=stream
+        )
 
     def complete(self, model, body):
         response = self._post(model, body, stream=False)

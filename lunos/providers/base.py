@@ -1,4 +1,5 @@
 """What every provider adapter implements, and the failures it reports to the router."""
+
 import time
 from dataclasses import dataclass, field
 
@@ -23,8 +24,16 @@ class ProviderError(Exception):
     ``type``, ``code`` and ``param``, which a client sees unchanged when every candidate
     rejected the request itself (a context overflow, say)."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
-                 timed_out: bool = False, retry_after: float | None = None, upstream: dict | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        timed_out: bool = False,
+        retry_after: float | None = None,
+        upstream: dict | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.status = status
@@ -36,8 +45,13 @@ class ProviderError(Exception):
     @classmethod
     def from_status(cls, status: int, upstream: dict, retry_after: float | None = None) -> "ProviderError":
         retryable = status in RETRYABLE_STATUSES or status >= 500
-        return cls(f"HTTP {status}: {upstream.get('message')}", status=status, retryable=retryable,
-                   retry_after=retry_after, upstream=upstream)
+        return cls(
+            f"HTTP {status}: {upstream.get('message')}",
+            status=status,
+            retryable=retryable,
+            retry_after=retry_after,
+            upstream=upstream,
+        )
 
 
 def parse_retry_after(value):
@@ -48,6 +62,7 @@ def parse_retry_after(value):
         return max(0.0, float(value))
     except ValueError:
         from email.utils import parsedate_to_datetime
+
         try:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
@@ -57,6 +72,7 @@ def parse_retry_after(value):
 @dataclass(frozen=True)
 class ProviderConfig:
     """A ``[providers.NAME]`` table of the catalog, as its adapter read it."""
+
     name: str
     kind: str
     base_url: str = ""
@@ -78,6 +94,7 @@ class Provider:
     reads the adapter's settings from the catalog. ``model_types`` says what the adapter can
     serve: the catalog refuses a model of another type on it.
     """
+
     kind: str = ""
     needs_base_url = True  # an upstream over HTTP
     default_auth_header = "Authorization"
@@ -105,11 +122,17 @@ class Provider:
         auth_header = require(table, "auth_header", str, default=cls.default_auth_header).strip()
         if not auth_header or any(c in auth_header for c in ":\r\n "):
             raise FieldError(f"'auth_header' must be a header name, got {auth_header!r}")
-        return ProviderConfig(name=name, kind=cls.kind, base_url=base_url.rstrip("/"),
-                              api_key_env=require(table, "api_key_env", str, default=""),
-                              timeout_s=timeout, headers={str(k): str(v) for k, v in headers.items()},
-                              auth_header=auth_header, query={str(k): str(v) for k, v in query.items()},
-                              cooldown_s=cooldown)
+        return ProviderConfig(
+            name=name,
+            kind=cls.kind,
+            base_url=base_url.rstrip("/"),
+            api_key_env=require(table, "api_key_env", str, default=""),
+            timeout_s=timeout,
+            headers={str(k): str(v) for k, v in headers.items()},
+            auth_header=auth_header,
+            query={str(k): str(v) for k, v in query.items()},
+            cooldown_s=cooldown,
+        )
 
     @staticmethod
     def with_reasoning(body: dict, endpoint) -> dict:

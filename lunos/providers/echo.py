@@ -1,5 +1,6 @@
 """A local, deterministic model: answers with the last user message, streams it word by word;
 and embeds: the same input always gives the same unit vector (a hash of it, not its meaning)."""
+
 import base64
 import hashlib
 import math
@@ -12,8 +13,8 @@ from lunos.providers.base import CHAT, EMBEDDING, ChunkStream, Provider, Provide
 from lunos.schemas.embeddings import input_items
 from lunos.tokens import estimate_prompt, estimate_text, message_text
 
-ECHO_DIMENSIONS = 256        # when the request names none
-ECHO_MAX_DIMENSIONS = 1024   # bounds the work of one request (at most 2048 inputs)
+ECHO_DIMENSIONS = 256  # when the request names none
+ECHO_MAX_DIMENSIONS = 1024  # bounds the work of one request (at most 2048 inputs)
 
 
 def _answer(body):
@@ -52,23 +53,44 @@ class EchoProvider(Provider):
     def embed(self, model, body):
         dimensions = body.get("dimensions") or ECHO_DIMENSIONS
         if dimensions > ECHO_MAX_DIMENSIONS:
-            raise ProviderError.from_status(400, {"message": f"the echo model embeds in at most {ECHO_MAX_DIMENSIONS} "
-                                                             f"dimensions, not {dimensions}", "param": "dimensions"})
+            raise ProviderError.from_status(
+                400,
+                {
+                    "message": f"the echo model embeds in at most {ECHO_MAX_DIMENSIONS} dimensions, not {dimensions}",
+                    "param": "dimensions",
+                },
+            )
         items = input_items(body["input"])
-        data = [{"object": "embedding", "index": index,
-                 "embedding": _encoded(_vector(item, dimensions), body.get("encoding_format"))}
-                for index, item in enumerate(items)]
+        data = [
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": _encoded(_vector(item, dimensions), body.get("encoding_format")),
+            }
+            for index, item in enumerate(items)
+        ]
         tokens = sum(estimate_text(item) if isinstance(item, str) else len(item) for item in items)
-        return {"object": "list", "data": data, "model": model.upstream_model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": model.upstream_model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     def complete(self, model, body):
         text = _answer(body)
-        choices = [{"index": i, "message": {"role": "assistant", "content": text},
-                    "logprobs": None, "finish_reason": "stop"} for i in range(body.get("n") or 1)]
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-                "created": int(time.time()), "model": model.upstream_model, "choices": choices,
-                "usage": _usage(body, text)}
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}
+            for i in range(body.get("n") or 1)
+        ]
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model.upstream_model,
+            "choices": choices,
+            "usage": _usage(body, text),
+        }
 
     def open_stream(self, model, body):
         return ChunkStream([chunk] for chunk in self._chunks(model, body))
@@ -76,12 +98,15 @@ class EchoProvider(Provider):
     @staticmethod
     def _chunks(model, body):
         text = _answer(body)
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": model.upstream_model}
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model.upstream_model,
+        }
 
         def chunk(delta, finish_reason=None):
-            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                         "finish_reason": finish_reason}]}
+            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
 
         yield chunk({"role": "assistant", "content": ""})
         for word in re.findall(r"\s*\S+\s*", text):

@@ -1,4 +1,5 @@
 """The one pooled HTTP client every provider shares, and its mapping of failures."""
+
 import json
 import os
 import queue
@@ -46,11 +47,11 @@ class UpstreamHTTP:
         """
         try:
             request, proxies = self._prepare(url, headers, orjson.dumps(body))
-            response = self.adapter.send(request, stream=stream, verify=self.verify, proxies=proxies,
-                                         timeout=(self.connect_timeout_s, timeout_s))
+            response = self.adapter.send(
+                request, stream=stream, verify=self.verify, proxies=proxies, timeout=(self.connect_timeout_s, timeout_s)
+            )
         except requests.Timeout as exc:
-            raise ProviderError(f"timed out: {exc.__class__.__name__}", retryable=True,
-                                timed_out=True) from None
+            raise ProviderError(f"timed out: {exc.__class__.__name__}", retryable=True, timed_out=True) from None
         except requests.RequestException as exc:
             raise ProviderError(f"connection failed: {_reason(exc)}", retryable=True) from None
         if response.status_code >= 400:
@@ -58,8 +59,9 @@ class UpstreamHTTP:
                 upstream = upstream_error(response)
             finally:
                 response.close()
-            raise ProviderError.from_status(response.status_code, upstream,
-                                            parse_retry_after(response.headers.get("Retry-After")))
+            raise ProviderError.from_status(
+                response.status_code, upstream, parse_retry_after(response.headers.get("Retry-After"))
+            )
         return response
 
     def _prepare(self, url, headers, data):
@@ -118,8 +120,11 @@ def upstream_error(response) -> dict:
         return {"message": text.strip() or response.reason or "no body"}
     if not isinstance(error, dict):
         return {"message": str(error or text)}
-    found = {key: error[key] for key in ("type", "code", "param")
-             if isinstance(error.get(key), str) or (key == "code" and isinstance(error.get(key), int))}
+    found = {
+        key: error[key]
+        for key in ("type", "code", "param")
+        if isinstance(error.get(key), str) or (key == "code" and isinstance(error.get(key), int))
+    }
     return {"message": str(error.get("message") or text), **found}
 
 
@@ -148,7 +153,7 @@ def iter_blocks(response: requests.Response, quiet_s: float, timeout_s: float) -
                 blocks.put(block)
                 if not block:
                     return
-        except BaseException as exc:  # the reader raises it
+        except BaseException as exc:  # noqa: BLE001  (the reader raises it)
             ended.append(True)
             blocks.put(exc)
 

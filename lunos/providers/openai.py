@@ -1,4 +1,5 @@
 """Any OpenAI-compatible Chat Completions server: OpenAI, vLLM, Ollama, llama.cpp, Groq..."""
+
 import os
 from urllib.parse import urlencode
 
@@ -34,8 +35,7 @@ def read_stream(response, chunks):
         yield from chunks
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
         timed_out = isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError))
-        raise ProviderError(f"stream broke: {exc.__class__.__name__}", retryable=True,
-                            timed_out=timed_out) from None
+        raise ProviderError(f"stream broke: {exc.__class__.__name__}", retryable=True, timed_out=timed_out) from None
     finally:
         response.close()
 
@@ -53,6 +53,7 @@ def auth_headers(config, key):
 def url(config, path):
     """``base_url`` + ``path``, with the provider's ``query`` parameters."""
     return f"{config.base_url}{path}" + (f"?{urlencode(config.query)}" if config.query else "")
+
 
 def read_large_json(response):
     """``read_json`` through orjson: an answer of float embeddings runs to megabytes, which the
@@ -79,12 +80,16 @@ class OpenAIProvider(Provider):
         self._embeddings_url = url(config, "/embeddings")
 
     def _headers(self):
-        return {"Content-Type": "application/json", **self.config.headers,
-                **auth_headers(self.config, read_api_key(self.config))}
+        return {
+            "Content-Type": "application/json",
+            **self.config.headers,
+            **auth_headers(self.config, read_api_key(self.config)),
+        }
 
     def _post(self, body, stream):
-        return self.http.post_json(self._completions_url, body, headers=self._headers(),
-                                   timeout_s=self.config.timeout_s, stream=stream)
+        return self.http.post_json(
+            self._completions_url, body, headers=self._headers(), timeout_s=self.config.timeout_s, stream=stream
+        )
 
     @staticmethod
     def with_reasoning(body: dict, endpoint) -> dict:
@@ -99,8 +104,12 @@ class OpenAIProvider(Provider):
         return answer
 
     def embed(self, model, body):
-        response = self.http.post_json(self._embeddings_url, {**body, "model": model.upstream_model},
-                                       headers=self._headers(), timeout_s=self.config.timeout_s)
+        response = self.http.post_json(
+            self._embeddings_url,
+            {**body, "model": model.upstream_model},
+            headers=self._headers(),
+            timeout_s=self.config.timeout_s,
+        )
         answer = read_large_json(response)
         if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
             raise ProviderError(f"upstream answered without data: {str(answer)[:200]}", retryable=True)
@@ -108,8 +117,7 @@ class OpenAIProvider(Provider):
 
     def open_stream(self, model, body):
         stream_options = {**(body.get("stream_options") or {}), "include_usage": True}
-        upstream = {**body, "model": model.upstream_model, "stream": True,
-                    "stream_options": stream_options}
+        upstream = {**body, "model": model.upstream_model, "stream": True, "stream_options": stream_options}
         response = self._post(upstream, stream=True)
         return ChunkStream(read_stream(response, self._chunks(response)), response)
 

@@ -1,4 +1,5 @@
 """Routing: which model and endpoint serve a request, retries, fallbacks."""
+
 from lunos.routing.router import Attempt, RetryPolicy, Route, Router
 
 __all__ = ["Attempt", "RetryPolicy", "Route", "Router"]

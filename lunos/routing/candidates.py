@@ -1,4 +1,5 @@
 """The models a request names, in the order they are tried."""
+
 from lunos.errors import ModelNotFound
 from lunos.routing.preferences import Candidate, resolve
 

@@ -14,6 +14,7 @@ the request that finds the copy older than that, in one round trip), and at once
 worker opens or closes a breaker, so a breaker opened anywhere is open everywhere within a
 second. Without Redis the board is the worker's own.
 """
+
 import logging
 import threading
 import time
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 import redis
 
 log = logging.getLogger(__name__)
-EWMA_WEIGHT = 0.2      # of a new sample in the moving averages
-BUCKET_S = 10          # the failure window is kept in buckets of this many seconds
+EWMA_WEIGHT = 0.2  # of a new sample in the moving averages
+BUCKET_S = 10  # the failure window is kept in buckets of this many seconds
 SYNC_EVERY_S = 1.0
-TRIAL_HOLD_S = 60.0    # a claimed trial that never reports back is given up after this
+TRIAL_HOLD_S = 60.0  # a claimed trial that never reports back is given up after this
 PREFIX = "lunos:health:"
 
 
@@ -41,9 +42,10 @@ class BreakerPolicy:
 @dataclass
 class _Pending:
     """What this worker saw of one endpoint since it last synced."""
+
     attempts: int = 0
     failures: int = 0
-    trailing_failures: int = 0   # failures since the last success (all, when no success)
+    trailing_failures: int = 0  # failures since the last success (all, when no success)
     succeeded: bool = False
     ttft_ms: list = field(default_factory=list)
     tps: list = field(default_factory=list)
@@ -51,8 +53,8 @@ class _Pending:
 
 @dataclass
 class EndpointHealth:
-    open_until: float = 0.0      # wall-clock seconds; 0 is closed
-    trial_until: float = 0.0     # a trial request is running until then
+    open_until: float = 0.0  # wall-clock seconds; 0 is closed
+    trial_until: float = 0.0  # a trial request is running until then
     consecutive: int = 0
     ttft_ms: float | None = None
     tps: float | None = None
@@ -71,16 +73,22 @@ def _ewma(current, samples):
 
 
 class HealthBoard:
-    def __init__(self, cooldowns: dict[str, float], policy: BreakerPolicy | None = None,
-                 redis_url: str | None = None, clock=time.time):
+    def __init__(
+        self,
+        cooldowns: dict[str, float],
+        policy: BreakerPolicy | None = None,
+        redis_url: str | None = None,
+        clock=time.time,
+    ):
         self.cooldowns = cooldowns  # endpoint key -> its provider's cooldown_s
         self.policy = policy or BreakerPolicy()
         self.clock = clock
         self._health: dict[str, EndpointHealth] = {}
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0) \
-            if redis_url else None
+        self._redis = (
+            redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0) if redis_url else None
+        )
         self._synced_at = 0.0
         self._trial_held: set[str] = set()  # trials this worker claimed
 
@@ -156,12 +164,15 @@ class HealthBoard:
     def summary(self, key: str) -> dict:
         health, now = self.health(key), self.clock()
         attempts, failures = self._window(key, health, now)
-        return {"state": health.state(now),
-                "open_until": health.open_until if health.state(now) == "open" else None,
-                "consecutive_failures": health.consecutive, "recent_attempts": attempts,
-                "recent_failures": failures,
-                "ttft_ms": round(health.ttft_ms, 1) if health.ttft_ms is not None else None,
-                "tokens_per_second": round(health.tps, 1) if health.tps is not None else None}
+        return {
+            "state": health.state(now),
+            "open_until": health.open_until if health.state(now) == "open" else None,
+            "consecutive_failures": health.consecutive,
+            "recent_attempts": attempts,
+            "recent_failures": failures,
+            "ttft_ms": round(health.ttft_ms, 1) if health.ttft_ms is not None else None,
+            "tokens_per_second": round(health.tps, 1) if health.tps is not None else None,
+        }
 
     # The breaker.
     def _count(self, health: EndpointHealth, failed: bool) -> None:
@@ -180,8 +191,10 @@ class HealthBoard:
         while health.window and health.window[0][0] + BUCKET_S <= horizon:
             health.window.popleft()
         unsent = self._pending.get(key) or _Pending()
-        return (sum(a for _, a, _ in health.window) + unsent.attempts,
-                sum(f for _, _, f in health.window) + unsent.failures)
+        return (
+            sum(a for _, a, _ in health.window) + unsent.attempts,
+            sum(f for _, _, f in health.window) + unsent.failures,
+        )
 
     def _should_open(self, key: str, health: EndpointHealth, now: float) -> bool:
         if health.state(now) == "open":
@@ -248,7 +261,7 @@ class HealthBoard:
                 pipe.delete(f"{PREFIX}{key}:trial")
             for key in keys:
                 pipe.hgetall(PREFIX + key)
-            replies = pipe.execute()[-len(keys):] if keys else []
+            replies = pipe.execute()[-len(keys) :] if keys else []
         except redis.RedisError as exc:
             log.warning("endpoint health not shared this time: %s", exc)
             with self._lock:  # keep what was seen for the next sync
@@ -256,12 +269,16 @@ class HealthBoard:
                     kept = self._pending.setdefault(key, _Pending())
                     kept.attempts += seen.attempts
                     kept.failures += seen.failures
-                    kept.trailing_failures = seen.trailing_failures if kept.succeeded else \
-                        kept.trailing_failures + seen.trailing_failures
+                    kept.trailing_failures = (
+                        seen.trailing_failures if kept.succeeded else kept.trailing_failures + seen.trailing_failures
+                    )
                     kept.succeeded = kept.succeeded or seen.succeeded
             return
-        opened = {key for key, fields in zip(keys, replies)
-                  if self._merge(key, {k.decode(): v.decode() for k, v in fields.items()}, now)}
+        opened = {
+            key
+            for key, fields in zip(keys, replies)
+            if self._merge(key, {k.decode(): v.decode() for k, v in fields.items()}, now)
+        }
         if opened:
             self.sync(opening=opened)
 

@@ -12,6 +12,7 @@ zero-data-retention endpoints).
 Variants, on any model id: ``:nitro`` (sort by throughput), ``:floor`` (sort by price) and
 ``:thinking`` (extended reasoning, see the adapters' ``with_reasoning``).
 """
+
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -20,13 +21,23 @@ from lunos.errors import InvalidRequest
 
 VARIANTS = ("nitro", "floor", "thinking")
 SORTS = ("price", "throughput", "latency")
-_FIELDS = ("order", "only", "ignore", "allow_fallbacks", "sort", "max_price", "require_parameters",
-           "data_collection", "zdr")
+_FIELDS = (
+    "order",
+    "only",
+    "ignore",
+    "allow_fallbacks",
+    "sort",
+    "max_price",
+    "require_parameters",
+    "data_collection",
+    "zdr",
+)
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A model as a request named it: the catalog's model, and the variants asked for."""
+
     model: ModelEntry
     variants: frozenset = frozenset()
     asked: str = ""
@@ -86,8 +97,9 @@ class Preferences:
             raise InvalidRequest("'provider' must be an object", param="provider")
         for name in value:
             if name not in _FIELDS:
-                raise InvalidRequest(f"Unknown provider preference '{name}'; known: {', '.join(_FIELDS)}",
-                                     param=f"provider.{name}")
+                raise InvalidRequest(
+                    f"Unknown provider preference '{name}'; known: {', '.join(_FIELDS)}", param=f"provider.{name}"
+                )
         order = _names(value, "order", providers)
         only = _names(value, "only", providers) if value.get("only") is not None else None
         sort = value.get("sort")
@@ -95,20 +107,29 @@ class Preferences:
             raise InvalidRequest(f"'provider.sort' must be one of {', '.join(SORTS)}", param="provider.sort")
         data_collection = value.get("data_collection", "allow")
         if data_collection not in ("allow", "deny"):
-            raise InvalidRequest("'provider.data_collection' must be 'allow' or 'deny'",
-                                 param="provider.data_collection")
+            raise InvalidRequest(
+                "'provider.data_collection' must be 'allow' or 'deny'", param="provider.data_collection"
+            )
         max_price = value.get("max_price") or {}
         if not isinstance(max_price, dict):
             raise InvalidRequest("'provider.max_price' must be an object", param="provider.max_price")
         for name in max_price:
             if name not in ("prompt", "completion"):
-                raise InvalidRequest("'provider.max_price' takes 'prompt' and 'completion'",
-                                     param=f"provider.max_price.{name}")
-        return cls(order=order, only=only, ignore=_names(value, "ignore", providers),
-                   allow_fallbacks=_flag(value, "allow_fallbacks", True), sort=sort,
-                   max_prompt=_price(max_price, "prompt"), max_completion=_price(max_price, "completion"),
-                   require_parameters=_flag(value, "require_parameters", False), data_collection=data_collection,
-                   zdr=_flag(value, "zdr", False))
+                raise InvalidRequest(
+                    "'provider.max_price' takes 'prompt' and 'completion'", param=f"provider.max_price.{name}"
+                )
+        return cls(
+            order=order,
+            only=only,
+            ignore=_names(value, "ignore", providers),
+            allow_fallbacks=_flag(value, "allow_fallbacks", True),
+            sort=sort,
+            max_prompt=_price(max_price, "prompt"),
+            max_completion=_price(max_price, "completion"),
+            require_parameters=_flag(value, "require_parameters", False),
+            data_collection=data_collection,
+            zdr=_flag(value, "zdr", False),
+        )
 
 
 def _names(value, field, providers):
@@ -119,8 +140,10 @@ def _names(value, field, providers):
         raise InvalidRequest(f"'provider.{field}' must be a list of provider names", param=f"provider.{field}")
     for index, name in enumerate(names):
         if not isinstance(name, str) or name not in providers:
-            raise InvalidRequest(f"'provider.{field}[{index}]' is not a provider of this gateway "
-                                 f"({', '.join(providers)})", param=f"provider.{field}[{index}]")
+            raise InvalidRequest(
+                f"'provider.{field}[{index}]' is not a provider of this gateway ({', '.join(providers)})",
+                param=f"provider.{field}[{index}]",
+            )
     return tuple(names)
 
 
@@ -142,8 +165,10 @@ def _price(max_price, field):
     except InvalidOperation:
         amount = Decimal(-1)
     if not amount.is_finite() or amount < 0:
-        raise InvalidRequest(f"'provider.max_price.{field}' must be a non-negative number (USD per million tokens)",
-                             param=f"provider.max_price.{field}")
+        raise InvalidRequest(
+            f"'provider.max_price.{field}' must be a non-negative number (USD per million tokens)",
+            param=f"provider.max_price.{field}",
+        )
     return amount
 
 
@@ -161,8 +186,9 @@ def features_used(body: dict) -> set:
     return used
 
 
-def filter_endpoints(candidate: Candidate, preferences: Preferences, features: set, prompt_tokens: int,
-                     output_tokens: int | None) -> tuple[list[Endpoint], list[tuple[Endpoint, str]]]:
+def filter_endpoints(
+    candidate: Candidate, preferences: Preferences, features: set, prompt_tokens: int, output_tokens: int | None
+) -> tuple[list[Endpoint], list[tuple[Endpoint, str]]]:
     """The model's endpoints the request allows, and those it removes with the reason why."""
     allowed, removed = [], []
     model = candidate.model
@@ -178,8 +204,12 @@ def _removal(endpoint, model, preferences, features, prompt_tokens, output_token
         return "not in provider.only"
     if provider in preferences.ignore:
         return "in provider.ignore"
-    if not preferences.allow_fallbacks and preferences.order and preferences.only is None \
-            and provider not in preferences.order:
+    if (
+        not preferences.allow_fallbacks
+        and preferences.order
+        and preferences.only is None
+        and provider not in preferences.order
+    ):
         return "not in provider.order, and provider.allow_fallbacks is false"
     prices = endpoint.prices
     if preferences.max_prompt is not None and prices.input > preferences.max_prompt:
@@ -194,8 +224,11 @@ def _removal(endpoint, model, preferences, features, prompt_tokens, output_token
         return "not zero data retention (provider.zdr)"
     if endpoint.context_length < model.context_length and prompt_tokens > endpoint.context_length:
         return f"context of {endpoint.context_length} tokens too small"
-    if endpoint.max_output_tokens < model.max_output_tokens and output_tokens \
-            and output_tokens > endpoint.max_output_tokens:
+    if (
+        endpoint.max_output_tokens < model.max_output_tokens
+        and output_tokens
+        and output_tokens > endpoint.max_output_tokens
+    ):
         return f"at most {endpoint.max_output_tokens} output tokens"
     return None
 

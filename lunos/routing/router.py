@@ -14,6 +14,7 @@ tried, to the same endpoint again after a jittered backoff, honouring Retry-Afte
 (400, 413, 422) moves straight on to the next candidate. Callers only ``call`` the route and,
 when a stream broke before any output reached the client, tell it ``failed``.
 """
+
 import math
 import random
 import time
@@ -67,10 +68,11 @@ class RetryPolicy:
 @dataclass
 class Leg:
     """One candidate's part of a plan: its endpoints to try, in order, and those set aside."""
+
     candidate: Candidate
     endpoints: list
     set_aside: list = field(default_factory=list)  # (endpoint, reason)
-    allowed: list = field(default_factory=list)    # every endpoint the request allows, in order
+    allowed: list = field(default_factory=list)  # every endpoint the request allows, in order
 
 
 class Route:
@@ -107,8 +109,15 @@ class Route:
                 self.failed(error)
                 continue
             health.succeeded(endpoint.key)
-            self.attempts.append(Attempt(endpoint.model_id, endpoint.provider, 200, latency_ms=self._elapsed_ms(),
-                                         upstream_model=endpoint.upstream_model))
+            self.attempts.append(
+                Attempt(
+                    endpoint.model_id,
+                    endpoint.provider,
+                    200,
+                    latency_ms=self._elapsed_ms(),
+                    upstream_model=endpoint.upstream_model,
+                )
+            )
             return result, endpoint
         raise all_failed(self.attempts, self.errors)
 
@@ -117,9 +126,19 @@ class Route:
         stream that broke before any output), and move on."""
         endpoint = self._current_endpoint()
         code = error.upstream.get("code")
-        self.attempts.append(Attempt(endpoint.model_id, endpoint.provider, error.status, error.message,
-                                     error.timed_out, self._elapsed_ms(), str(code) if code is not None else None,
-                                     error.retry_after, endpoint.upstream_model))
+        self.attempts.append(
+            Attempt(
+                endpoint.model_id,
+                endpoint.provider,
+                error.status,
+                error.message,
+                error.timed_out,
+                self._elapsed_ms(),
+                str(code) if code is not None else None,
+                error.retry_after,
+                endpoint.upstream_model,
+            )
+        )
         self.errors.append(error)
         if error.status not in CLIENT_ERROR_STATUSES:
             self.router.health.failed(endpoint.key)
@@ -151,8 +170,9 @@ class Route:
         return None
 
     def _skip(self, endpoint: Endpoint, reason: str) -> None:
-        self.attempts.append(Attempt(endpoint.model_id, endpoint.provider, None, upstream_model=endpoint.upstream_model,
-                                     skipped=reason))
+        self.attempts.append(
+            Attempt(endpoint.model_id, endpoint.provider, None, upstream_model=endpoint.upstream_model, skipped=reason)
+        )
         leg = self.legs[self._leg]
         leg.endpoints = [e for e in leg.endpoints if e is not endpoint]
         self._position = min(self._position, max(len(leg.endpoints) - 1, 0))
@@ -162,24 +182,43 @@ class Route:
         self._position = self._retries = 0
         if self._leg < len(self.legs):
             for endpoint, reason in self.legs[self._leg].set_aside:
-                self.attempts.append(Attempt(endpoint.model_id, endpoint.provider, None,
-                                             upstream_model=endpoint.upstream_model, skipped=reason))
+                self.attempts.append(
+                    Attempt(
+                        endpoint.model_id,
+                        endpoint.provider,
+                        None,
+                        upstream_model=endpoint.upstream_model,
+                        skipped=reason,
+                    )
+                )
 
     def _elapsed_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000) if self._started else 0
 
 
 class Router:
-    def __init__(self, providers: dict, policy: RetryPolicy, health: HealthBoard,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+    def __init__(
+        self,
+        providers: dict,
+        policy: RetryPolicy,
+        health: HealthBoard,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
         self.providers = providers
         self.policy = policy
         self.health = health
         self.sleep = sleep
         self.rng = rng or random.Random()
 
-    def route(self, candidates: list[Candidate], preferences: Preferences | None = None, features: set = frozenset(),
-              prompt_tokens: int = 0, output_tokens: int | None = None) -> Route:
+    def route(
+        self,
+        candidates: list[Candidate],
+        preferences: Preferences | None = None,
+        features: set = frozenset(),
+        prompt_tokens: int = 0,
+        output_tokens: int | None = None,
+    ) -> Route:
         """The plan of a request: raises InvalidRequest (code no_endpoints) when its preferences
         leave no endpoint for any candidate."""
         preferences = preferences or Preferences()
@@ -189,8 +228,14 @@ class Router:
             allowed, removed = filter_endpoints(candidate, preferences, features, prompt_tokens, output_tokens)
             ordered = strategies.order(allowed, candidate.sort(preferences), preferences.order, self.health, self.rng)
             available = [e for e in ordered if self.health.available(e.key)]
-            legs.append(Leg(candidate, available, removed + [(e, "breaker open") for e in ordered if e not in available],
-                            ordered))
+            legs.append(
+                Leg(
+                    candidate,
+                    available,
+                    removed + [(e, "breaker open") for e in ordered if e not in available],
+                    ordered,
+                )
+            )
             removals.append((candidate, removed))
         if not any(leg.allowed for leg in legs):
             raise no_endpoints(removals)
@@ -201,10 +246,15 @@ class Router:
 
 
 def no_endpoints(removals) -> InvalidRequest:
-    reasons = "; ".join(f"{candidate.id}: " + ", ".join(f"{e.provider} ({reason})" for e, reason in removed)
-                        for candidate, removed in removals)
-    return InvalidRequest(f"No endpoint of the requested models meets the request's provider preferences: "
-                          f"{reasons}.", param="provider", code="no_endpoints")
+    reasons = "; ".join(
+        f"{candidate.id}: " + ", ".join(f"{e.provider} ({reason})" for e, reason in removed)
+        for candidate, removed in removals
+    )
+    return InvalidRequest(
+        f"No endpoint of the requested models meets the request's provider preferences: {reasons}.",
+        param="provider",
+        code="no_endpoints",
+    )
 
 
 def all_failed(attempts: list[Attempt], errors: list[ProviderError]) -> LunosError:
@@ -214,20 +264,26 @@ def all_failed(attempts: list[Attempt], errors: list[ProviderError]) -> LunosErr
     type, code, param and message, so a client sees a context overflow as OpenAI would send it.
     Every attempt was rate limited: 429 with the shortest Retry-After. Otherwise 502, or 504 when
     every attempt timed out; Lunos has retried already, so those say ``x-should-retry: false``."""
-    summary = "; ".join(f"{a.model} ({a.provider}): {a.error}" for a in attempts
-                        if a.status != 200 and a.skipped is None)
+    summary = "; ".join(
+        f"{a.model} ({a.provider}): {a.error}" for a in attempts if a.status != 200 and a.skipped is None
+    )
     if errors and all(e.status in CLIENT_ERROR_STATUSES for e in errors):
         last = errors[-1]
-        return UpstreamRejected(str(last.upstream.get("message") or last.message), status=last.status,
-                                type=last.upstream.get("type"), param=last.upstream.get("param"),
-                                code=last.upstream.get("code"), summary=summary)
+        return UpstreamRejected(
+            str(last.upstream.get("message") or last.message),
+            status=last.status,
+            type=last.upstream.get("type"),
+            param=last.upstream.get("param"),
+            code=last.upstream.get("code"),
+            summary=summary,
+        )
     if errors and all(e.status == 429 for e in errors):
         waits = [e.retry_after for e in errors if e.retry_after is not None]
         headers = {"Retry-After": str(max(1, math.ceil(min(waits))))} if waits else {}
-        return RateLimited(f"Every candidate model is rate limited upstream: {summary}",
-                           code="upstream_rate_limited", headers=headers)
+        return RateLimited(
+            f"Every candidate model is rate limited upstream: {summary}", code="upstream_rate_limited", headers=headers
+        )
     no_retry = {"x-should-retry": "false"}
     if errors and all(e.timed_out for e in errors):
         return UpstreamTimedOut(f"Every candidate model timed out: {summary}", headers=no_retry)
-    return UpstreamFailed(f"Every candidate model failed: {summary or 'no endpoint could be tried'}",
-                          headers=no_retry)
+    return UpstreamFailed(f"Every candidate model failed: {summary or 'no endpoint could be tried'}", headers=no_retry)

@@ -5,6 +5,7 @@ By default, at random by ``weight`` (each endpoint's share of traffic); with ``s
 an endpoint without figures yet after those with figures; ``provider.order`` puts its
 providers first, in its order. Health is not a strategy: the router sets open breakers aside.
 """
+
 import random
 
 from lunos.catalog import Endpoint

@@ -1,5 +1,6 @@
 """marshmallow schemas for request bodies, the one way their errors become a 400, and the
 checks every hand-parsed input shares (ids, text that is stored)."""
+
 import re
 
 from marshmallow import ValidationError
@@ -31,8 +32,7 @@ def text(value, param: str, *, max_length: int, required: bool = True) -> str | 
     if value is None and not required:
         return None
     if not isinstance(value, str) or not 1 <= len(value.strip()) <= max_length or "\x00" in value:
-        raise InvalidRequest(f"'{param}' must be a string of 1 to {max_length} characters (no NUL)",
-                             param=param)
+        raise InvalidRequest(f"'{param}' must be a string of 1 to {max_length} characters (no NUL)", param=param)
     return value.strip()
 
 
@@ -56,5 +56,4 @@ def load(schema, data):
         return schema.load(data)
     except ValidationError as exc:
         param, message = _first_error(exc.messages)
-        raise InvalidRequest(f"Invalid value for '{param}': {message}" if param else message,
-                             param=param) from None
+        raise InvalidRequest(f"Invalid value for '{param}': {message}" if param else message, param=param) from None

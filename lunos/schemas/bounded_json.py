@@ -10,6 +10,7 @@ A lone UTF-16 surrogate escape (``"\\ud83d"``: what a JavaScript string cut in t
 emoji serialises to) is read as U+FFFD, the replacement character, and sent on as such; raw
 bytes that are not UTF-8 are refused.
 """
+
 import json
 import re
 from typing import Any
@@ -25,8 +26,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 # An escaped backslash (kept, so that "\\ud800" stays text), a surrogate pair (kept), or a lone
 # surrogate (replaced), left to right.
-_ESCAPES = re.compile(rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-                      rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_ESCAPES = re.compile(
+    rb"\\\\|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"
+)
 _REPLACEMENT = rb"\ufffd"
 _MAX_PARAM_CHARS = 200
 
@@ -51,16 +54,18 @@ def _nests_deeper(value: Any, max_depth: int) -> bool:
     for _ in range(max_depth):
         nested = []
         for container in level:
-            nested += [item for item in (container.values() if type(container) is dict else container)
-                       if type(item) is dict or type(item) is list]
+            nested += [
+                item
+                for item in (container.values() if type(container) is dict else container)
+                if type(item) is dict or type(item) is list
+            ]
         if not nested:
             return False
         level = nested
     return True
 
 
-def _with_lone_surrogates_replaced(data: bytes, error: orjson.JSONDecodeError,
-                                   max_depth: int) -> tuple[bytes, Any]:
+def _with_lone_surrogates_replaced(data: bytes, error: orjson.JSONDecodeError, max_depth: int) -> tuple[bytes, Any]:
     repaired = _ESCAPES.sub(lambda m: _REPLACEMENT if len(m[0]) == 6 else m[0], data) if b"\\u" in data else data
     if repaired != data:
         try:
@@ -68,10 +73,12 @@ def _with_lone_surrogates_replaced(data: bytes, error: orjson.JSONDecodeError,
         except orjson.JSONDecodeError as exc:
             error = exc
     if error.msg.startswith("depth limit"):  # deeper than orjson goes, so deeper than max_depth
-        top = _top_level_key(repaired[:error.pos])
+        top = _top_level_key(repaired[: error.pos])
         raise _too_deep(max_depth, [top] if top is not None else [])
-    raise InvalidRequest(f"We could not parse the JSON body of your request ({error.msg}): send a JSON "
-                         f"object with Content-Type: application/json.") from None
+    raise InvalidRequest(
+        f"We could not parse the JSON body of your request ({error.msg}): send a JSON "
+        f"object with Content-Type: application/json."
+    ) from None
 
 
 def _check(value: Any, max_depth: int) -> None:
@@ -85,8 +92,10 @@ def _check(value: Any, max_depth: int) -> None:
     if problem == "depth":
         raise _too_deep(max_depth, steps[:1])
     param = _param(steps)
-    raise InvalidRequest(f"Invalid value for '{param}': integers must be within the signed 64-bit range "
-                         f"({INT64_MIN} to {INT64_MAX}).", param=param)
+    raise InvalidRequest(
+        f"Invalid value for '{param}': integers must be within the signed 64-bit range ({INT64_MIN} to {INT64_MAX}).",
+        param=param,
+    )
 
 
 def _too_deep(max_depth: int, steps: list) -> InvalidRequest:
@@ -113,7 +122,7 @@ def _top_level_key(head: bytes) -> str | None:
             depth -= 1
         elif depth == 1 and token[1]:
             try:
-                key = orjson.loads(text[:text.rindex(b'"') + 1])
+                key = orjson.loads(text[: text.rindex(b'"') + 1])
             except orjson.JSONDecodeError:
                 key = None
     return key

@@ -1,6 +1,7 @@
 """The Chat Completions request. Known parameters are type- and range-checked; unknown ones pass
 through to the provider untouched. What one request may carry (messages, content parts, tools)
 is checked first, before the schema spends time on it."""
+
 from dataclasses import dataclass
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
@@ -11,8 +12,13 @@ from lunos.schemas import load
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # Each part type and the key that holds its payload: a string for text and refusal, an object
 # for the others.
-PART_TYPES = {"text": "text", "image_url": "image_url", "input_audio": "input_audio", "file": "file",
-              "refusal": "refusal"}
+PART_TYPES = {
+    "text": "text",
+    "image_url": "image_url",
+    "input_audio": "input_audio",
+    "file": "file",
+    "refusal": "refusal",
+}
 STRING_PAYLOADS = ("text", "refusal")
 # Optional message fields in which null means absent: what SDKs send back on the next turn
 # (``messages.append(choice.message.model_dump())``).
@@ -23,6 +29,7 @@ MAX_TOOLS = 1024  # OpenAI takes 128
 @dataclass(frozen=True)
 class Bounds:
     """What one request may carry (LUNOS_MAX_MESSAGES, LUNOS_MAX_CONTENT_PARTS)."""
+
     messages: int
     parts: int
 
@@ -98,6 +105,7 @@ class ToolChoice(fields.Field):
 
 class FunctionCall(Schema):
     """An assistant's call of a function: its name and its arguments, as JSON text."""
+
     class Meta:
         unknown = INCLUDE
 
@@ -154,6 +162,7 @@ class FunctionDef(Schema):
 class Tool(Schema):
     """A function tool, checked; other types (OpenAI's ``custom``) pass through to the provider,
     whose adapter refuses what it cannot translate."""
+
     class Meta:
         unknown = INCLUDE
 
@@ -211,8 +220,9 @@ class ChatCompletionRequest(Schema):
     user = fields.String(allow_none=True, validate=validate.Length(max=256))
     # Lunos: what to try when the requested model fails.
     fallback_model = fields.String(allow_none=True, validate=validate.Length(min=1, max=200))
-    models = fields.List(fields.String(validate=validate.Length(min=1, max=200)), allow_none=True,
-                         validate=validate.Length(max=10))
+    models = fields.List(
+        fields.String(validate=validate.Length(min=1, max=200)), allow_none=True, validate=validate.Length(max=10)
+    )
 
 
 _schema = ChatCompletionRequest()
@@ -230,13 +240,17 @@ def check_bounds(body: dict, bounds: Bounds) -> None:
     messages = body.get("messages")
     if isinstance(messages, list):
         if len(messages) > bounds.messages:
-            raise InvalidRequest(f"A request may carry at most {bounds.messages} messages; this one has "
-                                 f"{len(messages)}.", param="messages")
+            raise InvalidRequest(
+                f"A request may carry at most {bounds.messages} messages; this one has {len(messages)}.",
+                param="messages",
+            )
         for index, message in enumerate(messages):
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, list) and len(content) > bounds.parts:
-                raise InvalidRequest(f"A message may carry at most {bounds.parts} content parts; this one "
-                                     f"has {len(content)}.", param=f"messages[{index}].content")
+                raise InvalidRequest(
+                    f"A message may carry at most {bounds.parts} content parts; this one has {len(content)}.",
+                    param=f"messages[{index}].content",
+                )
     tools = body.get("tools")
     if isinstance(tools, list) and len(tools) > MAX_TOOLS:
         raise InvalidRequest(f"A request may carry at most {MAX_TOOLS} tools.", param="tools")

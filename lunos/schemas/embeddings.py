@@ -1,14 +1,15 @@
 """The embeddings request. Known parameters are type- and range-checked; unknown ones pass
 through to the provider, made safe to encode (what the upstream's JSON encoder would choke on
 is a 400 naming it, never a 500)."""
+
 import re
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-MAX_INPUTS = 2048            # items of one request, as OpenAI
-MAX_TOKEN_ID = 2**31 - 1     # far beyond any vocabulary; keeps ids within what any encoder takes
+MAX_INPUTS = 2048  # items of one request, as OpenAI
+MAX_TOKEN_ID = 2**31 - 1  # far beyond any vocabulary; keeps ids within what any encoder takes
 MAX_DIMENSIONS = 65536
-MAX_NESTING = 64             # of a passed-through value
+MAX_NESTING = 64  # of a passed-through value
 ENCODING_FORMATS = ("float", "base64")
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON escapes of half a UTF-16 pair (a JS string cut mid-emoji)
 INPUT_SHAPES = "a string, an array of strings, an array of token ids or an array of arrays of token ids"
@@ -58,8 +59,10 @@ class EmbeddingInput(fields.Field):
     @staticmethod
     def _tokens(item, index):
         """A non-empty array of token ids; an error names its place (input[i], input[i][j])."""
+
         def error(messages):
             return ValidationError({index: messages} if index is not None else messages)
+
         if not isinstance(item, list) or not item:
             raise error(["must be a non-empty array of token ids, as the first item is"])
         for position, token in enumerate(item):
@@ -73,7 +76,7 @@ def _passed_through(value, param: str, depth: int = 0):
     surrogates, integers within 64 bits, nesting bounded."""
     if isinstance(value, str):
         return _text(value)
-    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
         raise ValidationError("integers must fit in 64 bits", param)
     if isinstance(value, (list, dict)) and depth >= MAX_NESTING:
         raise ValidationError(f"is nested more than {MAX_NESTING} levels deep", param)
@@ -95,8 +98,9 @@ class EmbeddingRequest(Schema):
     user = fields.String(allow_none=True, validate=validate.Length(max=256))
     # Lunos: what to try when the requested model fails.
     fallback_model = fields.String(allow_none=True, validate=validate.Length(min=1, max=200))
-    models = fields.List(fields.String(validate=validate.Length(min=1, max=200)), allow_none=True,
-                         validate=validate.Length(max=10))
+    models = fields.List(
+        fields.String(validate=validate.Length(min=1, max=200)), allow_none=True, validate=validate.Length(max=10)
+    )
 
     @validates_schema
     def _a_model_is_named(self, data, **kwargs):
@@ -109,6 +113,5 @@ class EmbeddingRequest(Schema):
         known = {name: value for name, value in data.items() if name in self.fields and value is not None}
         if "user" in known:
             known["user"] = _text(known["user"])
-        unknown = {_text(name): _passed_through(value, name) for name, value in data.items()
-                   if name not in self.fields}
+        unknown = {_text(name): _passed_through(value, name) for name, value in data.items() if name not in self.fields}
         return {**unknown, **known}

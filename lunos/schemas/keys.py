@@ -1,5 +1,6 @@
 """Key management request bodies."""
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
@@ -7,7 +8,7 @@ from lunos.models.api_key import INFERENCE, LIMIT_RESETS, MANAGEMENT
 from lunos.schemas import APP_ID, no_nul
 
 INT32_MAX = 2**31 - 1  # requests_per_minute is a 32-bit column
-LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=timezone.utc)
+LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def _app_ids(values):
@@ -22,10 +23,10 @@ class Expiry(fields.AwareDateTime):
     def _deserialize(self, value, attr, data, **kwargs):
         moment = super()._deserialize(value, attr, data, **kwargs)
         try:
-            moment = moment.astimezone(timezone.utc)
+            moment = moment.astimezone(UTC)
         except OverflowError:
             raise ValidationError("is out of range") from None
-        if moment <= datetime.now(timezone.utc):
+        if moment <= datetime.now(UTC):
             raise ValidationError("must be in the future")
         if moment >= LATEST_EXPIRY:
             raise ValidationError("must be before 9999-01-01")
@@ -40,8 +41,11 @@ class KeyFields(Schema):
     expires_at = Expiry(allow_none=True, default_timezone=None)
     disabled = fields.Boolean()
     requests_per_minute = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, INT32_MAX))
-    allowed_models = fields.List(fields.String(validate=[validate.Length(min=1, max=200), no_nul]), allow_none=True,
-                                 validate=validate.Length(max=100))
+    allowed_models = fields.List(
+        fields.String(validate=[validate.Length(min=1, max=200), no_nul]),
+        allow_none=True,
+        validate=validate.Length(max=100),
+    )
     allowed_apps = fields.List(fields.String(), allow_none=True, validate=[validate.Length(max=100), _app_ids])
     credit_limit_usd = fields.Decimal(allow_none=True, places=6, validate=validate.Range(min=0))
     credit_limit_reset = fields.String(allow_none=True, validate=validate.OneOf(LIMIT_RESETS))

@@ -1,6 +1,7 @@
 """What a caller may do: its effective plan, the models that plan allows, its rate quota."""
+
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from lunos.errors import InvalidSubscriptionPlan, SubscriptionRequired
 from lunos.plans import Plan
@@ -30,26 +31,36 @@ class Caller:
 def effective_plan(plans, key, grace_days, now=None):
     """The account's plan; the default plan once its subscription ended or stayed past due
     longer than the grace period."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if key.subscription_status in ENDED:
         return plans.get(plans.default)
-    if key.subscription_status == "past_due" and key.past_due_since is not None \
-            and now - key.past_due_since > timedelta(days=grace_days):
+    if (
+        key.subscription_status == "past_due"
+        and key.past_due_since is not None
+        and now - key.past_due_since > timedelta(days=grace_days)
+    ):
         return plans.get(plans.default)
     return plans.get(key.plan or plans.default)
 
 
 def resolve_caller(key, app_id, plans, grace_days):
     plan = effective_plan(plans, key, grace_days)
-    return Caller(key=key, app_id=app_id, plan=plan,
-                  quota=Quota(key.requests_per_minute or plan.requests_per_minute, plan.tokens_per_minute))
+    return Caller(
+        key=key,
+        app_id=app_id,
+        plan=plan,
+        quota=Quota(key.requests_per_minute or plan.requests_per_minute, plan.tokens_per_minute),
+    )
 
 
 def check_plan(plan, models):
     if not plan.api_access:
-        raise SubscriptionRequired(f"The '{plan.name}' plan does not include API access: subscribe to a plan "
-                                   "that does (POST /v1/billing/subscribe).")
+        raise SubscriptionRequired(
+            f"The '{plan.name}' plan does not include API access: subscribe to a plan "
+            "that does (POST /v1/billing/subscribe)."
+        )
     for model in models:
         if not plan.allows(model.id):
-            raise InvalidSubscriptionPlan(f"The '{plan.name}' plan does not include the model '{model.id}'.",
-                                          param="model")
+            raise InvalidSubscriptionPlan(
+                f"The '{plan.name}' plan does not include the model '{model.id}'.", param="model"
+            )

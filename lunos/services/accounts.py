@@ -1,4 +1,5 @@
 """Accounts and their ledger. Every change of balance is a ledger row with a unique source."""
+
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -30,8 +31,14 @@ def create_account(name: str, credits_micros: int = 0) -> Account:
         raise InvalidRequest(f"an account named {name!r} already exists") from None
     with transaction(db.engine) as tx:  # the session's transaction: the account and its credits together
         if credits_micros:
-            ledger.post(tx, [ledger.entry(account.id, credits_micros, ledger.GRANT,
-                                          f"account-opening:{account.id}", "opening credits")])
+            ledger.post(
+                tx,
+                [
+                    ledger.entry(
+                        account.id, credits_micros, ledger.GRANT, f"account-opening:{account.id}", "opening credits"
+                    )
+                ],
+            )
     db.session.refresh(account)
     return account
 
@@ -39,8 +46,12 @@ def create_account(name: str, credits_micros: int = 0) -> Account:
 def balance_summary(account_id: int, low_balance_usd: float) -> dict:
     account = db.session.get(Account, account_id)
     available = account.balance_micros - account.reserved_micros
-    return {"balance_micros": account.balance_micros, "reserved_micros": account.reserved_micros,
-            "available_micros": available, "low_balance": available < usd_to_micros(low_balance_usd)}
+    return {
+        "balance_micros": account.balance_micros,
+        "reserved_micros": account.reserved_micros,
+        "available_micros": available,
+        "low_balance": available < usd_to_micros(low_balance_usd),
+    }
 
 
 def credit_totals(account_id: int) -> tuple[int, int]:
@@ -48,9 +59,11 @@ def credit_totals(account_id: int) -> tuple[int, int]:
     negatively), usage debits as usage; credits - usage is the balance."""
     is_usage = LedgerEntry.kind == ledger.USAGE
     credits, usage = db.session.execute(
-        select(func.coalesce(func.sum(case((is_usage, 0), else_=LedgerEntry.amount_micros)), 0),
-               func.coalesce(func.sum(case((is_usage, -LedgerEntry.amount_micros), else_=0)), 0))
-        .where(LedgerEntry.account_id == account_id)).one()
+        select(
+            func.coalesce(func.sum(case((is_usage, 0), else_=LedgerEntry.amount_micros)), 0),
+            func.coalesce(func.sum(case((is_usage, -LedgerEntry.amount_micros), else_=0)), 0),
+        ).where(LedgerEntry.account_id == account_id)
+    ).one()
     return int(credits), int(usage)
 
 

@@ -5,10 +5,11 @@ of a busy account is a few thousand rows rather than every event; so their time 
 granularity. Latency percentiles are estimated from the rollup's histogram. Raw events are paged
 from usage_events on its (account_id, created_at) index.
 """
+
 import base64
 import binascii
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
 
@@ -23,7 +24,7 @@ GROUPS = ("app", "model", "key", "day", "hour")
 MAX_RANGE = timedelta(days=366)
 # The moments a query may name: nothing was metered before 1970, and a range's arithmetic
 # (30 days back, an hour's start) must stay inside datetime's years 1 to 9999.
-EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(9999, 1, 1, tzinfo=timezone.utc)
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
 MAX_MODEL_CHARS = 200
 
 
@@ -56,7 +57,7 @@ def parse_time(value: str, param: str) -> datetime:
     """An ISO 8601 date or date-time (UTC when it names no offset), in UTC, from 1970 to 9998."""
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except (AttributeError, ValueError, OverflowError):
         raise InvalidRequest(f"'{param}' must be an ISO 8601 date or date-time, got {value!r}", param=param) from None
     if not EARLIEST <= moment < LATEST:
@@ -67,7 +68,7 @@ def parse_time(value: str, param: str) -> datetime:
 def make_filter(account_id: int, args, now: datetime | None = None) -> UsageFilter:
     """The filter that query ``args`` name (from, to, app, model, key); InvalidRequest naming the
     arg that is wrong."""
-    end = parse_time(args["to"], "to") if args.get("to") else (now or datetime.now(timezone.utc))
+    end = parse_time(args["to"], "to") if args.get("to") else (now or datetime.now(UTC))
     start = parse_time(args["from"], "from") if args.get("from") else max(end - timedelta(days=30), EARLIEST)
     if start >= end:
         raise InvalidRequest("'from' must be before 'to'", param="from")
@@ -90,16 +91,21 @@ def confine_to_key(usage_filter: UsageFilter, key_id: int | None) -> UsageFilter
     if key_id is None:
         return usage_filter
     if usage_filter.key is not None and usage_filter.key != key_id:
-        raise PermissionDenied("An inference key reads only its own usage: leave out 'key', or use a management "
-                               "key to read other keys' usage.", param="key")
+        raise PermissionDenied(
+            "An inference key reads only its own usage: leave out 'key', or use a management "
+            "key to read other keys' usage.",
+            param="key",
+        )
     return replace(usage_filter, key=key_id)
 
 
 def _bucket(group_by, dialect):
     if group_by in ("day", "hour"):
         if dialect == "postgresql":
-            return func.to_char(func.date_trunc(group_by, func.timezone("UTC", UsageHourly.hour)),
-                                "YYYY-MM-DD" if group_by == "day" else 'YYYY-MM-DD"T"HH24:00:00"Z"')
+            return func.to_char(
+                func.date_trunc(group_by, func.timezone("UTC", UsageHourly.hour)),
+                "YYYY-MM-DD" if group_by == "day" else 'YYYY-MM-DD"T"HH24:00:00"Z"',
+            )
         return func.strftime("%Y-%m-%d" if group_by == "day" else "%Y-%m-%dT%H:00:00Z", UsageHourly.hour)
     return {"app": UsageHourly.app_id, "model": UsageHourly.model, "key": UsageHourly.key_id}[group_by]
 
@@ -119,25 +125,35 @@ def aggregate(usage_filter, group_by):
     dimension, also as ``group``."""
     dims = parse_group_by(group_by)
     buckets = [_bucket(dim, db.engine.dialect.name).label(f"g_{dim}") for dim in dims]
-    sums = [func.sum(getattr(UsageHourly, name)).label(name) for name in
-            ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", *LATENCY_COLUMNS)]
-    rows = db.session.execute(select(*buckets, *sums).where(*usage_filter.rollup_clauses())
-                              .group_by(*buckets).order_by(*buckets)).all()
+    sums = [
+        func.sum(getattr(UsageHourly, name)).label(name)
+        for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", *LATENCY_COLUMNS)
+    ]
+    rows = db.session.execute(
+        select(*buckets, *sums).where(*usage_filter.rollup_clauses()).group_by(*buckets).order_by(*buckets)
+    ).all()
     names = _names(usage_filter.account_id, dims[0], [row[0] for row in rows])
     result = []
     for row in rows:
-        group = tuple(row[:len(dims)])
+        group = tuple(row[: len(dims)])
         histogram = [int(getattr(row, name) or 0) for name in LATENCY_COLUMNS]
         labels = dict(zip(dims, group))
         if len(dims) == 1:
             labels["group"] = group[0]
         p50, p95 = percentile(histogram, 0.5), percentile(histogram, 0.95)
-        result.append({**labels, "name": names.get(group[0]), "requests": int(row.requests),
-                       "errors": int(row.errors or 0), "prompt_tokens": int(row.prompt_tokens or 0),
-                       "completion_tokens": int(row.completion_tokens or 0),
-                       "cost": usd(int(row.cost_micros or 0)),
-                       "latency_p50_ms": round(p50, 1) if p50 is not None else None,
-                       "latency_p95_ms": round(p95, 1) if p95 is not None else None})
+        result.append(
+            {
+                **labels,
+                "name": names.get(group[0]),
+                "requests": int(row.requests),
+                "errors": int(row.errors or 0),
+                "prompt_tokens": int(row.prompt_tokens or 0),
+                "completion_tokens": int(row.completion_tokens or 0),
+                "cost": usd(int(row.cost_micros or 0)),
+                "latency_p50_ms": round(p50, 1) if p50 is not None else None,
+                "latency_p95_ms": round(p95, 1) if p95 is not None else None,
+            }
+        )
     return result
 
 
@@ -146,8 +162,12 @@ def _names(account_id, group_by, groups):
     if group_by == "app":
         return dict(db.session.execute(select(App.app_id, App.name).where(App.account_id == account_id)).all())
     if group_by == "key" and groups:
-        return {key_id: name for key_id, name in db.session.execute(
-            select(ApiKey.id, ApiKey.name).where(ApiKey.account_id == account_id, ApiKey.id.in_(groups))).all()}
+        return {
+            key_id: name
+            for key_id, name in db.session.execute(
+                select(ApiKey.id, ApiKey.name).where(ApiKey.account_id == account_id, ApiKey.id.in_(groups))
+            ).all()
+        }
     return {}
 
 
@@ -172,10 +192,10 @@ def events(usage_filter, limit, cursor=None):
     query = select(UsageEvent).where(*usage_filter.clauses())
     if cursor:
         moment, event_id = _decode_cursor(cursor)
-        query = query.where(or_(UsageEvent.created_at < moment,
-                                and_(UsageEvent.created_at == moment, UsageEvent.id < event_id)))
-    page = db.session.scalars(query.order_by(UsageEvent.created_at.desc(), UsageEvent.id.desc())
-                              .limit(limit + 1)).all()
+        query = query.where(
+            or_(UsageEvent.created_at < moment, and_(UsageEvent.created_at == moment, UsageEvent.id < event_id))
+        )
+    page = db.session.scalars(query.order_by(UsageEvent.created_at.desc(), UsageEvent.id.desc()).limit(limit + 1)).all()
     more = len(page) > limit
     page = page[:limit]
     return page, (_encode_cursor(page[-1]) if more else None)
@@ -185,8 +205,10 @@ def apps(account_id):
     """Registered apps and every app id seen in usage, with their display names."""
     registered = dict(db.session.execute(select(App.app_id, App.name).where(App.account_id == account_id)).all())
     seen = db.session.scalars(select(UsageEvent.app_id).where(UsageEvent.account_id == account_id).distinct()).all()
-    return [{"app_id": app_id, "name": registered.get(app_id), "registered": app_id in registered}
-            for app_id in sorted(set(registered) | set(seen))]
+    return [
+        {"app_id": app_id, "name": registered.get(app_id), "registered": app_id in registered}
+        for app_id in sorted(set(registered) | set(seen))
+    ]
 
 
 def register_app(account_id, app_id, name):

@@ -1,9 +1,9 @@
 """Group commit: concurrent callers share one transaction instead of paying for one each."""
+
 import threading
 
 import gevent
 from gevent import monkey
-
 
 _UNSET = object()
 

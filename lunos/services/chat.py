@@ -1,5 +1,6 @@
 """Chat completions: what is chat's own (messages, choices, SSE) on top of the metered-request
 seam (services/metered.py), which admits, routes and settles."""
+
 import logging
 import time
 
@@ -28,8 +29,10 @@ def worst_case_micros(endpoints: list, body: dict) -> int:
     """The most any endpoint that may be tried could cost: a generous prompt estimate, in the
     dearest bucket and tier, plus the most output allowed."""
     prompt, asked, choices = prompt_upper_estimate(body), output_limit(body), body.get("n") or 1
-    return max(e.prices.most_micros(prompt, min(asked or e.max_output_tokens, e.max_output_tokens) * choices)
-               for e in endpoints)
+    return max(
+        e.prices.most_micros(prompt, min(asked or e.max_output_tokens, e.max_output_tokens) * choices)
+        for e in endpoints
+    )
 
 
 def estimated_usage(body: dict, completion_text: str) -> dict:
@@ -41,8 +44,18 @@ def with_cost(usage: dict, endpoint) -> dict:
     """``usage`` in OpenAI's shape with its buckets (cache reads and writes) and its ``cost`` in
     USD at the prices of ``endpoint``: an exact decimal, rendered without an exponent."""
     counted = TokenUsage.from_openai(usage)
-    extra = {k: v for k, v in usage.items() if k not in ("prompt_tokens", "completion_tokens", "total_tokens",
-                                                           "prompt_tokens_details", "completion_tokens_details")}
+    extra = {
+        k: v
+        for k, v in usage.items()
+        if k
+        not in (
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "prompt_tokens_details",
+            "completion_tokens_details",
+        )
+    }
     return {**counted.as_openai(), **extra, "cost": micros_to_decimal(endpoint.cost_micros(counted))}
 
 
@@ -56,9 +69,17 @@ class Completion:
         named = candidates(gateway.catalog, body)
         preferences = Preferences.from_body(body.get("provider"), gateway.catalog.providers)
         self.metered = MeteredRequest(
-            gateway, caller, request_id, named, stream=bool(body.get("stream")),
-            worst_case_micros=lambda endpoints: worst_case_micros(endpoints, body), preferences=preferences,
-            features=features_used(body), prompt_tokens=estimate_prompt(body), output_tokens=output_limit(body))
+            gateway,
+            caller,
+            request_id,
+            named,
+            stream=bool(body.get("stream")),
+            worst_case_micros=lambda endpoints: worst_case_micros(endpoints, body),
+            preferences=preferences,
+            features=features_used(body),
+            prompt_tokens=estimate_prompt(body),
+            output_tokens=output_limit(body),
+        )
 
     def send(self, call):
         """``call(provider, endpoint, body)`` as a route's attempt: the request as the current
@@ -70,6 +91,7 @@ class Completion:
             if "thinking" in route.candidate.variants:
                 body = provider.with_reasoning(body, endpoint)
             return call(provider, endpoint, body)
+
         return route.call(attempt)
 
     @property
@@ -94,8 +116,10 @@ class Completion:
 def _has_output(chunk: dict) -> bool:
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
-        if choice.get("finish_reason") or any(delta.get(k) for k in (
-                "content", "tool_calls", "refusal", "function_call", "reasoning", "reasoning_content")):
+        if choice.get("finish_reason") or any(
+            delta.get(k)
+            for k in ("content", "tool_calls", "refusal", "function_call", "reasoning", "reasoning_content")
+        ):
             return True
     return False
 
@@ -158,15 +182,17 @@ class ChatStream:
         text = "".join(self.output_text)
         estimated = self.usage is None and bool(text)
         usage = self.usage or (estimated_usage(self.completion.request, text) if text else None)
-        self.metered.finish(status=self.status, endpoint=self.endpoint, usage=usage, usage_estimated=estimated,
-                            error=self.error_message)
+        self.metered.finish(
+            status=self.status, endpoint=self.endpoint, usage=usage, usage_estimated=estimated, error=self.error_message
+        )
 
     def _estimated_usage_chunk(self) -> bytes:
         """The usage Lunos bills when the upstream streamed none, marked as an estimate."""
         usage = with_cost(estimated_usage(self.completion.request, "".join(self.output_text)), self.endpoint)
         usage["estimated"] = True
-        return sse_event(self._shape({"object": "chat.completion.chunk", "created": int(time.time()),
-                                      "choices": [], "usage": usage}))
+        return sse_event(
+            self._shape({"object": "chat.completion.chunk", "created": int(time.time()), "choices": [], "usage": usage})
+        )
 
     def _shape(self, chunk: dict) -> dict:
         chunk.update(id=self.completion.completion_id, model=self.endpoint.model_id, provider=self.endpoint.provider)
@@ -217,8 +243,9 @@ class ChatStream:
             yield b"".join(held) + SSE_DONE
         except ProviderError as error:
             self.status = UPSTREAM_ERROR
-            self.error_message = f"The upstream failed mid-stream ({self.endpoint.model_id}, " \
-                                 f"{self.endpoint.provider}): {error.message}"
+            self.error_message = (
+                f"The upstream failed mid-stream ({self.endpoint.model_id}, {self.endpoint.provider}): {error.message}"
+            )
             yield sse_event(UpstreamFailed(self.error_message).body())
         except LunosError as error:
             self.status = UPSTREAM_ERROR
@@ -227,7 +254,7 @@ class ChatStream:
         except GeneratorExit:
             self.status = CLIENT_DISCONNECTED
             raise
-        except Exception as exc:  # noqa: BLE001  (a bug must still end the stream, and be billed)
+        except Exception as exc:
             log.exception("stream %s failed unexpectedly", self.completion.completion_id)
             self.status, self.error_message = ERROR, f"{INTERNAL_ERROR} ({exc.__class__.__name__})"
             yield sse_event(LunosError(INTERNAL_ERROR).body())

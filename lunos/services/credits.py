@@ -5,22 +5,22 @@ reservation into the actual debit in the same transaction as the usage event. De
 reservation row is what makes settlement happen at most once. Both run on every request, so
 their statements are prepared (services/prepared.py), not the ORM's unit of work.
 """
+
 import os
 import secrets
 import socket
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
-from lunos.errors import InsufficientCredits
 from lunos import ledger
+from lunos.errors import InsufficientCredits
 from lunos.extensions import db
 from lunos.models import Account, ApiKey, Reservation, UsageEvent
-from lunos.money import usd
 from lunos.models.account import utcnow
+from lunos.money import usd
 from lunos.services.batching import GroupCommit
 from lunos.services.keys import window_start
 from lunos.services.prepared import Prepared, in_session_transaction, read, retry_if_lost, transaction
@@ -34,38 +34,56 @@ def _columns(model):
 
 # Compiled once, run on the DBAPI connection (lunos/services/prepared.py): every request
 # reserves and settles.
-_HOLD = Prepared(update(Account)
-                 .where(Account.id == bindparam("account"),
-                        Account.balance_micros - Account.reserved_micros >= bindparam("hold"))
-                 .values(reserved_micros=Account.reserved_micros + bindparam("hold")).returning(Account.id))
-_BALANCE = Prepared(select(Account.balance_micros, Account.reserved_micros)
-                    .where(Account.id == bindparam("account")))
+_HOLD = Prepared(
+    update(Account)
+    .where(Account.id == bindparam("account"), Account.balance_micros - Account.reserved_micros >= bindparam("hold"))
+    .values(reserved_micros=Account.reserved_micros + bindparam("hold"))
+    .returning(Account.id)
+)
+_BALANCE = Prepared(select(Account.balance_micros, Account.reserved_micros).where(Account.id == bindparam("account")))
 # FOR UPDATE takes PostgreSQL's row lock; SQLite has one write lock, taken by the DELETE before.
-_BALANCE_LOCKED = Prepared(select(Account.balance_micros, Account.reserved_micros)
-                           .where(Account.id == bindparam("account")).with_for_update())
+_BALANCE_LOCKED = Prepared(
+    select(Account.balance_micros, Account.reserved_micros).where(Account.id == bindparam("account")).with_for_update()
+)
 _INSERT_RESERVATION = Prepared(insert(Reservation), _columns(Reservation))
-_DELETE_RESERVATION = Prepared(delete(Reservation).where(Reservation.id == bindparam("id"))
-                               .returning(Reservation.amount_micros, Reservation.key_id))
+_DELETE_RESERVATION = Prepared(
+    delete(Reservation)
+    .where(Reservation.id == bindparam("id"))
+    .returning(Reservation.amount_micros, Reservation.key_id)
+)
 # A hold is stale when its worker stopped proving itself alive (or never did: older rows).
-_STALE_RESERVATIONS = Prepared(select(Reservation.id, Reservation.account_id)
-                               .where(func.coalesce(Reservation.heartbeat_at, Reservation.created_at)
-                                      < bindparam("cutoff")))
-_HEARTBEAT = Prepared(update(Reservation).where(Reservation.worker == bindparam("worker"))
-                      .values(heartbeat_at=bindparam("now")))
+_STALE_RESERVATIONS = Prepared(
+    select(Reservation.id, Reservation.account_id).where(
+        func.coalesce(Reservation.heartbeat_at, Reservation.created_at) < bindparam("cutoff")
+    )
+)
+_HEARTBEAT = Prepared(
+    update(Reservation).where(Reservation.worker == bindparam("worker")).values(heartbeat_at=bindparam("now"))
+)
 _INSERT_EVENT = Prepared(insert(UsageEvent), _columns(UsageEvent))
 _EVENT_EXISTS = Prepared(select(UsageEvent.id).where(UsageEvent.id == bindparam("id")))
-_NEW_WINDOW = Prepared(update(ApiKey)
-                       .where(ApiKey.id == bindparam("key"),
-                              or_(ApiKey.window_start.is_(None), ApiKey.window_start < bindparam("start")))
-                       .values(spent_micros=0, window_start=bindparam("start")))
-_HOLD_KEY = Prepared(update(ApiKey)
-                     .where(ApiKey.id == bindparam("key"),
-                            ApiKey.spent_micros + ApiKey.reserved_micros + bindparam("hold")
-                            <= ApiKey.credit_limit_micros)
-                     .values(reserved_micros=ApiKey.reserved_micros + bindparam("hold")).returning(ApiKey.id))
-_SETTLE_KEY = Prepared(update(ApiKey).where(ApiKey.id == bindparam("key"))
-                       .values(reserved_micros=ApiKey.reserved_micros - bindparam("release"),
-                               spent_micros=ApiKey.spent_micros + bindparam("charge")))
+_NEW_WINDOW = Prepared(
+    update(ApiKey)
+    .where(ApiKey.id == bindparam("key"), or_(ApiKey.window_start.is_(None), ApiKey.window_start < bindparam("start")))
+    .values(spent_micros=0, window_start=bindparam("start"))
+)
+_HOLD_KEY = Prepared(
+    update(ApiKey)
+    .where(
+        ApiKey.id == bindparam("key"),
+        ApiKey.spent_micros + ApiKey.reserved_micros + bindparam("hold") <= ApiKey.credit_limit_micros,
+    )
+    .values(reserved_micros=ApiKey.reserved_micros + bindparam("hold"))
+    .returning(ApiKey.id)
+)
+_SETTLE_KEY = Prepared(
+    update(ApiKey)
+    .where(ApiKey.id == bindparam("key"))
+    .values(
+        reserved_micros=ApiKey.reserved_micros - bindparam("release"),
+        spent_micros=ApiKey.spent_micros + bindparam("charge"),
+    )
+)
 
 
 def reserve(account_id, amount_micros, reservation_id, key=None):
@@ -114,6 +132,7 @@ def _retrying(run):
 def _each_alone_on_failure(run):
     """A batch runner: when one item spoils the shared transaction, each item runs on its own,
     so every caller gets its own outcome."""
+
     def run_batch(items):
         try:
             return run(items)
@@ -127,6 +146,7 @@ def _each_alone_on_failure(run):
             except Exception as exc:  # noqa: BLE001  (that caller gets its own error)
                 results.append(exc)
         return results
+
     return run_batch
 
 
@@ -158,19 +178,31 @@ def reserve_many(items):
             outcomes[i] = InsufficientCredits(
                 f"This key's credit limit (${usd(key.credit_limit_micros):.2f}"
                 f"{' ' + key.credit_limit_reset if key.credit_limit_reset else ''}) cannot cover this request, "
-                f"which may cost up to ${usd(amount):.6f}.", code="key_limit_exceeded")
+                f"which may cost up to ${usd(amount):.6f}.",
+                code="key_limit_exceeded",
+            )
         balances = tx.each([(_BALANCE, {"account": items[i][0]}) for i in short])
         for i, rows in zip(short, balances):
             balance, reserved = rows[0] if rows else (0, 0)
             outcomes[i] = InsufficientCredits(
                 f"Insufficient credits: this request may cost up to ${usd(items[i][1]):.6f}, and the "
-                f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens.")
+                f"account has ${usd(balance - reserved):.6f} available. Add credits or lower max_tokens."
+            )
         refused = set(over_limit)
         worker = current_app.extensions["lunos-worker"]
-        reservations = [{"id": items[i][2], "account_id": items[i][0], "amount_micros": items[i][1],
-                         "key_id": items[i][3].id if _limited(items[i][3]) else None, "created_at": now,
-                         "worker": worker, "heartbeat_at": now}
-                        for i in accepted if i not in refused]
+        reservations = [
+            {
+                "id": items[i][2],
+                "account_id": items[i][0],
+                "amount_micros": items[i][1],
+                "key_id": items[i][3].id if _limited(items[i][3]) else None,
+                "created_at": now,
+                "worker": worker,
+                "heartbeat_at": now,
+            }
+            for i in accepted
+            if i not in refused
+        ]
         if reservations:
             tx.run_many(_INSERT_RESERVATION, reservations)
     return outcomes
@@ -197,9 +229,13 @@ def _settle(tx, items):
     reservation_ids = list(dict.fromkeys(r for r, _, _ in items if r is not None))
     event_ids = list(dict.fromkeys(event["id"] for _, _, event in items))
     accounts = sorted({account_id for r, account_id, event in items if r is not None or event["cost_micros"]})
-    found = iter(tx.each([(_DELETE_RESERVATION, {"id": r}) for r in reservation_ids]
-                         + [(_EVENT_EXISTS, {"id": event_id}) for event_id in event_ids]
-                         + [(_BALANCE_LOCKED, {"account": account_id}) for account_id in accounts]))
+    found = iter(
+        tx.each(
+            [(_DELETE_RESERVATION, {"id": r}) for r in reservation_ids]
+            + [(_EVENT_EXISTS, {"id": event_id}) for event_id in event_ids]
+            + [(_BALANCE_LOCKED, {"account": account_id}) for account_id in accounts]
+        )
+    )
     held = {r: rows[0] for r, rows in zip(reservation_ids, found) if rows}
     existing = {event_id for event_id, rows in zip(event_ids, found) if rows}
     funds = {account_id: list(rows[0]) for account_id, rows in zip(accounts, found)}
@@ -232,16 +268,29 @@ def _settle(tx, items):
         if key_id is not None:
             _add(key_moves[key_id], reserved, charged)
         # A settlement kept while the database was away carries the time the request ended.
-        events.append({**event, "unbilled_micros": event["cost_micros"] - charged,
-                       "created_at": event.get("created_at") or now})
+        events.append(
+            {**event, "unbilled_micros": event["cost_micros"] - charged, "created_at": event.get("created_at") or now}
+        )
         if charged:  # the ledger row for the debit, with the balance, in this transaction
-            entries.append(ledger.entry(
-                account_id, -charged, ledger.USAGE, f"usage:{event['id']}",
-                f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens", now))
+            entries.append(
+                ledger.entry(
+                    account_id,
+                    -charged,
+                    ledger.USAGE,
+                    f"usage:{event['id']}",
+                    f"{event['model']} {event['prompt_tokens']}+{event['completion_tokens']} tokens",
+                    now,
+                )
+            )
     ledger.post(tx, entries, released={account_id: release for account_id, (release, _) in account_moves.items()})
     if key_moves:  # keys after accounts, in id order, as reservations lock them
-        tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": release, "charge": charge}
-                                  for key_id, (release, charge) in sorted(key_moves.items())])
+        tx.run_many(
+            _SETTLE_KEY,
+            [
+                {"key": key_id, "release": release, "charge": charge}
+                for key_id, (release, charge) in sorted(key_moves.items())
+            ],
+        )
     tx.run_many(_INSERT_EVENT, events)
     roll_up(tx, events)
     return results
@@ -262,7 +311,7 @@ def release_stale(older_than: timedelta) -> int:
     """Release, unbilled, the holds whose worker has not proved itself alive for ``older_than``
     (it died mid-request); returns how many. A request still running keeps its hold; one that
     settles after its hold was released is still billed once (see ``_settle``)."""
-    stale = read(db.engine, _STALE_RESERVATIONS, {"cutoff": datetime.now(timezone.utc) - older_than})
+    stale = read(db.engine, _STALE_RESERVATIONS, {"cutoff": datetime.now(UTC) - older_than})
     released = 0
     for reservation_id, account_id in stale:
         with transaction(db.engine) as tx:

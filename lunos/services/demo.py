@@ -1,4 +1,5 @@
 """First start of the development server: a demo account and key, so a new install answers at once."""
+
 import os
 from pathlib import Path
 

@@ -4,6 +4,7 @@ metered-request seam (services/metered.py), which admits, routes and settles.
 Billed as input tokens at the answering model's input price: the upstream's
 ``usage.prompt_tokens``, or a local estimate (marked) when it reports none.
 """
+
 from lunos.money import micros_to_decimal
 from lunos.pricing import TokenUsage
 from lunos.providers.base import EMBEDDING
@@ -21,8 +22,10 @@ PER_INPUT_OVERHEAD = 2
 def input_upper_estimate(value) -> int:
     """A generous count of input tokens, for the reservation: two bytes of UTF-8 a token (most
     tokenizers average three to four), token arrays exactly, plus the markers of each input."""
-    return sum(PER_INPUT_OVERHEAD + ((len(item.encode("utf-8")) + 1) // 2 if isinstance(item, str) else len(item))
-               for item in input_items(value))
+    return sum(
+        PER_INPUT_OVERHEAD + ((len(item.encode("utf-8")) + 1) // 2 if isinstance(item, str) else len(item))
+        for item in input_items(value)
+    )
 
 
 def input_estimate(value) -> int:
@@ -51,9 +54,15 @@ class Embedding:
     def __init__(self, gateway, caller, body: dict, request_id: str):
         self.request = {key: value for key, value in body.items() if key not in ROUTING_PARAMS}
         preferences = Preferences.from_body(body.get("provider"), gateway.catalog.providers)
-        self.metered = MeteredRequest(gateway, caller, request_id, candidates(gateway.catalog, body),
-                                      model_type=EMBEDDING, preferences=preferences,
-                                      worst_case_micros=lambda endpoints: worst_case_micros(endpoints, body))
+        self.metered = MeteredRequest(
+            gateway,
+            caller,
+            request_id,
+            candidates(gateway.catalog, body),
+            model_type=EMBEDDING,
+            preferences=preferences,
+            worst_case_micros=lambda endpoints: worst_case_micros(endpoints, body),
+        )
 
     @property
     def rate_headers(self) -> dict:
@@ -68,8 +77,12 @@ class Embedding:
             if estimated:
                 tokens = input_estimate(self.request["input"])
             cost = endpoint.cost_micros(TokenUsage(uncached_input=tokens))
-            usage = {"prompt_tokens": tokens, "total_tokens": tokens, "cost": micros_to_decimal(cost),
-                     **({"estimated": True} if estimated else {})}
+            usage = {
+                "prompt_tokens": tokens,
+                "total_tokens": tokens,
+                "cost": micros_to_decimal(cost),
+                **({"estimated": True} if estimated else {}),
+            }
             answer.update(model=endpoint.model_id, provider=endpoint.provider, usage=usage)
             self.metered.meter.output_started()
             self.metered.finish(status=OK, endpoint=endpoint, usage=usage, usage_estimated=estimated)

@@ -2,6 +2,7 @@
 release-reservations leaves running requests alone) and adopt the pending settlements of
 workers that are gone. Started by the serving entry points (wsgi.py, app.py), not by
 create_app, so that building an app (tests, the CLI) starts nothing."""
+
 import logging
 import threading
 

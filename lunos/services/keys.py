@@ -3,11 +3,12 @@
 Secrets look like ``sk-lunos-<random>``. Only HMAC-SHA256(server secret, key) and a short
 display prefix are stored, so a database leak does not leak usable keys.
 """
+
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 
 from sqlalchemy import bindparam, select
@@ -25,6 +26,7 @@ KEY_PREFIX = "sk-lunos-"
 @dataclass(frozen=True)
 class KeyIdentity:
     """Who is calling: what a request needs of its key and account, read in one query."""
+
     id: int
     account_id: int
     name: str
@@ -42,12 +44,28 @@ class KeyIdentity:
 
 # Runs on every request: plain columns, compiled once; KeyIdentity's fields first, in its order.
 _LOOKUP = Prepared(
-    select(ApiKey.id, ApiKey.account_id, ApiKey.name, ApiKey.prefix, ApiKey.kind, ApiKey.requests_per_minute,
-           ApiKey.allowed_models, ApiKey.allowed_apps, ApiKey.credit_limit_micros, ApiKey.credit_limit_reset,
-           Account.plan, Account.subscription_status, Account.past_due_since,
-           ApiKey.revoked_at, ApiKey.expires_at, ApiKey.disabled, Account.suspended)
+    select(
+        ApiKey.id,
+        ApiKey.account_id,
+        ApiKey.name,
+        ApiKey.prefix,
+        ApiKey.kind,
+        ApiKey.requests_per_minute,
+        ApiKey.allowed_models,
+        ApiKey.allowed_apps,
+        ApiKey.credit_limit_micros,
+        ApiKey.credit_limit_reset,
+        Account.plan,
+        Account.subscription_status,
+        Account.past_due_since,
+        ApiKey.revoked_at,
+        ApiKey.expires_at,
+        ApiKey.disabled,
+        Account.suspended,
+    )
     .join(Account, Account.id == ApiKey.account_id)
-    .where(ApiKey.secret_hash == bindparam("secret_hash")))
+    .where(ApiKey.secret_hash == bindparam("secret_hash"))
+)
 
 
 def hash_secret(secret, server_secret):
@@ -56,14 +74,20 @@ def hash_secret(secret, server_secret):
 
 def as_utc(moment):
     # SQLite hands back naive datetimes; they were written as UTC.
-    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def create_key(account, server_secret, name="default", kind=INFERENCE, **settings):
     """Return (ApiKey, secret). The secret is not kept anywhere: show it once."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(account_id=account.id, name=name or "default", kind=kind, prefix=secret[:len(KEY_PREFIX) + 6],
-                 secret_hash=hash_secret(secret, server_secret), **settings)
+    key = ApiKey(
+        account_id=account.id,
+        name=name or "default",
+        kind=kind,
+        prefix=secret[: len(KEY_PREFIX) + 6],
+        secret_hash=hash_secret(secret, server_secret),
+        **settings,
+    )
     db.session.add(key)
     db.session.commit()
     return key, secret
@@ -71,8 +95,7 @@ def create_key(account, server_secret, name="default", kind=INFERENCE, **setting
 
 def authenticate(secret, server_secret):
     if not secret:
-        raise AuthenticationFailed(
-            "Missing API key: send 'Authorization: Bearer sk-lunos-...' or 'X-API-Key'.")
+        raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer sk-lunos-...' or 'X-API-Key'.")
     if not secret.startswith(KEY_PREFIX):
         raise AuthenticationFailed("Incorrect API key provided.")
     # The connection goes back to the pool at once: rate limits come next, and a Redis round
@@ -85,7 +108,7 @@ def authenticate(secret, server_secret):
         raise AuthenticationFailed("This API key has been revoked.")
     if disabled:
         raise AuthenticationFailed("This API key is disabled.")
-    if expires_at is not None and as_utc(expires_at) <= datetime.now(timezone.utc):
+    if expires_at is not None and as_utc(expires_at) <= datetime.now(UTC):
         raise AuthenticationFailed("This API key has expired.")
     if suspended:
         raise PermissionDenied("This account is suspended: contact the operator of this gateway.")
@@ -108,8 +131,10 @@ def require_kind(key, kind):
 def require_management(key: KeyIdentity, what: str = "This endpoint") -> None:
     """Refuse an inference key (403 permission_error) where only a management key may go."""
     if key.kind != MANAGEMENT:
-        raise PermissionDenied(f"{what} needs a management key; this is an inference key, which calls models and "
-                               "reads only its own usage, generations, key and balance.")
+        raise PermissionDenied(
+            f"{what} needs a management key; this is an inference key, which calls models and "
+            "reads only its own usage, generations, key and balance."
+        )
 
 
 def confined_key_id(key: KeyIdentity) -> int | None:
@@ -130,7 +155,7 @@ def check_key_scope(key, models, app_id):
 
 def window_start(reset, now=None):
     """Start of the current credit-limit window (UTC): today, this week (Monday), this month."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if reset == "daily":
         return day
@@ -163,6 +188,6 @@ def update_key(key, changes):
 
 def revoke_key(key):
     if key.revoked_at is None:
-        key.revoked_at = datetime.now(timezone.utc)
+        key.revoked_at = datetime.now(UTC)
         db.session.commit()
     return key

@@ -5,6 +5,7 @@ memory otherwise (per process). Token limits are weighted by actual tokens: a re
 admitted while the window still has room (``test``, which counts nothing), and its tokens are
 counted when it ends.
 """
+
 import math
 import threading
 import time
@@ -34,8 +35,7 @@ class FixedWindowMemoryStorage(Storage):
 
     STORAGE_SCHEME = ["lunos-memory"]
 
-    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False,
-                 **options: float | str | bool) -> None:
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: float | str | bool) -> None:
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
         self._windows: dict[str, list] = {}  # key -> [count, when it expires (time.time())]
         self._lock = threading.Lock()  # an increment reads then writes; the dev server has threads
@@ -84,6 +84,7 @@ class FixedWindowMemoryStorage(Storage):
 @dataclass(frozen=True)
 class Quota:
     """A key's limits per minute; None is no limit (no counting, no x-ratelimit-* headers)."""
+
     requests_per_minute: int | None
     tokens_per_minute: int | None
 
@@ -146,8 +147,10 @@ def admit(key_id: int, quota: Quota) -> dict[str, str]:
         return _headers(windows)
     limit, _remaining, reset_s = windows[spent]
     headers = {**_headers(windows), "Retry-After": str(max(1, reset_s))}
-    raise RateLimited(f"Rate limit reached: {limit} {spent} per minute for this key. "
-                      f"Try again in {headers['Retry-After']}s.", headers=headers)
+    raise RateLimited(
+        f"Rate limit reached: {limit} {spent} per minute for this key. Try again in {headers['Retry-After']}s.",
+        headers=headers,
+    )
 
 
 def consume_tokens(key_id: int, quota: Quota, tokens: int) -> None:

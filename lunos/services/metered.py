@@ -14,15 +14,16 @@ reservation of its worst case), routes through ``route``, and ends in exactly on
 A model the endpoint does not serve (an embedding model named to chat) is refused before
 admission, as an unknown model is: a 400 and no event.
 """
+
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flask import Flask, g
 
+from lunos.catalog import Endpoint
 from lunos.errors import InvalidRequest, LunosError
 from lunos.models.api_key import INFERENCE
-from lunos.catalog import Endpoint
 from lunos.providers.base import CHAT, EMBEDDING
 from lunos.routing import Route
 from lunos.routing.preferences import Candidate, Preferences
@@ -41,9 +42,12 @@ def require_model_type(models: list, model_type: str) -> None:
     for model in models:
         if model.type != model_type:
             operation, endpoint = OPERATIONS[model.type]
-            raise InvalidRequest(f"The model '{model.id}' does not support {OPERATIONS[model_type][0]}: "
-                                 f"it is for {operation} ({endpoint}).",
-                                 param="model", code="operation_not_supported")
+            raise InvalidRequest(
+                f"The model '{model.id}' does not support {OPERATIONS[model_type][0]}: "
+                f"it is for {operation} ({endpoint}).",
+                param="model",
+                code="operation_not_supported",
+            )
 
 
 class MeteredRequest:
@@ -52,10 +56,21 @@ class MeteredRequest:
     route may try that says it; ``preferences``, ``features``, ``prompt_tokens`` and
     ``output_tokens`` shape the route (Router.route)."""
 
-    def __init__(self, gateway, caller, request_id: str, candidates: list, *,
-                 worst_case_micros: int | Callable[[list[Endpoint]], int], stream: bool = False,
-                 preferences: Preferences | None = None, features: set = frozenset(), prompt_tokens: int = 0,
-                 output_tokens: int | None = None, model_type: str = CHAT):
+    def __init__(
+        self,
+        gateway,
+        caller,
+        request_id: str,
+        candidates: list,
+        *,
+        worst_case_micros: int | Callable[[list[Endpoint]], int],
+        stream: bool = False,
+        preferences: Preferences | None = None,
+        features: set = frozenset(),
+        prompt_tokens: int = 0,
+        output_tokens: int | None = None,
+        model_type: str = CHAT,
+    ):
         require_model_type([c.model if isinstance(c, Candidate) else c for c in candidates], model_type)
         self.caller = caller
         self.candidates = [c if isinstance(c, Candidate) else Candidate(c, frozenset(), c.id) for c in candidates]
@@ -83,12 +98,26 @@ class MeteredRequest:
     def finished(self) -> bool:
         return self.meter.finished
 
-    def finish(self, *, status: str, endpoint: Endpoint | None = None, usage: dict | None = None,
-               usage_estimated: bool = False, http_status: int = 200, error: str | None = None) -> UsageRecord:
+    def finish(
+        self,
+        *,
+        status: str,
+        endpoint: Endpoint | None = None,
+        usage: dict | None = None,
+        usage_estimated: bool = False,
+        http_status: int = 200,
+        error: str | None = None,
+    ) -> UsageRecord:
         finished = self.meter.finished
-        event = self.meter.finish(status=status, http_status=http_status, endpoint=endpoint, usage=usage,
-                                  usage_estimated=usage_estimated, error=error,
-                                  attempts=self.route.attempts if self.route else ())
+        event = self.meter.finish(
+            status=status,
+            http_status=http_status,
+            endpoint=endpoint,
+            usage=usage,
+            usage_estimated=usage_estimated,
+            error=error,
+            attempts=self.route.attempts if self.route else (),
+        )
         if not finished and status == OK and endpoint is not None and not usage_estimated:
             # Speed from real traffic: a stream's time to first token, and output tokens a second
             # after it (an answer in one piece: over its whole time).
@@ -99,8 +128,9 @@ class MeteredRequest:
 
     def fail(self, error: LunosError, status: str = UPSTREAM_ERROR, **details) -> UsageRecord:
         # A rejection the client sees in the upstream's words is recorded with every attempt's.
-        return self.finish(status=status, http_status=error.status, error=getattr(error, "summary", error.message),
-                           **details)
+        return self.finish(
+            status=status, http_status=error.status, error=getattr(error, "summary", error.message), **details
+        )
 
     @contextmanager
     def guard(self) -> Iterator[None]:

@@ -1,4 +1,5 @@
 """One usage event per metered request, whatever its outcome, settled against its reservation."""
+
 import logging
 import time
 from dataclasses import dataclass, field, fields
@@ -13,11 +14,11 @@ log = logging.getLogger(__name__)
 
 # Final statuses of a usage event.
 OK = "ok"
-UPSTREAM_ERROR = "upstream_error"          # every candidate failed, or the stream broke
+UPSTREAM_ERROR = "upstream_error"  # every candidate failed, or the stream broke
 CLIENT_DISCONNECTED = "client_disconnected"
-REFUSED = "refused"                        # admission said no: plan, scope, limits, credits
-ERROR = "error"                            # an unexpected failure inside Lunos
-INTERRUPTED = "interrupted"                # cut by the worker's shutdown
+REFUSED = "refused"  # admission said no: plan, scope, limits, credits
+ERROR = "error"  # an unexpected failure inside Lunos
+INTERRUPTED = "interrupted"  # cut by the worker's shutdown
 STATUSES = (OK, UPSTREAM_ERROR, CLIENT_DISCONNECTED, REFUSED, ERROR, INTERRUPTED)
 
 
@@ -26,6 +27,7 @@ class UsageRecord:
     """A usage event as settlement writes it: one field per column of ``usage_events``, but
     ``unbilled_micros`` and ``created_at``, which settlement fills in (``check_table`` holds the
     two together)."""
+
     id: str
     account_id: int
     key_id: int | None
@@ -62,15 +64,22 @@ def check_table(table) -> None:
     columns = {column.key for column in table.columns}
     recorded = {f.name for f in fields(UsageRecord)} | set(UsageRecord.SETTLED_COLUMNS)
     if columns != recorded:
-        raise RuntimeError(f"usage_events and UsageRecord differ: table only {sorted(columns - recorded)}, "
-                           f"record only {sorted(recorded - columns)} (lunos/services/metering.py)")
+        raise RuntimeError(
+            f"usage_events and UsageRecord differ: table only {sorted(columns - recorded)}, "
+            f"record only {sorted(recorded - columns)} (lunos/services/metering.py)"
+        )
 
 
 def usage_tokens(tokens: TokenUsage) -> dict:
     """The usage event's token columns."""
-    return {"prompt_tokens": tokens.prompt, "completion_tokens": tokens.output, "cached_tokens": tokens.cache_read,
-            "cache_write_tokens": tokens.cache_write, "cache_write_1h_tokens": tokens.cache_write_1h,
-            "reasoning_tokens": tokens.reasoning}
+    return {
+        "prompt_tokens": tokens.prompt,
+        "completion_tokens": tokens.output,
+        "cached_tokens": tokens.cache_read,
+        "cache_write_tokens": tokens.cache_write,
+        "cache_write_1h_tokens": tokens.cache_write_1h,
+        "reasoning_tokens": tokens.reasoning,
+    }
 
 
 class Meter:
@@ -101,8 +110,17 @@ class Meter:
     def finished(self) -> bool:
         return self.event is not None
 
-    def finish(self, *, status: str, http_status: int = 200, endpoint=None, usage: dict | None = None,
-               usage_estimated: bool = False, attempts=(), error: str | None = None) -> UsageRecord:
+    def finish(
+        self,
+        *,
+        status: str,
+        http_status: int = 200,
+        endpoint=None,
+        usage: dict | None = None,
+        usage_estimated: bool = False,
+        attempts=(),
+        error: str | None = None,
+    ) -> UsageRecord:
         """Write the usage event (kept as ``self.event``) and settle; only the first call counts.
         ``usage`` is OpenAI-shaped; its cost is the price of ``endpoint``, which answered."""
         if self.event is not None:
@@ -111,14 +129,24 @@ class Meter:
         tokens = usage_tokens(counted)
         cost = endpoint.cost_micros(counted) if endpoint else 0
         self.event = UsageRecord(
-            id=self.request_id, account_id=self.caller.account_id, key_id=self.caller.key_id,
-            app_id=self.caller.app_id, requested_model=self.requested_model,
-            model=endpoint.model_id if endpoint else None, provider=endpoint.provider if endpoint else None,
-            stream=self.stream, status=status, http_status=http_status, error=error,
-            usage_estimated=usage_estimated, cost_micros=cost,
+            id=self.request_id,
+            account_id=self.caller.account_id,
+            key_id=self.caller.key_id,
+            app_id=self.caller.app_id,
+            requested_model=self.requested_model,
+            model=endpoint.model_id if endpoint else None,
+            provider=endpoint.provider if endpoint else None,
+            stream=self.stream,
+            status=status,
+            http_status=http_status,
+            error=error,
+            usage_estimated=usage_estimated,
+            cost_micros=cost,
             latency_ms=int((time.monotonic() - self.started) * 1000),
             ttft_ms=int((self.first_output_at - self.started) * 1000) if self.first_output_at else None,
-            attempts=[a.as_dict() for a in attempts], **tokens)
+            attempts=[a.as_dict() for a in attempts],
+            **tokens,
+        )
         try:
             credits.settle(self.reservation_id, self.caller.account_id, self.event.row())
         except Exception as exc:
@@ -129,8 +157,8 @@ class Meter:
                 raise
             # The database is away: the settlement waits in this worker's spool, and the answer
             # goes out; the hold stays until it lands (services/pending.py).
-            current_app.extensions["lunos-pending"].keep(self.reservation_id, self.caller.account_id,
-                                                         self.event.row())
-        limits.consume_tokens(self.caller.key_id, self.caller.quota,
-                              tokens["prompt_tokens"] + tokens["completion_tokens"])
+            current_app.extensions["lunos-pending"].keep(self.reservation_id, self.caller.account_id, self.event.row())
+        limits.consume_tokens(
+            self.caller.key_id, self.caller.quota, tokens["prompt_tokens"] + tokens["completion_tokens"]
+        )
         return self.event

@@ -13,6 +13,7 @@ a spool whose lock it can take (at start and then periodically, see services/hou
 and settles what it holds. What is lost: the spool of a host whose disk is lost; the holds of
 those requests are then freed, unbilled, by ``release-reservations``.
 """
+
 import fcntl
 import json
 import logging
@@ -127,7 +128,7 @@ class PendingSettlements:
 
     def _adopt(self, lock_path: Path) -> int:
         try:
-            orphan_lock = open(lock_path, "a")  # noqa: SIM115  (held until the spool is moved)
+            orphan_lock = open(lock_path, "a")
         except OSError:
             return 0
         with orphan_lock:
@@ -164,7 +165,7 @@ class PendingSettlements:
             try:
                 with self.app.app_context():
                     credits.settle_many([item])
-            except Exception:  # noqa: BLE001  (kept for the operator, never dropped silently)
+            except Exception:
                 log.exception("pending settlement of request %s failed; set aside", item[2]["id"])
                 with open(self.directory / f"{self.name}.failed.jsonl", "a", encoding="utf-8") as failed:
                     failed.write(_line(item))
@@ -184,14 +185,22 @@ class PendingSettlements:
     def _claim_spool(self) -> None:
         if self._held is None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._held = open(self.directory / f"{self.name}.lock", "a")  # noqa: SIM115  (held for life)
+            self._held = open(self.directory / f"{self.name}.lock", "a")
             fcntl.flock(self._held, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _line(item) -> str:
     reservation_id, account_id, event = item
-    return json.dumps({"reservation_id": reservation_id, "account_id": account_id,
-                       "event": {**event, "created_at": event["created_at"].isoformat()}}) + "\n"
+    return (
+        json.dumps(
+            {
+                "reservation_id": reservation_id,
+                "account_id": account_id,
+                "event": {**event, "created_at": event["created_at"].isoformat()},
+            }
+        )
+        + "\n"
+    )
 
 
 def _read(path: Path) -> list:

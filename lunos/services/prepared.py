@@ -12,11 +12,14 @@ On PostgreSQL a round trip to the server costs more than most statements: a tran
 in psycopg's pipeline mode, where a statement whose outcome is not read travels with the next
 one that is, or with the COMMIT.
 """
+
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from lunos.internals import bind_names, bind_parameter
 
 T = TypeVar("T")
 
@@ -37,8 +40,6 @@ def retry_if_lost(call: Callable[[], T]) -> T:
         if not getattr(exc, "retry_safe", False):
             raise
     return call()
-
-from lunos.internals import bind_names, bind_parameter
 
 
 class Prepared:
@@ -71,8 +72,9 @@ class _Form:
         binds = []
         for name in names:
             bind = bind_parameter(compiled, name)
-            binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect), bind.required,
-                          bind.effective_value))
+            binds.append(
+                (name, bind.type.dialect_impl(dialect).bind_processor(dialect), bind.required, bind.effective_value)
+            )
 
         def parameters(values):
             converted = []
@@ -82,15 +84,18 @@ class _Form:
             return tuple(converted) if positional else dict(zip(names, converted))
 
         self.parameters = parameters
-        processors = [column.type.dialect_impl(dialect).result_processor(dialect, None)
-                      for column in getattr(statement, "exported_columns", ())]
+        processors = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in getattr(statement, "exported_columns", ())
+        ]
         self.results = processors if any(processors) else None
 
     def row(self, raw):
         if self.results is None:
             return raw
-        return tuple(value if process is None or value is None else process(value)
-                     for process, value in zip(self.results, raw))
+        return tuple(
+            value if process is None or value is None else process(value) for process, value in zip(self.results, raw)
+        )
 
 
 class Transaction:
@@ -190,8 +195,9 @@ def in_session_transaction():
 
 
 def _open_session():
-    from lunos.extensions import db  # the unbound extension; a session exists only in an app context
     from flask import has_app_context
+
+    from lunos.extensions import db  # the unbound extension; a session exists only in an app context
 
     if not has_app_context():
         return None
@@ -219,6 +225,7 @@ def _joined(engine, session):
 
 def read(engine, prepared, values=None):
     """One SELECT on its own: its rows. On PostgreSQL one round trip, with no BEGIN or COMMIT."""
+
     def select():
         with _checked_out(engine) as (connection, _, _state):
             cursor = connection.cursor()
@@ -226,11 +233,13 @@ def read(engine, prepared, values=None):
                 return _fetch(engine.dialect, prepared, values or {}, cursor)
             finally:
                 cursor.close()
+
     return retry_if_lost(select)
 
 
 class _CheckOut:
     """What a checked-out connection's error handling needs to know of its transaction."""
+
     tx = None
 
 

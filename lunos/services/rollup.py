@@ -1,4 +1,5 @@
 """The hourly usage rollup: UPSERTs in the settlement's transaction."""
+
 import bisect
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,10 +23,13 @@ def _upsert(dialect):
     if dialect not in _upserts:
         insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
         statement = insert(UsageHourly)
-        _upserts[dialect] = Prepared(statement.on_conflict_do_update(
-            index_elements=list(_KEY),
-            set_={name: getattr(UsageHourly, name) + getattr(statement.excluded, name) for name in _SUMMED}),
-            columns=[*_KEY, *_SUMMED])
+        _upserts[dialect] = Prepared(
+            statement.on_conflict_do_update(
+                index_elements=list(_KEY),
+                set_={name: getattr(UsageHourly, name) + getattr(statement.excluded, name) for name in _SUMMED},
+            ),
+            columns=[*_KEY, *_SUMMED],
+        )
     return _upserts[dialect]
 
 
@@ -36,8 +40,13 @@ def roll_up(tx, events: list[dict]) -> None:
     rows = {}
     for event in events:
         hour = event["created_at"].replace(minute=0, second=0, microsecond=0)
-        key = (event["account_id"], hour, event["app_id"], event["model"] or event["requested_model"] or "",
-               event["key_id"] or 0)
+        key = (
+            event["account_id"],
+            hour,
+            event["app_id"],
+            event["model"] or event["requested_model"] or "",
+            event["key_id"] or 0,
+        )
         row = rows.get(key)
         if row is None:
             row = rows[key] = dict(zip(_KEY, key), **{name: 0 for name in _SUMMED})

@@ -1,4 +1,5 @@
 """Server-Sent Events framing."""
+
 from lunos.jsonio import dumps
 
 

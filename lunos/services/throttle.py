@@ -7,6 +7,7 @@ address has failed FAILURES_PER_MINUTE times in a window, every attempt from it,
 secret included, is refused until the window is over: a guesser learns nothing from trying on.
 The address is what the caller passes (``request.remote_addr``: see the README behind a proxy).
 """
+
 import math
 import time
 
@@ -33,8 +34,10 @@ class FailureThrottle:
         except STORAGE_ERRORS as exc:  # fail closed: an uncounted guess is a free guess
             raise ServiceUnavailable(f"The rate-limit storage is unavailable ({exc.__class__.__name__}).") from None
         retry_after = str(max(1, math.ceil(reset_at - time.time())))
-        raise RateLimited(f"Too many failed {self.what} from this address: try again in {retry_after}s.",
-                          headers={"Retry-After": retry_after})
+        raise RateLimited(
+            f"Too many failed {self.what} from this address: try again in {retry_after}s.",
+            headers={"Retry-After": retry_after},
+        )
 
     def failed(self, address: str) -> None:
         """Count one failed attempt of ``address``."""

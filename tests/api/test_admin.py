@@ -1,4 +1,5 @@
 """The operator's /admin API."""
+
 import pytest
 
 from tests.api.test_chat import chat
@@ -34,11 +35,17 @@ def test_accounts_credits_plans_and_suspension(admin_client, auth, account):
     again = admin_client.post(f"/admin/accounts/{account}/credits", headers=HEADERS, json=body).get_json()
     assert first["applied"] is True and again["applied"] is False
     assert again["balance"] == 11.5, "a retried adjustment applies once"
-    assert admin_client.post(f"/admin/accounts/{account}/credits", headers=HEADERS,
-                             json={"usd": 1}).status_code == 400, "a reason is required"
+    assert (
+        admin_client.post(f"/admin/accounts/{account}/credits", headers=HEADERS, json={"usd": 1}).status_code == 400
+    ), "a reason is required"
 
-    assert admin_client.put(f"/admin/accounts/{account}/plan", headers=HEADERS, json={"plan": "pro"}).get_json()["plan"] == "pro"
-    assert admin_client.put(f"/admin/accounts/{account}/plan", headers=HEADERS, json={"plan": "gold"}).status_code == 400
+    assert (
+        admin_client.put(f"/admin/accounts/{account}/plan", headers=HEADERS, json={"plan": "pro"}).get_json()["plan"]
+        == "pro"
+    )
+    assert (
+        admin_client.put(f"/admin/accounts/{account}/plan", headers=HEADERS, json={"plan": "gold"}).status_code == 400
+    )
 
     assert admin_client.post(f"/admin/accounts/{account}/suspend", headers=HEADERS).get_json()["suspended"] is True
     refused = chat(admin_client, auth)

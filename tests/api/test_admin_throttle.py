@@ -1,5 +1,6 @@
 """Guessing the admin token or a dashboard key: ten failures a minute per client address, then
 429 until the minute is over, even for the right secret; counted in the shared storage."""
+
 import os
 
 import pytest

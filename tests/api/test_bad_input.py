@@ -1,6 +1,7 @@
 """Bad input, route by route: each cause the fuzzing of issues 13 and 14 found is a clean,
 OpenAI-shaped 4xx naming its param (404 for unknown ids and models), never a 5xx; and what
 OpenAI accepts, Lunos accepts."""
+
 import base64
 import json
 import socket
@@ -36,8 +37,13 @@ def error_of(response, status, param=...):
 
 def post_json_text(client, path, text, headers):
     """POST JSON text as is (json.dumps escapes lone surrogates as JavaScript does)."""
-    return client.post(path, data=text.encode() if isinstance(text, str) else text, headers=headers,
-                       content_type="application/json", buffered=True)
+    return client.post(
+        path,
+        data=text.encode() if isinstance(text, str) else text,
+        headers=headers,
+        content_type="application/json",
+        buffered=True,
+    )
 
 
 def settled(app, account):
@@ -58,6 +64,7 @@ def management(app, account):
 
 
 # --- POST /v1/chat/completions: the body as JSON ----------------------------------------------
+
 
 def test_json_nested_far_too_deep_is_400_naming_the_field(client, auth, app, account):
     deep = "[" * 100_000 + "]" * 100_000
@@ -108,9 +115,14 @@ def test_a_number_too_large_for_any_type_is_400(client, auth):
 @pytest.mark.parametrize("model", ["test/primary", "test/claude", "test/echo"])
 def test_lone_surrogates_are_sent_on_as_the_replacement_character(client, auth, upstream, app, account, model):
     # What a JavaScript string cut in the middle of an emoji serialises to.
-    body = {"model": model, "user": "u\ud83d", "messages": [
-        {"role": "user", "content": "cut \ud83d"},
-        {"role": "user", "content": [{"type": "text", "text": "\ude00 low"}]}]}
+    body = {
+        "model": model,
+        "user": "u\ud83d",
+        "messages": [
+            {"role": "user", "content": "cut \ud83d"},
+            {"role": "user", "content": [{"type": "text", "text": "\ude00 low"}]},
+        ],
+    }
     for stream in (False, True):
         response = post_json_text(client, "/v1/chat/completions", json.dumps({**body, "stream": stream}), auth)
         assert response.status_code == 200, response.get_json()
@@ -139,6 +151,7 @@ def test_a_body_that_is_not_an_object_is_400(client, auth):
 
 # --- the chat schema ---------------------------------------------------------------------------
 
+
 def test_image_url_that_is_not_an_object_with_a_url_is_400(client, auth):
     for image_url in ["https://x/y.png", 5, ["https://x/y.png"], None, {"url": 5}]:
         messages = [{"role": "user", "content": [{"type": "image_url", "image_url": image_url}]}]
@@ -160,10 +173,20 @@ def test_malformed_content_parts_are_400(client, auth):
 
 def test_null_in_optional_message_fields_means_absent(client, auth, upstream):
     # What ``messages.append(choice.message.model_dump())`` sends on the next turn.
-    assistant = {"role": "assistant", "content": "Hello", "refusal": None, "function_call": None,
-                 "tool_calls": None, "audio": None, "annotations": []}
-    messages = [{"role": "user", "content": "hi", "name": None}, assistant,
-                {"role": "user", "content": "again", "tool_call_id": None}]
+    assistant = {
+        "role": "assistant",
+        "content": "Hello",
+        "refusal": None,
+        "function_call": None,
+        "tool_calls": None,
+        "audio": None,
+        "annotations": [],
+    }
+    messages = [
+        {"role": "user", "content": "hi", "name": None},
+        assistant,
+        {"role": "user", "content": "again", "tool_call_id": None},
+    ]
     response = chat(client, auth, model="test/primary", messages=messages)
     assert response.status_code == 200, response.get_json()
     sent = upstream.requests_for("primary")[0].body["messages"]
@@ -174,20 +197,32 @@ def test_null_in_optional_message_fields_means_absent(client, auth, upstream):
 
 def test_an_sdk_tool_call_turn_round_trips(client, auth, upstream):
     call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": 1}'}}
-    messages = [{"role": "user", "content": "look it up"},
-                {"role": "assistant", "content": None, "refusal": None, "audio": None, "function_call": None,
-                 "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "42", "name": None}]
+    messages = [
+        {"role": "user", "content": "look it up"},
+        {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "audio": None,
+            "function_call": None,
+            "tool_calls": [call],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "42", "name": None},
+    ]
     for model in ("test/primary", "test/claude"):
         assert chat(client, auth, model=model, messages=messages).status_code == 200
 
 
 def test_optional_message_fields_of_the_wrong_type_are_400(client, auth):
     for message, param in [
-        ({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": "lookup"}]},
-         "messages[0].tool_calls[0].function"),
-        ({"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": 5}}]},
-         "messages[0].tool_calls[0].function.arguments"),
+        (
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": "lookup"}]},
+            "messages[0].tool_calls[0].function",
+        ),
+        (
+            {"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": 5}}]},
+            "messages[0].tool_calls[0].function.arguments",
+        ),
         ({"role": "assistant", "content": None, "tool_calls": ["call"]}, "messages[0].tool_calls[0]"),
         ({"role": "assistant", "content": "x", "function_call": "f"}, "messages[0].function_call"),
         ({"role": "user", "content": "x", "name": 5}, "messages[0].name"),
@@ -226,11 +261,21 @@ def test_anthropic_adapter_refuses_what_it_cannot_translate(client, auth, upstre
     refused = 0
     for body, param in [
         ({"tools": [{"type": "function", "function": {"name": "f"}}, CUSTOM_TOOL]}, "tools[1].type"),
-        ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
-         "tool_choice.type"),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio",
-                                                     "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
-         "messages[0].content[0]"),
+        (
+            {"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}},
+            "tool_choice.type",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}],
+                    }
+                ]
+            },
+            "messages[0].content[0]",
+        ),
     ]:
         for stream in [False, True]:
             response = chat(client, auth, model="test/claude", stream=stream, **body)
@@ -256,9 +301,13 @@ def test_messages_beyond_the_bound_are_400(make_app, auth):
 
 # --- models, keys and authentication -----------------------------------------------------------
 
+
 def test_unknown_model_is_404_in_every_place_a_model_is_named(client, auth, app, account):
-    for body, param in (({"model": "nope"}, "model"), ({"fallback_model": "nope"}, "fallback_model"),
-                        ({"models": ["test/echo", "nope"]}, "models[1]")):
+    for body, param in (
+        ({"model": "nope"}, "model"),
+        ({"fallback_model": "nope"}, "fallback_model"),
+        ({"models": ["test/echo", "nope"]}, "models[1]"),
+    ):
         for stream in (False, True):
             error = error_of(chat(client, auth, stream=stream, **body), 404, param)
             assert (error["type"], error["code"]) == ("invalid_request_error", "model_not_found")
@@ -268,21 +317,28 @@ def test_unknown_model_is_404_in_every_place_a_model_is_named(client, auth, app,
 def test_x_api_key_wins_over_a_placeholder_bearer(client, api_key):
     headers = {"Authorization": "Bearer placeholder", "X-API-Key": api_key}
     assert chat(client, headers).status_code == 200
-    assert client.get("/v1/models", headers={"Authorization": "Bearer sk-lunos-nope", "X-API-Key": api_key}
-                      ).status_code == 200
+    assert (
+        client.get("/v1/models", headers={"Authorization": "Bearer sk-lunos-nope", "X-API-Key": api_key}).status_code
+        == 200
+    )
     error = error_of(chat(client, {"Authorization": f"Bearer {api_key}", "X-API-Key": "sk-lunos-wrong"}), 401)
     assert error["code"] == "invalid_api_key"
 
 
 # --- the body's size ---------------------------------------------------------------------------
 
+
 def chunked_post(port, path, headers, body, chunk=500):
     """POST ``body`` with Transfer-Encoding: chunked over a raw socket: (status, JSON answer)."""
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + chunk]), body[i:i + chunk])
-                      for i in range(0, len(body), chunk)) + b"0\r\n\r\n"
+    chunks = (
+        b"".join(b"%x\r\n%s\r\n" % (len(body[i : i + chunk]), body[i : i + chunk]) for i in range(0, len(body), chunk))
+        + b"0\r\n\r\n"
+    )
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Content-Type: application/json\r\n"
-               "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode() + chunks
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Content-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    ).encode() + chunks
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(request)
         answer = b""
@@ -309,6 +365,7 @@ def test_an_oversized_chunked_body_is_413_and_one_within_the_limit_is_served(mak
 
 
 # --- /v1/keys ----------------------------------------------------------------------------------
+
 
 def test_key_ids_beyond_the_integer_range_are_404(client, management):
     for method in ["get", "patch", "delete"]:
@@ -348,12 +405,22 @@ def test_expiry_is_kept_in_utc(client, management):
 
 # --- /v1/usage, /v1/usage/events, /v1/generation -------------------------------------------------
 
+
 def test_bad_usage_filters_are_400_naming_the_param(client, auth):
     for query, param in [
-        (f"key={HUGE_ID}", "key"), (f"key={2**31}", "key"), ("key=\u00b2", "key"), ("key=-1", "key"),
-        ("key=0", "key"), ("key=", "key"),
-        ("to=0001-01-01T00:00:00", "to"), ("from=0001-01-01", "from"), ("to=9999-12-31T23:59:59-14:00", "to"),
-        ("to=1969-12-31", "to"), ("app=%00", "app"), ("app=has space", "app"), ("model=a%00b", "model"),
+        (f"key={HUGE_ID}", "key"),
+        (f"key={2**31}", "key"),
+        ("key=\u00b2", "key"),
+        ("key=-1", "key"),
+        ("key=0", "key"),
+        ("key=", "key"),
+        ("to=0001-01-01T00:00:00", "to"),
+        ("from=0001-01-01", "from"),
+        ("to=9999-12-31T23:59:59-14:00", "to"),
+        ("to=1969-12-31", "to"),
+        ("app=%00", "app"),
+        ("app=has space", "app"),
+        ("model=a%00b", "model"),
         ("model=" + "m" * 201, "model"),
     ]:
         for path in ("/v1/usage", "/v1/usage/events"):
@@ -373,49 +440,74 @@ def test_unknown_generation_ids_are_404(client, auth):
 
 # --- /v1/apps ----------------------------------------------------------------------------------
 
+
 def test_bad_app_bodies_are_400(client, manager):
     for body, param in [
-        ([], None), ([{"name": "x"}], None), ({"name": 5}, "name"), ({"name": ["x"]}, "name"),
-        ({"name": "a\x00b"}, "name"), ({"name": "x" * 201}, "name"), ({}, "name"),
+        ([], None),
+        ([{"name": "x"}], None),
+        ({"name": 5}, "name"),
+        ({"name": ["x"]}, "name"),
+        ({"name": "a\x00b"}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({}, "name"),
     ]:
         error_of(client.put("/v1/apps/shop", headers=manager, json=body), 400, param)
 
 
 # --- /admin ------------------------------------------------------------------------------------
 
+
 def test_admin_account_ids_beyond_the_integer_range_are_404(admin_client):
-    for method, suffix in [("get", ""), ("post", "/suspend"), ("post", "/unsuspend"), ("post", "/credits"),
-                           ("put", "/plan")]:
+    for method, suffix in [
+        ("get", ""),
+        ("post", "/suspend"),
+        ("post", "/unsuspend"),
+        ("post", "/credits"),
+        ("put", "/plan"),
+    ]:
         for account_id in [2**31, HUGE_ID]:
-            response = getattr(admin_client, method)(f"/admin/accounts/{account_id}{suffix}", headers=ADMIN,
-                                                     json={"usd": 1, "reason": "r", "plan": "pro"})
+            response = getattr(admin_client, method)(
+                f"/admin/accounts/{account_id}{suffix}", headers=ADMIN, json={"usd": 1, "reason": "r", "plan": "pro"}
+            )
             error_of(response, 404, "id")
 
 
 def test_admin_bodies_that_are_not_objects_are_400(admin_client, account):
     for body in [[], [{"name": "x"}], "x", 5, None]:
-        for path, method in [("/admin/accounts", "post"), ("/admin/accounts/{id}/credits", "post"),
-                             ("/admin/accounts/{id}/plan", "put")]:
+        for path, method in [
+            ("/admin/accounts", "post"),
+            ("/admin/accounts/{id}/credits", "post"),
+            ("/admin/accounts/{id}/plan", "put"),
+        ]:
             response = getattr(admin_client, method)(path.format(id=account), headers=ADMIN, json=body)
             error_of(response, 400)
 
 
 def test_bad_new_accounts_are_400(admin_client):
     for body, param in [
-        ({"name": 5}, "name"), ({"name": ["x"]}, "name"), ({"name": {}}, "name"), ({}, "name"), ({"name": " "}, "name"),
-        ({"name": "x" * 101}, "name"), ({"name": "nul\x00"}, "name"),
+        ({"name": 5}, "name"),
+        ({"name": ["x"]}, "name"),
+        ({"name": {}}, "name"),
+        ({}, "name"),
+        ({"name": " "}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"name": "nul\x00"}, "name"),
         ({"name": "big", "credits_usd": "1e999999999"}, "credits_usd"),
         ({"name": "big", "credits_usd": 1e308}, "credits_usd"),
-        ({"name": "big", "credits_usd": [1]}, "credits_usd"), ({"name": "big", "credits_usd": 2**64}, "credits_usd"),
+        ({"name": "big", "credits_usd": [1]}, "credits_usd"),
+        ({"name": "big", "credits_usd": 2**64}, "credits_usd"),
     ]:
         error_of(admin_client.post("/admin/accounts", headers=ADMIN, json=body), 400, param)
 
 
 def test_bad_adjustments_are_400(admin_client, app, account):
     for body, param in [
-        ({"usd": "1e999999999", "reason": "r"}, "usd"), ({"usd": -1e300, "reason": "r"}, "usd"),
-        ({"usd": None, "reason": "r"}, "usd"), ({"usd": 1, "reason": ["r"]}, "reason"),
-        ({"usd": 1, "reason": "r" * 501}, "reason"), ({"usd": 1, "reason": "a\x00"}, "reason"),
+        ({"usd": "1e999999999", "reason": "r"}, "usd"),
+        ({"usd": -1e300, "reason": "r"}, "usd"),
+        ({"usd": None, "reason": "r"}, "usd"),
+        ({"usd": 1, "reason": ["r"]}, "reason"),
+        ({"usd": 1, "reason": "r" * 501}, "reason"),
+        ({"usd": 1, "reason": "a\x00"}, "reason"),
         ({"usd": 1, "reason": "r", "reference": "x" * 201}, "reference"),
         ({"usd": 1, "reason": "r", "reference": {"a": 1}}, "reference"),
         ({"usd": 1, "reason": "r", "reference": "a\x00"}, "reference"),
@@ -436,6 +528,7 @@ def test_bad_plans_are_400(admin_client, account):
 
 
 # --- /dashboard forms --------------------------------------------------------------------------
+
 
 @pytest.fixture
 def dashboard(client, app, account):

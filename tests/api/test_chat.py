@@ -1,4 +1,5 @@
 """POST /v1/chat/completions against the loopback upstream."""
+
 import json
 
 import pytest
@@ -21,7 +22,7 @@ def sse_events(response):
         if block.startswith(":"):
             events.append(":")
         elif block.startswith("data: "):
-            data = block[len("data: "):]
+            data = block[len("data: ") :]
             events.append(data if data == "[DONE]" else json.loads(data))
     return events
 
@@ -71,8 +72,7 @@ def test_streaming_forwards_chunks_and_done(client, auth, upstream):
 
 
 def test_streaming_forwards_usage_when_asked(client, auth):
-    events = sse_events(chat(client, auth, model="test/primary", stream=True,
-                             stream_options={"include_usage": True}))
+    events = sse_events(chat(client, auth, model="test/primary", stream=True, stream_options={"include_usage": True}))
     usage_chunks = [e for e in events[:-1] if e.get("usage")]
     assert len(usage_chunks) == 1 and usage_chunks[0]["choices"] == []
     assert usage_chunks[0]["usage"]["total_tokens"] == 18
@@ -83,6 +83,7 @@ def test_keepalive_comments_while_upstream_is_silent(make_app, upstream, account
     from lunos.extensions import db
     from lunos.models import Account
     from lunos.services import keys
+
     with app.app_context():
         _, secret = keys.create_key(db.session.get(Account, account), app.config["SECRET_KEY"])
     upstream.script("primary", Reply(chunk_delay_s=0.3))
@@ -208,8 +209,17 @@ def test_stream_all_fail_before_opening_is_http_error(client, auth, upstream):
 
 def test_client_disconnect_closes_upstream(client, auth, upstream):
     upstream.script("primary", Reply(words=tuple(f" w{i}" for i in range(50)), chunk_delay_s=0.02))
-    response = client.post("/v1/chat/completions", headers=auth, buffered=False, json={
-        "model": "test/primary", "stream": True, "user": "leaver", "messages": [{"role": "user", "content": "hi"}]})
+    response = client.post(
+        "/v1/chat/completions",
+        headers=auth,
+        buffered=False,
+        json={
+            "model": "test/primary",
+            "stream": True,
+            "user": "leaver",
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
     body = iter(response.response)
     first = next(piece for piece in body if piece)  # an empty first piece sends the headers
     assert b"w0" in first
@@ -217,17 +227,20 @@ def test_client_disconnect_closes_upstream(client, auth, upstream):
     assert upstream.wait_disconnect("leaver"), "the gateway closed its upstream request"
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
-    ({"messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}, "max_tokens"),
-    ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content[0]"),
-    ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}, "tool_choice"),
-    ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "x"}], "temperature": 5}, "temperature"),
+        ({"messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}, "max_tokens"),
+        ({"messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages[0].content[0]"),
+        ({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}, "tool_choice"),
+        ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
+    ],
+)
 def test_schema_violation_is_400_naming_param(client, auth, body, param):
     response = client.post("/v1/chat/completions", json=body, headers=auth)
     assert response.status_code == 400
@@ -240,7 +253,10 @@ def test_unknown_model_is_404_model_not_found(client, auth):
     assert response.status_code == 404
     assert response.get_json()["error"] == {
         "message": "The model 'nope/nothing' does not exist in this gateway's catalog.",
-        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
     response = chat(client, auth, model="test/primary", models=["test/backup", "nope"])
     assert response.status_code == 404 and response.get_json()["error"]["param"] == "models[1]"
     response = chat(client, auth, model="test/primary", fallback_model="nope")
@@ -248,8 +264,7 @@ def test_unknown_model_is_404_model_not_found(client, auth):
 
 
 def test_malformed_json_is_400(client, auth):
-    response = client.post("/v1/chat/completions", data="{not json", headers=auth,
-                           content_type="application/json")
+    response = client.post("/v1/chat/completions", data="{not json", headers=auth, content_type="application/json")
     assert response.status_code == 400
     assert response.get_json()["error"]["type"] == "invalid_request_error"
 
@@ -262,8 +277,15 @@ def test_body_over_limit_is_413(make_app, auth):
 
 
 def test_images_and_tools_pass_through(client, auth, upstream):
-    messages = [{"role": "user", "content": [{"type": "text", "text": "what is this"},
-                                             {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this"},
+                {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+            ],
+        }
+    ]
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
     upstream.script("primary", Reply(tool_call={"id": "call_1", "name": "lookup", "arguments": '{"q": 1}'}))
     answer = chat(client, auth, model="test/primary", messages=messages, tools=tools, tool_choice="auto").get_json()

@@ -1,6 +1,7 @@
 """CORS for browser clients: preflights answered without a key, the answers (errors too) readable
 by scripts of the allowed origins, and nothing of it on the dashboard, the admin API or Stripe's
 webhooks. The last test is a real browser calling the gateway from another origin."""
+
 import threading
 from http.server import BaseHTTPRequestHandler
 
@@ -10,23 +11,27 @@ from werkzeug.serving import make_server
 from lunos.config import ConfigError, load_settings
 from tests.api.test_chat import chat
 from tests.conftest import set_plan, usage_events
-from tests.dashboard.test_browser import browser  # noqa: F401  (the headless Chromium fixture)
 from tests.fake_http import LoopbackServer, stop
 
 PAGE_ORIGIN = "https://app.example.com"
 # What the openai JS SDK sends from a browser, besides the safelisted headers.
-SDK_HEADERS = "authorization, content-type, x-app-id, x-stainless-arch, x-stainless-lang, " \
-              "x-stainless-os, x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime"
+SDK_HEADERS = (
+    "authorization, content-type, x-app-id, x-stainless-arch, x-stainless-lang, "
+    "x-stainless-os, x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime"
+)
 
 
 def preflight(client, path="/v1/chat/completions", origin=PAGE_ORIGIN, method="POST", headers=SDK_HEADERS):
-    return client.options(path, headers={"Origin": origin, "Access-Control-Request-Method": method,
-                                         "Access-Control-Request-Headers": headers})
+    return client.options(
+        path,
+        headers={"Origin": origin, "Access-Control-Request-Method": method, "Access-Control-Request-Headers": headers},
+    )
 
 
 def cors_headers(response):
-    return {name.lower(): value for name, value in response.headers.items()
-            if name.lower().startswith("access-control-")}
+    return {
+        name.lower(): value for name, value in response.headers.items() if name.lower().startswith("access-control-")
+    }
 
 
 def test_a_preflight_is_answered_without_a_key(app, client, account):
@@ -46,8 +51,12 @@ def test_a_preflight_allows_no_header_it_does_not_know(client):
 
 
 def test_answers_and_their_headers_are_readable_by_scripts(client, auth):
-    response = client.post("/v1/chat/completions", headers={**auth, "Origin": PAGE_ORIGIN}, buffered=True,
-                           json={"messages": [{"role": "user", "content": "hi"}]})
+    response = client.post(
+        "/v1/chat/completions",
+        headers={**auth, "Origin": PAGE_ORIGIN},
+        buffered=True,
+        json={"messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
@@ -62,8 +71,11 @@ def test_errors_carry_the_headers_too(app, client, auth, account):
     set_plan(app, account, "echo-only")  # 3 requests a minute
     for _ in range(3):
         chat(client, auth)
-    limited = client.post("/v1/chat/completions", headers={**auth, "Origin": PAGE_ORIGIN},
-                          json={"messages": [{"role": "user", "content": "hi"}]})
+    limited = client.post(
+        "/v1/chat/completions",
+        headers={**auth, "Origin": PAGE_ORIGIN},
+        json={"messages": [{"role": "user", "content": "hi"}]},
+    )
     assert limited.status_code == 429 and limited.headers["Access-Control-Allow-Origin"] == "*"
     assert "retry-after" in limited.headers["Access-Control-Expose-Headers"]
     not_found = client.get("/v1/nothing-here", headers={"Origin": PAGE_ORIGIN})
@@ -106,10 +118,14 @@ def test_never_on_the_dashboard_the_admin_api_or_webhooks(make_app, path):
     assert not cors_headers(get) and not cors_headers(post)
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("*", ("*",)), ("none", ()), (" https://App.example.com/ , http://localhost:5173", (
-        "https://app.example.com", "http://localhost:5173")),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("*", ("*",)),
+        ("none", ()),
+        (" https://App.example.com/ , http://localhost:5173", ("https://app.example.com", "http://localhost:5173")),
+    ],
+)
 def test_the_setting(value, expected):
     assert load_settings({"LUNOS_CORS_ORIGINS": value})["CORS_ORIGINS"] == expected
     assert load_settings({})["CORS_ORIGINS"] == ("*",)
@@ -122,6 +138,7 @@ def test_a_bad_setting_names_the_variable(value):
 
 
 # A real browser: a page served from one origin calls the gateway, on another, with a key.
+
 
 class _Page(BaseHTTPRequestHandler):
     def do_GET(self):
@@ -161,8 +178,14 @@ fetch(url + "/v1/chat/completions", {method: "POST", headers: {
 """
 
 
-def test_a_browser_calls_the_gateway_from_another_origin(browser, page_origin, make_app, app, api_key,  # noqa: F811
-                                                         account):
+def test_a_browser_calls_the_gateway_from_another_origin(
+    browser,
+    page_origin,
+    make_app,
+    app,
+    api_key,
+    account,
+):
     gateway, gateway_url = served(app)
     listing_another, other_url = served(make_app(CORS_ORIGINS=("https://elsewhere.example",)))
     try:

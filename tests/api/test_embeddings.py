@@ -1,5 +1,6 @@
 """POST /v1/embeddings: against the loopback upstream and the echo model, through the openai SDK,
 metered and billed like chat; every bad input a 400 naming its param."""
+
 import base64
 import math
 import struct
@@ -38,28 +39,45 @@ def decoded(vector_base64):
 
 
 def test_upstream_embeddings_renamed_billed_and_passed_through(app, client, auth, account, upstream):
-    response = embed(client, {**auth, "X-App-ID": "search"}, input=["one", "two"], dimensions=4,
-                     encoding_format="float", user="u-1", truncate="END")
+    response = embed(
+        client,
+        {**auth, "X-App-ID": "search"},
+        input=["one", "two"],
+        dimensions=4,
+        encoding_format="float",
+        user="u-1",
+        truncate="END",
+    )
     answer = response.get_json()
     assert response.status_code == 200, answer
     assert (answer["object"], answer["model"], answer["provider"]) == ("list", "test/embed", "fake")
     assert [(d["object"], d["index"], len(d["embedding"])) for d in answer["data"]] == [
-        ("embedding", 0, 4), ("embedding", 1, 4)]
+        ("embedding", 0, 4),
+        ("embedding", 1, 4),
+    ]
     # 11 input tokens (the upstream's count) at $1 per million: 11 micro-USD
     assert answer["usage"] == {"prompt_tokens": 11, "total_tokens": 11, "cost": 0.000011}
     assert response.headers["x-ratelimit-limit-requests"] == "10000"
     [sent] = upstream.requests_for("embed")
     assert sent.path == "/v1/embeddings" and sent.headers["Authorization"] == "Bearer upstream-secret"
-    assert sent.body == {"model": "embed", "input": ["one", "two"], "dimensions": 4, "encoding_format": "float",
-                         "user": "u-1", "truncate": "END"}, "known and unknown parameters pass through"
+    assert sent.body == {
+        "model": "embed",
+        "input": ["one", "two"],
+        "dimensions": 4,
+        "encoding_format": "float",
+        "user": "u-1",
+        "truncate": "END",
+    }, "known and unknown parameters pass through"
     [event] = usage_events(app, account)
     assert (event.status, event.model, event.app_id, event.stream) == ("ok", "test/embed", "search", False)
     assert (event.prompt_tokens, event.completion_tokens, event.cost_micros) == (11, 0, 11)
     assert not event.usage_estimated
     balance, ledger, reserved = money(app, account)
     assert (balance, ledger, reserved) == (10_000_000 - 11, 10_000_000 - 11, 0)
-    assert client.get(f"/v1/generation?id={response.headers['x-request-id']}",
-                      headers=auth).get_json()["data"]["cost"] == 0.000011
+    assert (
+        client.get(f"/v1/generation?id={response.headers['x-request-id']}", headers=auth).get_json()["data"]["cost"]
+        == 0.000011
+    )
 
 
 @pytest.mark.parametrize("text", ["a string", ["two", "strings"], [1, 2, 3], [[1, 2], [3]]])
@@ -78,35 +96,38 @@ def test_a_lone_surrogate_is_sent_on_as_the_replacement_character(client, auth, 
     assert sent["input"] == ["cut mid-emoji \ufffd", "fine"] and sent["user"] == "\ufffd"
 
 
-@pytest.mark.parametrize("change, param", [
-    ({"input": ""}, "input"),
-    ({"input": []}, "input"),
-    ({"input": {"text": "x"}}, "input"),
-    ({"input": 42}, "input"),
-    ({"input": None}, "input"),
-    ({"input": ["x", ""]}, "input[1]"),
-    ({"input": ["x", 1]}, "input[1]"),
-    ({"input": ["x"] * 2049}, "input"),
-    ({"input": [1, -1]}, "input[1]"),
-    ({"input": [1, True]}, "input[1]"),
-    ({"input": [1, 2**64]}, "input[1]"),
-    ({"input": [1, 2.5]}, "input[1]"),
-    ({"input": [[1], []]}, "input[1]"),
-    ({"input": [[1], [2, "x"]]}, "input[1][1]"),
-    ({"input": [[1], 2]}, "input[1]"),
-    ({"dimensions": 0}, "dimensions"),
-    ({"dimensions": "8"}, "dimensions"),
-    ({"dimensions": 2**64}, "dimensions"),
-    ({"dimensions": 1.5}, "dimensions"),
-    ({"encoding_format": "hex"}, "encoding_format"),
-    ({"user": "x" * 257}, "user"),
-    ({"user": 7}, "user"),
-    ({"model": 7}, "model"),
-    ({"model": ""}, "model"),
-    ({"models": "test/embed"}, "models"),
-    ({"extra": {"deep": [1, 2**70]}}, "extra.deep[1]"),
-    ({"extra": nested_lists(70)}, "extra" + "[0]" * 64),
-])
+@pytest.mark.parametrize(
+    "change, param",
+    [
+        ({"input": ""}, "input"),
+        ({"input": []}, "input"),
+        ({"input": {"text": "x"}}, "input"),
+        ({"input": 42}, "input"),
+        ({"input": None}, "input"),
+        ({"input": ["x", ""]}, "input[1]"),
+        ({"input": ["x", 1]}, "input[1]"),
+        ({"input": ["x"] * 2049}, "input"),
+        ({"input": [1, -1]}, "input[1]"),
+        ({"input": [1, True]}, "input[1]"),
+        ({"input": [1, 2**64]}, "input[1]"),
+        ({"input": [1, 2.5]}, "input[1]"),
+        ({"input": [[1], []]}, "input[1]"),
+        ({"input": [[1], [2, "x"]]}, "input[1][1]"),
+        ({"input": [[1], 2]}, "input[1]"),
+        ({"dimensions": 0}, "dimensions"),
+        ({"dimensions": "8"}, "dimensions"),
+        ({"dimensions": 2**64}, "dimensions"),
+        ({"dimensions": 1.5}, "dimensions"),
+        ({"encoding_format": "hex"}, "encoding_format"),
+        ({"user": "x" * 257}, "user"),
+        ({"user": 7}, "user"),
+        ({"model": 7}, "model"),
+        ({"model": ""}, "model"),
+        ({"models": "test/embed"}, "models"),
+        ({"extra": {"deep": [1, 2**70]}}, "extra.deep[1]"),
+        ({"extra": nested_lists(70)}, "extra" + "[0]" * 64),
+    ],
+)
 def test_bad_input_is_a_400_naming_the_param(app, client, auth, account, upstream, change, param):
     response = embed(client, auth, **change)
     error = response.get_json()["error"]
@@ -129,14 +150,19 @@ def test_nulls_of_optional_parameters_are_absent(client, auth, upstream):
 
 
 def test_a_chat_model_does_not_embed_nor_an_embedding_model_chat(app, client, auth, account, upstream):
-    for response in (embed(client, auth, model="test/primary"),
-                     embed(client, auth, models=["test/embed", "test/primary"]),
-                     chat(client, auth, model="test/embed"),
-                     chat(client, auth, model="test/primary", fallback_model="test/echo-embed")):
+    for response in (
+        embed(client, auth, model="test/primary"),
+        embed(client, auth, models=["test/embed", "test/primary"]),
+        chat(client, auth, model="test/embed"),
+        chat(client, auth, model="test/primary", fallback_model="test/echo-embed"),
+    ):
         error = response.get_json()["error"]
         assert response.status_code == 400, error
-        assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", "model",
-                                                                  "operation_not_supported")
+        assert (error["type"], error["param"], error["code"]) == (
+            "invalid_request_error",
+            "model",
+            "operation_not_supported",
+        )
     assert "POST /v1/embeddings" in chat(client, auth, model="test/embed").get_json()["error"]["message"]
     assert not upstream.seen and not usage_events(app, account)
 
@@ -192,11 +218,14 @@ def test_fallbacks_and_retries_come_with_the_router(app, client, auth, account, 
     assert embed(client, auth, fallback_model="test/embed-backup").get_json()["model"] == "test/embed"
 
 
-@pytest.mark.parametrize("reply, status, kind", [
-    (Reply(status=500), 502, "upstream_error"),
-    (Reply(reset_after=0), 502, "upstream_error"),
-    (Reply(wait_s=2.0), 504, "timeout_error"),
-])
+@pytest.mark.parametrize(
+    "reply, status, kind",
+    [
+        (Reply(status=500), 502, "upstream_error"),
+        (Reply(reset_after=0), 502, "upstream_error"),
+        (Reply(wait_s=2.0), 504, "timeout_error"),
+    ],
+)
 def test_upstream_failures(make_app, account, upstream, reply, status, kind):
     app = make_app(UPSTREAM_MAX_RETRIES=0)
     with app.app_context():
@@ -228,8 +257,9 @@ def test_plans_keys_and_rate_limits_apply(app, client, auth, account, upstream):
     assert [embed(client, auth).status_code for _ in range(3)] == [200, 200, 429]
     assert len(upstream.requests_for("embed")) == 2
     with app.app_context():
-        _key, management = keys.create_key(db.session.get(Account, account), app.config["SECRET_KEY"],
-                                           name="ops", kind=MANAGEMENT)
+        _key, management = keys.create_key(
+            db.session.get(Account, account), app.config["SECRET_KEY"], name="ops", kind=MANAGEMENT
+        )
     assert embed(client, {"Authorization": f"Bearer {management}"}).status_code == 403
     assert embed(client, {}).status_code == 401
 
@@ -250,10 +280,14 @@ def test_models_show_their_type(client, auth):
     assert models["test/primary"]["type"] == "chat" and models["test/embed"]["type"] == "embedding"
     embedding = client.get("/v1/models/test/embed", headers=auth).get_json()
     assert (embedding["type"], embedding["max_output_tokens"], embedding["pricing"]["output_usd_per_mtok"]) == (
-        "embedding", None, 0.0)
+        "embedding",
+        None,
+        0.0,
+    )
 
 
 # The official openai SDK, unmodified but for its base URL, against a live gateway.
+
 
 @pytest.fixture
 def sdk(live_server, api_key):
@@ -262,8 +296,9 @@ def sdk(live_server, api_key):
 
 def test_sdk_embeddings_are_billed_in_usage(sdk, live_server, api_key, upstream):
     # The SDK asks for base64 unless told otherwise, and decodes it back to floats.
-    result = sdk.embeddings.create(model="test/embed", input=["first", "second"], dimensions=4,
-                                   extra_headers={"X-App-ID": "sdk-app"})
+    result = sdk.embeddings.create(
+        model="test/embed", input=["first", "second"], dimensions=4, extra_headers={"X-App-ID": "sdk-app"}
+    )
     assert upstream.requests_for("embed")[0].body["encoding_format"] == "base64"
     assert [len(item.embedding) for item in result.data] == [4, 4]
     assert result.data[1].embedding == pytest.approx([((6 + 1 + d) % 7) / 7 for d in range(4)])
@@ -271,8 +306,9 @@ def test_sdk_embeddings_are_billed_in_usage(sdk, live_server, api_key, upstream)
     as_floats = sdk.embeddings.create(model="test/embed", input="first", dimensions=4, encoding_format="float")
     assert as_floats.data[0].embedding == pytest.approx([((5 + d) % 7) / 7 for d in range(4)])
 
-    usage = requests.get(f"{live_server}/v1/usage?group_by=app,model", timeout=10,
-                         headers={"Authorization": f"Bearer {api_key}"}).json()["data"]
+    usage = requests.get(
+        f"{live_server}/v1/usage?group_by=app,model", timeout=10, headers={"Authorization": f"Bearer {api_key}"}
+    ).json()["data"]
     rows = {(row["app"], row["model"]): row for row in usage}
     assert rows[("sdk-app", "test/embed")]["requests"] == 1
     assert rows[("sdk-app", "test/embed")]["cost"] == 0.000011

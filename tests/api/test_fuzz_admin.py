@@ -1,5 +1,6 @@
 """Property: no request to the operator's /admin API (bodies, account ids) is a 5xx, and the
 ledger of every account still equals its cached balance."""
+
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -12,21 +13,40 @@ from tests.api.test_fuzz_chat import FUZZ, any_text, assert_clean, body_bytes, e
 
 TOKEN = "admin-fuzz-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-amounts = st.one_of(st.integers(-100, 100), st.decimals(allow_nan=False, allow_infinity=False).map(str),
-                    st.floats(allow_nan=False), st.sampled_from(["1e999999999", "-1e400", "0.0000001", "NaN"]))
-admin_bodies = st.fixed_dictionaries({}, optional={
-    "name": either(any_text), "credits_usd": either(amounts), "usd": either(amounts), "reason": either(any_text),
-    "reference": either(st.one_of(any_text, st.integers())), "plan": either(st.sampled_from(["free", "pro", "gold"])),
-    "extra": json_values})
+amounts = st.one_of(
+    st.integers(-100, 100),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.floats(allow_nan=False),
+    st.sampled_from(["1e999999999", "-1e400", "0.0000001", "NaN"]),
+)
+admin_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": either(any_text),
+        "credits_usd": either(amounts),
+        "usd": either(amounts),
+        "reason": either(any_text),
+        "reference": either(st.one_of(any_text, st.integers())),
+        "plan": either(st.sampled_from(["free", "pro", "gold"])),
+        "extra": json_values,
+    },
+)
 segments = st.one_of(st.integers(-5, 10).map(str), st.sampled_from([str(2**64), "\u00b2", "9" * 40]), url_text)
 
 
 def _books_balance(app) -> bool:
     with app.app_context():
-        ledger = dict(db.session.execute(sa.select(LedgerEntry.account_id, sa.func.sum(LedgerEntry.amount_micros))
-                                         .group_by(LedgerEntry.account_id)).all())
-        return all(account.balance_micros == int(ledger.get(account.id, 0))
-                   for account in db.session.scalars(sa.select(Account)))
+        ledger = dict(
+            db.session.execute(
+                sa.select(LedgerEntry.account_id, sa.func.sum(LedgerEntry.amount_micros)).group_by(
+                    LedgerEntry.account_id
+                )
+            ).all()
+        )
+        return all(
+            account.balance_micros == int(ledger.get(account.id, 0))
+            for account in db.session.scalars(sa.select(Account))
+        )
 
 
 def test_no_admin_request_is_a_5xx(make_app, account):
@@ -34,8 +54,11 @@ def test_no_admin_request_is_a_5xx(make_app, account):
     client = app.test_client()
 
     @settings(FUZZ, max_examples=200)
-    @given(action=st.sampled_from(["create", "get", "credits", "plan", "suspend", "unsuspend"]),
-           segment=st.one_of(st.just(str(account)), segments), body=body_bytes(admin_bodies))
+    @given(
+        action=st.sampled_from(["create", "get", "credits", "plan", "suspend", "unsuspend"]),
+        segment=st.one_of(st.just(str(account)), segments),
+        body=body_bytes(admin_bodies),
+    )
     def check(action, segment, body):
         base = f"/admin/accounts/{quote(segment, safe='')}"
         json_body = {"data": body, "headers": HEADERS, "content_type": "application/json"}

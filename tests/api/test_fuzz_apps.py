@@ -1,4 +1,5 @@
 """Property: no request to /v1/apps (bodies, app ids in the path) is a 5xx."""
+
 from urllib.parse import quote
 
 from hypothesis import given, settings

@@ -1,4 +1,5 @@
 """Account A's activity is invisible to account B on every route that reads account data."""
+
 import pytest
 
 from lunos.extensions import db
@@ -24,15 +25,30 @@ def two_accounts(app, client, account):
         _, b_infer = keys.create_key(b, app.config["SECRET_KEY"], name="b-app")
     a_auth = {"Authorization": f"Bearer {a_secret}"}
     answer = chat(client, {**a_auth, "X-App-ID": "app-of-a"}).get_json()
-    registered = client.put("/v1/apps/app-of-a", headers={"Authorization": f"Bearer {a_manage}"},
-                            json={"name": "A's app"})
+    registered = client.put(
+        "/v1/apps/app-of-a", headers={"Authorization": f"Bearer {a_manage}"}, json={"name": "A's app"}
+    )
     assert registered.status_code == 200, registered.get_json()
-    return {"generation": answer["id"], "a_key_id": a_key_id, "b_manage": {"Authorization": f"Bearer {b_manage}"},
-            "b_infer": {"Authorization": f"Bearer {b_infer}"}}
+    return {
+        "generation": answer["id"],
+        "a_key_id": a_key_id,
+        "b_manage": {"Authorization": f"Bearer {b_manage}"},
+        "b_infer": {"Authorization": f"Bearer {b_infer}"},
+    }
 
 
-ROUTES = ["/v1/usage?group_by=app", "/v1/usage?group_by=key", "/v1/usage?group_by=model", "/v1/usage/events",
-          "/v1/apps", "/v1/keys", "/v1/balance", "/v1/credits", "/v1/key", "/v1/billing/subscription"]
+ROUTES = [
+    "/v1/usage?group_by=app",
+    "/v1/usage?group_by=key",
+    "/v1/usage?group_by=model",
+    "/v1/usage/events",
+    "/v1/apps",
+    "/v1/keys",
+    "/v1/balance",
+    "/v1/credits",
+    "/v1/key",
+    "/v1/billing/subscription",
+]
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -1,5 +1,6 @@
 """Key management with management keys, and what a key's own settings enforce."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -50,18 +51,19 @@ def test_management_keys_cannot_call_models_and_inference_keys_cannot_manage(cli
 
 
 def test_expired_key_is_401(app, client, admin):
-    soon = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()
+    soon = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
     created, headers = new_key(client, admin, expires_at=soon)
     assert chat(client, headers).status_code == 200
     with app.app_context():  # a minute later
         from lunos.models import ApiKey
-        db.session.get(ApiKey, created["id"]).expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+
+        db.session.get(ApiKey, created["id"]).expires_at = datetime.now(UTC) - timedelta(seconds=1)
         db.session.commit()
     assert chat(client, headers).status_code == 401
 
 
 def test_expiry_in_the_past_is_400(client, admin):
-    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     response = client.post("/v1/keys", headers=admin, json={"expires_at": past})
     assert response.status_code == 400 and response.get_json()["error"]["param"] == "expires_at"
     created, _ = new_key(client, admin)
@@ -93,17 +95,24 @@ def test_credit_limit_caps_a_key_and_resets_with_its_window(app, client, admin, 
     assert balance == ledger and reserved == 0
     with app.app_context():  # yesterday's window: the next request starts a new one
         from lunos.models import ApiKey
+
         key = db.session.get(ApiKey, created["id"])
         key.window_start = key.window_start - timedelta(days=1) if key.window_start else None
         db.session.commit()
     assert chat(client, headers, **body).status_code == 200
 
 
-@pytest.mark.parametrize("body, param", [({"kind": "root"}, "kind"), ({"credit_limit_reset": "hourly"}, "credit_limit_reset"),
-                                         ({"credit_limit_reset": "daily"}, "credit_limit_reset"),
-                                         ({"allowed_apps": ["bad app"]}, "allowed_apps"),
-                                         ({"requests_per_minute": 0}, "requests_per_minute"),
-                                         ({"colour": "blue"}, "colour")])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"kind": "root"}, "kind"),
+        ({"credit_limit_reset": "hourly"}, "credit_limit_reset"),
+        ({"credit_limit_reset": "daily"}, "credit_limit_reset"),
+        ({"allowed_apps": ["bad app"]}, "allowed_apps"),
+        ({"requests_per_minute": 0}, "requests_per_minute"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
 def test_bad_key_settings_are_400(client, admin, body, param):
     response = client.post("/v1/keys", headers=admin, json=body)
     assert response.status_code == 400 and response.get_json()["error"]["param"] == param

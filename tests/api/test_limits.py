@@ -1,4 +1,5 @@
 """Rate limits: requests/min per key (a key may override its plan) and tokens/min by actual tokens."""
+
 from sqlalchemy import update
 
 from lunos.extensions import db

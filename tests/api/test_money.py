@@ -1,11 +1,13 @@
 """Metering and credits through the endpoint: every request metered once, the ledger exact."""
+
 import uuid
+from datetime import UTC
 
 import pytest
 
-from lunos.money import MICROS_PER_USD as MICRO_USD
 from lunos.extensions import db
 from lunos.models import Account
+from lunos.money import MICROS_PER_USD as MICRO_USD
 from lunos.services import accounts, keys
 from tests.api.test_chat import chat, sse_events
 from tests.conftest import money, set_plan, usage_events
@@ -62,8 +64,7 @@ def test_missing_upstream_usage_is_estimated_and_marked(app, client, auth, accou
 
 def test_stream_bills_upstream_usage_and_reports_cost(app, client, auth, account, upstream):
     upstream.script("primary", Reply(usage=(30, 10)))
-    events = sse_events(chat(client, auth, model="test/primary", stream=True,
-                             stream_options={"include_usage": True}))
+    events = sse_events(chat(client, auth, model="test/primary", stream=True, stream_options={"include_usage": True}))
     assert events[-2]["usage"]["cost"] == pytest.approx((30 * 1 + 10 * 2) / MICRO_USD)
     [event] = usage_events(app, account)
     assert (event.status, event.prompt_tokens, event.completion_tokens, event.stream) == ("ok", 30, 10, True)
@@ -74,8 +75,12 @@ def test_stream_bills_upstream_usage_and_reports_cost(app, client, auth, account
 def test_a_finished_stream_is_settled_once_when_the_server_closes_it(app, client, auth, account, upstream):
     """The client gets [DONE] without waiting for the settlement; the close that follows settles."""
     upstream.script("primary", Reply(usage=(30, 10)))
-    response = client.post("/v1/chat/completions", headers=auth, buffered=False, json={
-        "model": "test/primary", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    response = client.post(
+        "/v1/chat/completions",
+        headers=auth,
+        buffered=False,
+        json={"model": "test/primary", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    )
     body = b"".join(response.response)
     assert body.endswith(b"data: [DONE]\n\n")
     assert usage_events(app, account) == [], "not settled before the last byte went out"
@@ -89,9 +94,17 @@ def test_a_finished_stream_is_settled_once_when_the_server_closes_it(app, client
 def test_client_disconnect_mid_stream_bills_what_was_produced_once(app, client, auth, account, upstream):
     upstream.script("primary", Reply(words=tuple(f" word{i}" for i in range(60)), chunk_delay_s=0.02))
     before, _, _ = money(app, account)
-    response = client.post("/v1/chat/completions", headers=auth, buffered=False, json={
-        "model": "test/primary", "stream": True, "user": "leaver-billing",
-        "messages": [{"role": "user", "content": "hi"}]})
+    response = client.post(
+        "/v1/chat/completions",
+        headers=auth,
+        buffered=False,
+        json={
+            "model": "test/primary",
+            "stream": True,
+            "user": "leaver-billing",
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
     body = iter(response.response)
     next(body), next(body)
     response.close()
@@ -165,13 +178,15 @@ def test_generation_of_another_account_is_404(app, client, auth):
 
 
 def test_grant_credits_cli_writes_an_adjustment(app, account):
-    result = app.test_cli_runner().invoke(args=["lunos", "grant-credits", "--account", "acme", "--usd", "2.50",
-                                                "--reason", "goodwill"])
+    result = app.test_cli_runner().invoke(
+        args=["lunos", "grant-credits", "--account", "acme", "--usd", "2.50", "--reason", "goodwill"]
+    )
     assert result.exit_code == 0, result.output
     balance, ledger, _ = money(app, account)
     assert balance == ledger == 12_500_000
-    bad = app.test_cli_runner().invoke(args=["lunos", "grant-credits", "--account", "acme", "--usd", "1",
-                                             "--reason", " "])
+    bad = app.test_cli_runner().invoke(
+        args=["lunos", "grant-credits", "--account", "acme", "--usd", "1", "--reason", " "]
+    )
     assert bad.exit_code != 0
 
 
@@ -193,17 +208,29 @@ def test_model_outside_plan_is_403_invalid_subscription_plan(app, client, auth, 
 
 
 def test_past_due_beyond_grace_falls_back_to_default_plan(app, client, auth, account):
-    from datetime import datetime, timedelta, timezone
-    set_plan(app, account, "dashboard-only", subscription_status="past_due",
-             past_due_since=datetime.now(timezone.utc) - timedelta(days=1))
+    from datetime import datetime, timedelta
+
+    set_plan(
+        app,
+        account,
+        "dashboard-only",
+        subscription_status="past_due",
+        past_due_since=datetime.now(UTC) - timedelta(days=1),
+    )
     assert chat(client, auth).status_code == 403, "within the grace period the plan still applies"
-    set_plan(app, account, "dashboard-only", subscription_status="past_due",
-             past_due_since=datetime.now(timezone.utc) - timedelta(days=30))
+    set_plan(
+        app,
+        account,
+        "dashboard-only",
+        subscription_status="past_due",
+        past_due_since=datetime.now(UTC) - timedelta(days=30),
+    )
     assert chat(client, auth).status_code == 200, "restricted: the default plan applies"
 
 
-@pytest.mark.parametrize("limits", [{"max_tokens": 900, "max_completion_tokens": 100},
-                                    {"max_tokens": 100, "max_completion_tokens": 900}])
+@pytest.mark.parametrize(
+    "limits", [{"max_tokens": 900, "max_completion_tokens": 100}, {"max_tokens": 100, "max_completion_tokens": 900}]
+)
 def test_the_reservation_covers_the_larger_of_the_two_output_limits(app, client, auth, account, upstream, limits):
     # The account can pay for 100 output tokens, not for 900: whichever field says 900 is refused.
     with app.app_context():

@@ -1,4 +1,5 @@
 """Models, health, version, authentication and the error shape of every route."""
+
 import os
 
 import pytest
@@ -48,11 +49,14 @@ def test_every_response_has_a_request_id(client, auth):
     assert len(ids) == 3
 
 
-@pytest.mark.parametrize("method, path, status, kind", [
-    ("get", "/nope", 404, "not_found_error"),
-    ("delete", "/v1/chat/completions", 405, "invalid_request_error"),
-    ("post", "/v1/models", 405, "invalid_request_error"),
-])
+@pytest.mark.parametrize(
+    "method, path, status, kind",
+    [
+        ("get", "/nope", 404, "not_found_error"),
+        ("delete", "/v1/chat/completions", 405, "invalid_request_error"),
+        ("post", "/v1/models", 405, "invalid_request_error"),
+    ],
+)
 def test_routing_errors_are_openai_shaped(client, method, path, status, kind):
     response = getattr(client, method)(path)
     assert response.status_code == status
@@ -60,9 +64,15 @@ def test_routing_errors_are_openai_shaped(client, method, path, status, kind):
     assert error["type"] == kind and set(error) == {"message", "type", "param", "code"}
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer sk-lunos-unknown"}, {"Authorization": "Basic abc"}, {"X-API-Key": "nope"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer sk-lunos-unknown"},
+        {"Authorization": "Basic abc"},
+        {"X-API-Key": "nope"},
+    ],
+)
 def test_bad_credentials_are_401(client, headers):
     response = client.post("/v1/chat/completions", headers=headers, json={"messages": []})
     assert response.status_code == 401

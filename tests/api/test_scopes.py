@@ -1,5 +1,6 @@
 """What each kind of key may do: billing and apps are for management keys; an inference key
 reads only its own usage and generations, its key and the balance."""
+
 import pytest
 
 from lunos.extensions import db

@@ -1,6 +1,7 @@
 """What a client sees when upstreams fail: the upstream's own error when every candidate rejected
 the request itself, 429 when every attempt was rate limited, and no invitation to retry a 502
 or 504 that came after Lunos's own retries (the SDKs would multiply the load)."""
+
 import openai
 import pytest
 
@@ -8,19 +9,25 @@ from tests.api.test_chat import chat, sse_events
 from tests.conftest import usage_events
 from tests.upstream import Reply
 
-OVERFLOW = Reply(status=400, message="This model's maximum context length is 8192 tokens.",
-                 code="context_length_exceeded", param="messages")
+OVERFLOW = Reply(
+    status=400,
+    message="This model's maximum context length is 8192 tokens.",
+    code="context_length_exceeded",
+    param="messages",
+)
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_context_overflow_reaches_the_client_as_the_upstream_sent_it(app, client, auth, account, upstream,
-                                                                      stream):
+def test_a_context_overflow_reaches_the_client_as_the_upstream_sent_it(app, client, auth, account, upstream, stream):
     upstream.script("primary", OVERFLOW)
     response = chat(client, auth, model="test/primary", stream=stream)
     assert response.status_code == 400
-    assert response.get_json()["error"] == {"message": "This model's maximum context length is 8192 tokens.",
-                                            "type": "invalid_request_error", "param": "messages",
-                                            "code": "context_length_exceeded"}
+    assert response.get_json()["error"] == {
+        "message": "This model's maximum context length is 8192 tokens.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
     [event] = usage_events(app, account)
     assert event.status == "upstream_error" and "test/primary (fake)" in event.error
     assert event.attempts[0]["code"] == "context_length_exceeded"
@@ -75,10 +82,13 @@ def test_a_stream_sends_its_headers_before_the_first_token(live_server, api_key,
     import requests
 
     upstream.script("primary", Reply(words=("late",), chunk_delay_s=1.0))
-    response = requests.post(f"{live_server}/v1/chat/completions", stream=True, timeout=0.8,
-                             headers={"Authorization": f"Bearer {api_key}"},
-                             json={"model": "test/primary", "stream": True,
-                                   "messages": [{"role": "user", "content": "hi"}]})
+    response = requests.post(
+        f"{live_server}/v1/chat/completions",
+        stream=True,
+        timeout=0.8,
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"model": "test/primary", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    )
     # The read timeout (0.8 s) is shorter than the first token's delay: the headers came first.
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/event-stream")
     response.close()
@@ -86,8 +96,7 @@ def test_a_stream_sends_its_headers_before_the_first_token(live_server, api_key,
 
 def test_a_stream_without_upstream_usage_gets_the_estimate_it_is_billed(app, client, auth, account, upstream):
     upstream.script("primary", Reply(usage=None, words=("twelve characters",)))
-    events = sse_events(chat(client, auth, model="test/primary", stream=True,
-                             stream_options={"include_usage": True}))
+    events = sse_events(chat(client, auth, model="test/primary", stream=True, stream_options={"include_usage": True}))
     [usage] = [e["usage"] for e in events[:-1] if e.get("usage")]
     assert usage["estimated"] is True and usage["completion_tokens"] > 0
     [event] = usage_events(app, account)

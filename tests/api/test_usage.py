@@ -1,4 +1,5 @@
 """X-App-ID tracking, usage analytics and apps; and that an account only ever sees its own."""
+
 import csv
 import io
 
@@ -31,8 +32,11 @@ def other_manager(app):
 
 @pytest.mark.parametrize("value", ["has space", "x" * 65, "emoji-🙂", "semi;colon"])
 def test_bad_app_id_is_400_naming_the_header(client, auth, value):
-    response = client.post("/v1/chat/completions", headers={**auth, "X-App-ID": value.encode("utf-8").decode("latin-1")},
-                           json={"messages": [{"role": "user", "content": "hi"}]})
+    response = client.post(
+        "/v1/chat/completions",
+        headers={**auth, "X-App-ID": value.encode("utf-8").decode("latin-1")},
+        json={"messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 400
     assert response.get_json()["error"]["param"] == "X-App-ID"
 
@@ -79,8 +83,16 @@ def test_usage_per_app_per_day(client, auth, traffic):
     assert all(len(r["day"]) == 10 and "group" not in r for r in rows)
 
 
-@pytest.mark.parametrize("query, param", [("group_by=week", "group_by"), ("group_by=app,app", "group_by"), ("from=2026-02-01&to=2026-01-01", "from"),
-                                          ("from=yesterday", "from"), ("key=abc", "key")])
+@pytest.mark.parametrize(
+    "query, param",
+    [
+        ("group_by=week", "group_by"),
+        ("group_by=app,app", "group_by"),
+        ("from=2026-02-01&to=2026-01-01", "from"),
+        ("from=yesterday", "from"),
+        ("key=abc", "key"),
+    ],
+)
 def test_bad_usage_queries_are_400(client, auth, query, param):
     response = client.get(f"/v1/usage?{query}", headers=auth)
     assert response.status_code == 400 and response.get_json()["error"]["param"] == param

@@ -21,9 +21,13 @@ def stripe_fake():
 
 @pytest.fixture
 def stripe_settings(stripe_fake):
-    return {"STRIPE_SECRET_KEY": "sk_test_lunos", "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "STRIPE_API_BASE": stripe_fake.url, "ADMIN_TOKEN": ADMIN_TOKEN,
-            "BILLING_RETURN_HOSTS": "app.example"}  # where the tests' own app takes users back
+    return {
+        "STRIPE_SECRET_KEY": "sk_test_lunos",
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_API_BASE": stripe_fake.url,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "BILLING_RETURN_HOSTS": "app.example",
+    }  # where the tests' own app takes users back
 
 
 @pytest.fixture
@@ -48,10 +52,12 @@ def customer(billing_app, account):
 @pytest.fixture
 def attention(billing_client):
     """() -> the billing notices listed by GET /admin/billing/attention."""
+
     def listed():
         response = billing_client.get("/admin/billing/attention", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert response.status_code == 200, response.get_json()
         return response.get_json()["data"]
+
     return listed
 
 

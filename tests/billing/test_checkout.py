@@ -1,4 +1,5 @@
 """Checkout, subscription and portal sessions, against a loopback fake of the Stripe API."""
+
 import pytest
 
 from tests.conftest import set_plan
@@ -34,8 +35,9 @@ def test_topup_amount_is_validated(billing_client, manager, amount, stripe_fake)
 
 
 def test_subscribe_uses_the_plan_price(billing_client, manager, account, stripe_fake):
-    response = billing_client.post("/v1/billing/subscribe", headers=manager,
-                                   json={"plan": "pro", "return_url": "https://app.example/billing"})
+    response = billing_client.post(
+        "/v1/billing/subscribe", headers=manager, json={"plan": "pro", "return_url": "https://app.example/billing"}
+    )
     assert response.status_code == 200 and response.get_json()["plan"] == "pro"
     [sent] = stripe_fake.calls_to("/v1/checkout/sessions")
     assert sent.form["mode"] == "subscription"
@@ -76,5 +78,11 @@ def test_billing_not_configured_is_503(client, manager):
 def test_subscription_view(billing_app, billing_client, manager, account):
     set_plan(billing_app, account, "pro", subscription_status="active", stripe_subscription_id="sub_1")
     view = billing_client.get("/v1/billing/subscription", headers=manager).get_json()
-    assert view == {"plan": "pro", "effective_plan": "pro", "status": "active", "subscription_id": "sub_1",
-                    "past_due_since": None, "restricted": False}
+    assert view == {
+        "plan": "pro",
+        "effective_plan": "pro",
+        "status": "active",
+        "subscription_id": "sub_1",
+        "past_due_since": None,
+        "restricted": False,
+    }

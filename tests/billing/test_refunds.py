@@ -1,5 +1,6 @@
 """Refunds and disputes: what a payment bought taken back once, failed refunds and won disputes
 given back once, other currencies and unknown payments listed for the operator."""
+
 import pytest
 
 from lunos import ledger
@@ -7,8 +8,18 @@ from lunos.extensions import db
 from lunos.models import Account
 from lunos.services.prepared import transaction
 from tests.billing.conftest import ADMIN_TOKEN
-from tests.billing.stripe_events import (CENT, balance, charge, deliver, dispute, event, invoice, invoice_payment,
-                                         refund, topup_session)
+from tests.billing.stripe_events import (
+    CENT,
+    balance,
+    charge,
+    deliver,
+    dispute,
+    event,
+    invoice,
+    invoice_payment,
+    refund,
+    topup_session,
+)
 
 USD = 1_000_000
 
@@ -34,8 +45,9 @@ def refunded(client, stripe_fake, *refunds, charge_id="ch_1", kind="charge.refun
 
 
 @pytest.mark.parametrize("late_first", [False, True])
-def test_topup_refund_in_two_parts_takes_back_what_was_refunded(billing_app, billing_client, account, topped_up,
-                                                                stripe_fake, late_first):
+def test_topup_refund_in_two_parts_takes_back_what_was_refunded(
+    billing_app, billing_client, account, topped_up, stripe_fake, late_first
+):
     first, second = refund("re_1", 300, created=100), refund("re_2", 700, created=200)
     if late_first:  # the later event is delivered first: Stripe's list is what counts
         refunded(billing_client, stripe_fake, first, second)
@@ -49,8 +61,9 @@ def test_topup_refund_in_two_parts_takes_back_what_was_refunded(billing_app, bil
     assert asked.query == {"charge": "ch_1", "limit": "100"}
 
 
-def test_subscription_invoice_refund_takes_back_its_credits_in_proportion(billing_app, billing_client, account,
-                                                                          customer, stripe_fake):
+def test_subscription_invoice_refund_takes_back_its_credits_in_proportion(
+    billing_app, billing_client, account, customer, stripe_fake
+):
     stripe_fake.subscribe("sub_1", price="price_pro")  # $50 of credits, sold here for $20
     stripe_fake.invoice_payments["in_1"] = [invoice_payment("in_1", "pi_in_1", 2000)]
     deliver(billing_client, event("invoice.paid", invoice("in_1", reason="subscription_create", paid=2000)))
@@ -83,11 +96,11 @@ def test_refund_seen_failed_first_is_never_debited(billing_app, billing_client, 
     assert balance(billing_app, account) == topped_up
 
 
-def test_refund_in_another_currency_moves_nothing_and_is_listed(billing_app, billing_client, account, customer,
-                                                                topped_up, stripe_fake, attention):
+def test_refund_in_another_currency_moves_nothing_and_is_listed(
+    billing_app, billing_client, account, customer, topped_up, stripe_fake, attention
+):
     yen = refund("re_jpy", 2900, charge_id="ch_jpy", currency="jpy", payment_intent="pi_jpy")
-    refunded(billing_client, stripe_fake, yen, charge_id="ch_jpy", currency="jpy", amount=2900,
-             payment_intent="pi_jpy")
+    refunded(billing_client, stripe_fake, yen, charge_id="ch_jpy", currency="jpy", amount=2900, payment_intent="pi_jpy")
     assert balance(billing_app, account) == topped_up, "not 29.00 USD"
     [notice] = attention()
     assert (notice["kind"], notice["stripe_object"], notice["account_id"]) == ("currency", "ch_jpy", account)
@@ -95,10 +108,16 @@ def test_refund_in_another_currency_moves_nothing_and_is_listed(billing_app, bil
 
 
 def test_refund_of_a_payment_lunos_has_no_record_of_is_taken_one_for_one_and_listed(
-        billing_app, billing_client, account, customer, stripe_fake, attention):
+    billing_app, billing_client, account, customer, stripe_fake, attention
+):
     start = balance(billing_app, account)
-    refunded(billing_client, stripe_fake, refund("re_1", 400, charge_id="ch_old", payment_intent="pi_old"),
-             charge_id="ch_old", payment_intent="pi_old")
+    refunded(
+        billing_client,
+        stripe_fake,
+        refund("re_1", 400, charge_id="ch_old", payment_intent="pi_old"),
+        charge_id="ch_old",
+        payment_intent="pi_old",
+    )
     assert start - balance(billing_app, account) == 400 * CENT
     assert [n["kind"] for n in attention()] == ["unmatched_payment"]
 
@@ -106,8 +125,13 @@ def test_refund_of_a_payment_lunos_has_no_record_of_is_taken_one_for_one_and_lis
 def test_refund_events_without_the_charge_look_it_up(billing_app, billing_client, account, customer, stripe_fake):
     stripe_fake.charges["ch_old"] = charge("ch_old", amount=3000, payment_intent=None)
     start = balance(billing_app, account)
-    refunded(billing_client, stripe_fake, refund("re_1", 700, charge_id="ch_old", payment_intent=None),
-             charge_id="ch_old", kind="refund.created")
+    refunded(
+        billing_client,
+        stripe_fake,
+        refund("re_1", 700, charge_id="ch_old", payment_intent=None),
+        charge_id="ch_old",
+        kind="refund.created",
+    )
     assert start - balance(billing_app, account) == 700 * CENT
     assert stripe_fake.calls_to("/v1/charges/ch_old")
 
@@ -125,8 +149,9 @@ def flag(app, account):
         return row.flagged, row.flag_reason
 
 
-def test_dispute_takes_back_once_and_flags_then_won_gives_back_once(billing_app, billing_client, account,
-                                                                    topped_up, stripe_fake):
+def test_dispute_takes_back_once_and_flags_then_won_gives_back_once(
+    billing_app, billing_client, account, topped_up, stripe_fake
+):
     opened = dispute("dp_1", cents=1500)
     assert deliver(billing_client, event("charge.dispute.created", opened)).status_code == 200
     deliver(billing_client, event("charge.dispute.created", opened))
@@ -147,8 +172,9 @@ def test_lost_dispute_stays_taken(billing_app, billing_client, account, topped_u
     assert flag(billing_app, account)[0] is True
 
 
-def test_dispute_of_an_unknown_charge_looks_up_its_customer(billing_app, billing_client, account, customer,
-                                                            stripe_fake, attention):
+def test_dispute_of_an_unknown_charge_looks_up_its_customer(
+    billing_app, billing_client, account, customer, stripe_fake, attention
+):
     stripe_fake.charges["ch_9"] = "cus_A"
     start = balance(billing_app, account)
     deliver(billing_client, event("charge.dispute.created", dispute("dp_9", charge_id="ch_9", payment_intent=None)))
@@ -157,8 +183,9 @@ def test_dispute_of_an_unknown_charge_looks_up_its_customer(billing_app, billing
     assert [n["kind"] for n in attention()] == ["unmatched_payment"]
 
 
-def test_dispute_in_another_currency_flags_but_moves_nothing(billing_app, billing_client, account, topped_up,
-                                                             attention):
+def test_dispute_in_another_currency_flags_but_moves_nothing(
+    billing_app, billing_client, account, topped_up, attention
+):
     deliver(billing_client, event("charge.dispute.created", dispute("dp_1", cents=2900, currency="jpy")))
     assert balance(billing_app, account) == topped_up
     assert flag(billing_app, account)[0] is True

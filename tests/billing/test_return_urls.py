@@ -1,5 +1,6 @@
 """Stripe sends users back only to this gateway (LUNOS_PUBLIC_URL) or hosts the operator listed
 (LUNOS_BILLING_RETURN_HOSTS); the dashboard's return URL never comes from the request."""
+
 import pytest
 
 from lunos import create_app
@@ -7,8 +8,11 @@ from lunos.config import ConfigError, load_settings
 from lunos.return_urls import ReturnUrls, parse_hosts
 from tests.dashboard.conftest import csrf_of
 
-ROUTES = [("/v1/billing/checkout", {"amount_usd": 20}), ("/v1/billing/subscribe", {"plan": "pro"}),
-          ("/v1/billing/portal", {})]
+ROUTES = [
+    ("/v1/billing/checkout", {"amount_usd": 20}),
+    ("/v1/billing/subscribe", {"plan": "pro"}),
+    ("/v1/billing/portal", {}),
+]
 REFUSED = [
     "https://evil.example@app.example/",  # user info: the browser goes to app.example, a reader sees evil
     "https://app.example@evil.example/",
@@ -30,10 +34,19 @@ REFUSED = [
     "ftp://app.example/",
     "https:///path",
     "https://app.example/" + "a" * 3000,
-    123, ["https://app.example/"], {"url": "https://app.example/"}, True,
+    123,
+    ["https://app.example/"],
+    {"url": "https://app.example/"},
+    True,
 ]
-ACCEPTED = ["http://127.0.0.1:8000/dashboard/billing", "http://127.0.0.1:8000", "https://app.example/billing?x=1",
-            "http://APP.example/", "https://app.example:443/", "https://shop.example:8443/done"]
+ACCEPTED = [
+    "http://127.0.0.1:8000/dashboard/billing",
+    "http://127.0.0.1:8000",
+    "https://app.example/billing?x=1",
+    "http://APP.example/",
+    "https://app.example:443/",
+    "https://shop.example:8443/done",
+]
 
 
 ALLOWED = ReturnUrls("http://127.0.0.1:8000", parse_hosts("app.example, shop.example:8443"))
@@ -75,7 +88,9 @@ def test_an_allowed_return_url_goes_to_stripe_as_given(shop_app, manager, stripe
         assert response.status_code == 200, response.get_json()
     sent = stripe_fake.calls_to("/v1/checkout/sessions")
     assert [(c.form["success_url"], c.form["cancel_url"]) for c in sent] == [
-        ("http://127.0.0.1:8000/dashboard/billing",) * 2, ("https://shop.example:8443/done",) * 2]
+        ("http://127.0.0.1:8000/dashboard/billing",) * 2,
+        ("https://shop.example:8443/done",) * 2,
+    ]
 
 
 def test_without_a_return_url_the_configured_default_is_used(make_app, stripe_settings, stripe_fake, manager):
@@ -84,42 +99,56 @@ def test_without_a_return_url_the_configured_default_is_used(make_app, stripe_se
     assert app.config["BILLING_RETURN_URL"] == "https://gateway.example.com/", "defaults to the public URL"
     for body in ({"amount_usd": 20}, {"amount_usd": 20, "return_url": None}):
         assert app.test_client().post("/v1/billing/checkout", headers=manager, json=body).status_code == 200
-    assert {call.form["success_url"] for call in stripe_fake.calls_to("/v1/checkout/sessions")} == \
-        {"https://gateway.example.com/"}
+    assert {call.form["success_url"] for call in stripe_fake.calls_to("/v1/checkout/sessions")} == {
+        "https://gateway.example.com/"
+    }
 
 
 def test_the_dashboard_builds_its_return_url_from_the_public_url_not_the_host_header(
-        make_app, stripe_settings, stripe_fake, manager):
+    make_app, stripe_settings, stripe_fake, manager
+):
     stripe_fake.reset()
     client = make_app(**stripe_settings, PUBLIC_URL="https://gateway.example.com").test_client()
     page = client.get("/dashboard/login", headers={"Host": "evil.example"})
     secret = manager["Authorization"].split()[1]
     client.post("/dashboard/login", data={"key": secret, "csrf_token": csrf_of(page)}, headers={"Host": "evil.example"})
     page = client.get("/dashboard/billing", headers={"Host": "evil.example"})
-    response = client.post("/dashboard/billing/checkout", headers={"Host": "evil.example"},
-                           data={"amount_usd": "20", "csrf_token": csrf_of(page)})
+    response = client.post(
+        "/dashboard/billing/checkout",
+        headers={"Host": "evil.example"},
+        data={"amount_usd": "20", "csrf_token": csrf_of(page)},
+    )
     assert response.status_code == 303 and response.headers["Location"].startswith("https://checkout.stripe.test/")
     [sent] = stripe_fake.calls_to("/v1/checkout/sessions")
     assert sent.form["success_url"] == "https://gateway.example.com/dashboard/billing"
 
 
-@pytest.mark.parametrize("environ", [
-    {"LUNOS_BILLING_RETURN_URL": "https://evil.example/"},
-    {"LUNOS_BILLING_RETURN_URL": "https://evil.example@127.0.0.1:8000/"},
-    {"LUNOS_BILLING_RETURN_URL": "not a url"},
-    {"LUNOS_PUBLIC_URL": "https://gateway.example.com", "LUNOS_BILLING_RETURN_URL": "http://127.0.0.1:8000/"},
-])
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"LUNOS_BILLING_RETURN_URL": "https://evil.example/"},
+        {"LUNOS_BILLING_RETURN_URL": "https://evil.example@127.0.0.1:8000/"},
+        {"LUNOS_BILLING_RETURN_URL": "not a url"},
+        {"LUNOS_PUBLIC_URL": "https://gateway.example.com", "LUNOS_BILLING_RETURN_URL": "http://127.0.0.1:8000/"},
+    ],
+)
 def test_a_default_return_url_stripe_may_not_use_stops_start_up(environ):
     with pytest.raises(ConfigError, match="LUNOS_BILLING_RETURN_URL"):
         load_settings(environ)
 
 
-@pytest.mark.parametrize("name, value", [
-    ("PUBLIC_URL", "gateway.example.com"), ("PUBLIC_URL", "ftp://gateway.example.com"),
-    ("PUBLIC_URL", "https://user:pw@gateway.example.com"), ("PUBLIC_URL", "https://gateway.example.com/?next=x"),
-    ("BILLING_RETURN_HOSTS", "app.example/path"), ("BILLING_RETURN_HOSTS", "app.example:http"),
-    ("BILLING_RETURN_HOSTS", "user@app.example"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("PUBLIC_URL", "gateway.example.com"),
+        ("PUBLIC_URL", "ftp://gateway.example.com"),
+        ("PUBLIC_URL", "https://user:pw@gateway.example.com"),
+        ("PUBLIC_URL", "https://gateway.example.com/?next=x"),
+        ("BILLING_RETURN_HOSTS", "app.example/path"),
+        ("BILLING_RETURN_HOSTS", "app.example:http"),
+        ("BILLING_RETURN_HOSTS", "user@app.example"),
+    ],
+)
 def test_bad_public_url_or_hosts_stop_start_up_naming_the_variable(name, value):
     with pytest.raises(ConfigError, match=f"LUNOS_{name}"):
         load_settings({f"LUNOS_{name}": value})
@@ -128,9 +157,13 @@ def test_bad_public_url_or_hosts_stop_start_up_naming_the_variable(name, value):
 
 
 def test_settings_that_agree_start():
-    settings = load_settings({"LUNOS_PUBLIC_URL": "https://gateway.example.com/",
-                              "LUNOS_BILLING_RETURN_HOSTS": "app.example, shop.example:8443,",
-                              "LUNOS_BILLING_RETURN_URL": "https://shop.example:8443/thanks"})
+    settings = load_settings(
+        {
+            "LUNOS_PUBLIC_URL": "https://gateway.example.com/",
+            "LUNOS_BILLING_RETURN_HOSTS": "app.example, shop.example:8443,",
+            "LUNOS_BILLING_RETURN_URL": "https://shop.example:8443/thanks",
+        }
+    )
     assert settings["PUBLIC_URL"] == "https://gateway.example.com"
     assert settings["BILLING_RETURN_HOSTS"] == ("app.example", "shop.example:8443")
     assert load_settings({})["BILLING_RETURN_URL"] == "http://127.0.0.1:8000/"

@@ -1,8 +1,9 @@
 """The subscription lifecycle: state synced from Stripe itself, one subscription per account,
 and the credits each paid invoice grants."""
+
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -37,19 +38,27 @@ def changed(client, stripe_fake, kind="customer.subscription.updated", subscript
     return response.get_json()["outcome"]
 
 
-def test_state_comes_from_stripe_not_from_the_payload(billing_app, billing_client, manager, account, customer,
-                                                      stripe_fake):
+def test_state_comes_from_stripe_not_from_the_payload(
+    billing_app, billing_client, manager, account, customer, stripe_fake
+):
     stripe_fake.subscribe("sub_1", price="price_pro")
     # The payload says basic (an older event, or the same second): Stripe says pro.
     changed(billing_client, stripe_fake, status="active", items={"data": [{"price": {"id": "price_basic"}}]})
-    assert view(billing_client, manager) == {"plan": "pro", "effective_plan": "pro", "status": "active",
-                                          "subscription_id": "sub_1", "past_due_since": None, "restricted": False}
+    assert view(billing_client, manager) == {
+        "plan": "pro",
+        "effective_plan": "pro",
+        "status": "active",
+        "subscription_id": "sub_1",
+        "past_due_since": None,
+        "restricted": False,
+    }
     [fetch] = stripe_fake.calls_to(SUBSCRIPTION)
     assert fetch.method == "GET" and fetch.headers["Authorization"] == "Bearer sk_test_lunos"
 
 
 def test_deleted_falls_back_to_the_default_plan_and_late_events_do_not_revive_it(
-        billing_app, billing_client, manager, account, customer, stripe_fake):
+    billing_app, billing_client, manager, account, customer, stripe_fake
+):
     stripe_fake.subscribe("sub_1", price="price_basic")
     changed(billing_client, stripe_fake, "customer.subscription.created")
     assert view(billing_client, manager)["plan"] == "basic"
@@ -63,16 +72,18 @@ def test_deleted_falls_back_to_the_default_plan_and_late_events_do_not_revive_it
 
 
 @pytest.mark.parametrize("status", ["incomplete", "incomplete_expired", "unpaid", "paused", "canceled"])
-def test_only_paid_states_put_the_plan_in_force(billing_app, billing_client, manager, account, customer, stripe_fake,
-                                                status):
+def test_only_paid_states_put_the_plan_in_force(
+    billing_app, billing_client, manager, account, customer, stripe_fake, status
+):
     stripe_fake.subscribe("sub_1", price="price_pro", status=status)
     changed(billing_client, stripe_fake, "customer.subscription.created")
     assert view(billing_client, manager)["effective_plan"] == "free", status
 
 
 @pytest.mark.parametrize("status", ["active", "trialing", "past_due"])
-def test_active_trialing_and_fresh_past_due_have_the_plan(billing_app, billing_client, manager, account, customer,
-                                                          stripe_fake, status):
+def test_active_trialing_and_fresh_past_due_have_the_plan(
+    billing_app, billing_client, manager, account, customer, stripe_fake, status
+):
     stripe_fake.subscribe("sub_1", price="price_pro", status=status)
     changed(billing_client, stripe_fake, "customer.subscription.created")
     assert view(billing_client, manager)["effective_plan"] == "pro", status
@@ -103,8 +114,9 @@ def test_paused_and_resumed(billing_app, billing_client, manager, account, custo
     assert (resumed["status"], resumed["effective_plan"], resumed["restricted"]) == ("active", "pro", False)
 
 
-def test_payment_failure_goes_past_due_then_restricted(billing_app, billing_client, account, customer, manager,
-                                                       stripe_fake):
+def test_payment_failure_goes_past_due_then_restricted(
+    billing_app, billing_client, account, customer, manager, stripe_fake
+):
     stripe_fake.subscribe("sub_1")
     changed(billing_client, stripe_fake, "customer.subscription.created")
     stripe_fake.subscribe("sub_1", status="past_due")
@@ -112,7 +124,7 @@ def test_payment_failure_goes_past_due_then_restricted(billing_app, billing_clie
     seen = view(billing_client, manager)
     assert (seen["status"], seen["restricted"], seen["effective_plan"]) == ("past_due", False, "pro")
     assert seen["past_due_since"] is not None
-    set_plan(billing_app, account, "pro", past_due_since=datetime.now(timezone.utc) - timedelta(days=10))
+    set_plan(billing_app, account, "pro", past_due_since=datetime.now(UTC) - timedelta(days=10))
     seen = view(billing_client, manager)
     assert (seen["restricted"], seen["effective_plan"]) == (True, "free")
     stripe_fake.subscribe("sub_1", status="active")
@@ -123,15 +135,23 @@ def test_payment_failure_goes_past_due_then_restricted(billing_app, billing_clie
 
 def test_checkout_session_adopts_its_subscription(billing_app, billing_client, manager, account, customer, stripe_fake):
     stripe_fake.subscribe("sub_1", price="price_basic", metadata={"lunos_account_id": str(account)})
-    session = {"id": "cs_sub", "object": "checkout.session", "mode": "subscription", "customer": "cus_A",
-               "subscription": "sub_1", "client_reference_id": str(account), "metadata": {}}
+    session = {
+        "id": "cs_sub",
+        "object": "checkout.session",
+        "mode": "subscription",
+        "customer": "cus_A",
+        "subscription": "sub_1",
+        "client_reference_id": str(account),
+        "metadata": {},
+    }
     assert deliver(billing_client, event("checkout.session.completed", session)).get_json()["outcome"] == "processed"
     seen = view(billing_client, manager)
     assert (seen["subscription_id"], seen["plan"]) == ("sub_1", "basic")
 
 
-def test_a_subscription_not_the_accounts_current_one_changes_nothing(billing_app, billing_client, manager, account,
-                                                                    customer, stripe_fake, attention):
+def test_a_subscription_not_the_accounts_current_one_changes_nothing(
+    billing_app, billing_client, manager, account, customer, stripe_fake, attention
+):
     stripe_fake.subscribe("sub_1", price="price_basic")
     changed(billing_client, stripe_fake, "customer.subscription.created")
     start = balance(billing_app, account)
@@ -150,8 +170,9 @@ def test_a_subscription_not_the_accounts_current_one_changes_nothing(billing_app
     assert notice["account_id"] == account
 
 
-def test_subscribe_while_subscribed_is_409_pointing_to_the_portal(billing_app, billing_client, manager, account,
-                                                                  customer, stripe_fake):
+def test_subscribe_while_subscribed_is_409_pointing_to_the_portal(
+    billing_app, billing_client, manager, account, customer, stripe_fake
+):
     stripe_fake.subscribe("sub_1")
     changed(billing_client, stripe_fake, "customer.subscription.created")
     stripe_fake.calls.clear()
@@ -166,8 +187,9 @@ def test_subscribe_while_subscribed_is_409_pointing_to_the_portal(billing_app, b
     assert billing_client.post("/v1/billing/subscribe", headers=manager, json={"plan": "basic"}).status_code == 200
 
 
-def test_invoice_grants_the_subscriptions_plan_once_per_invoice(billing_app, billing_client, account, customer,
-                                                                stripe_fake):
+def test_invoice_grants_the_subscriptions_plan_once_per_invoice(
+    billing_app, billing_client, account, customer, stripe_fake
+):
     stripe_fake.subscribe("sub_1", price="price_pro")
     stripe_fake.invoice_payments["in_1"] = [invoice_payment("in_1", "pi_1", 5000)]
     start = balance(billing_app, account)
@@ -186,8 +208,9 @@ def test_invoice_grants_the_subscriptions_plan_once_per_invoice(billing_app, bil
 
 
 @pytest.mark.parametrize("synced_first", [False, True])
-def test_upgrade_grants_the_difference_once_and_a_downgrade_nothing(billing_app, billing_client, account, customer,
-                                                                    stripe_fake, synced_first):
+def test_upgrade_grants_the_difference_once_and_a_downgrade_nothing(
+    billing_app, billing_client, account, customer, stripe_fake, synced_first
+):
     stripe_fake.subscribe("sub_1", price="price_basic")
     stripe_fake.invoice_payments["in_1"] = [invoice_payment("in_1", "pi_1", 1000)]
     deliver(billing_client, event("invoice.paid", invoice("in_1", reason="subscription_create", paid=1000)))
@@ -211,8 +234,9 @@ def test_upgrade_grants_the_difference_once_and_a_downgrade_nothing(billing_app,
     assert balance(billing_app, account) - start == 90 * USD, "the next period: pro's $50"
 
 
-def test_zero_invoice_grants_trial_credits_not_the_monthly_ones(make_app, stripe_settings, stripe_fake, account,
-                                                               tmp_path):
+def test_zero_invoice_grants_trial_credits_not_the_monthly_ones(
+    make_app, stripe_settings, stripe_fake, account, tmp_path
+):
     plans = tmp_path / "plans.toml"
     plans.write_text(TRIAL_PLANS)
     app = make_app(PLANS=str(plans), **stripe_settings)
@@ -247,8 +271,9 @@ def test_trial_credits_are_an_optional_plan_field(tmp_path):
         load_plans(plans)
 
 
-def test_invoice_in_another_currency_grants_nothing_and_is_listed(billing_app, billing_client, account, customer,
-                                                                  stripe_fake, attention):
+def test_invoice_in_another_currency_grants_nothing_and_is_listed(
+    billing_app, billing_client, account, customer, stripe_fake, attention
+):
     stripe_fake.subscribe("sub_1")
     start = balance(billing_app, account)
     deliver(billing_client, event("invoice.paid", invoice("in_eur", reason="subscription_create", currency="eur")))

@@ -11,8 +11,9 @@ from lunos.services import keys
 @pytest.fixture
 def management_key(app, account):
     with app.app_context():
-        _, secret = keys.create_key(db.session.get(Account, account), app.config["SECRET_KEY"], name="ops",
-                                    kind=MANAGEMENT)
+        _, secret = keys.create_key(
+            db.session.get(Account, account), app.config["SECRET_KEY"], name="ops", kind=MANAGEMENT
+        )
     return secret
 
 

@@ -1,4 +1,5 @@
 """The dashboard through the test client: sign-in, CSRF, the cookie, and each page."""
+
 import re
 
 from sqlalchemy import update
@@ -49,8 +50,9 @@ def test_overview_apps_models_show_usage(signed_in, auth):
 
 def test_keys_created_once_and_revoked_with_csrf(signed_in):
     page = signed_in.get("/dashboard/keys")
-    created = signed_in.post("/dashboard/keys", data={"name": "web", "kind": "inference",
-                                                      "csrf_token": csrf_of(page)}).get_data(as_text=True)
+    created = signed_in.post(
+        "/dashboard/keys", data={"name": "web", "kind": "inference", "csrf_token": csrf_of(page)}
+    ).get_data(as_text=True)
     assert 'id="new-key">sk-lunos-' in created
     assert 'id="new-key"' not in signed_in.get("/dashboard/keys").get_data(as_text=True), "shown once"
     assert signed_in.post("/dashboard/keys", data={"name": "no-token"}).status_code == 400
@@ -58,7 +60,9 @@ def test_keys_created_once_and_revoked_with_csrf(signed_in):
     key_id = re.search(r'data-key="(\d+)"><td>web<', listing.get_data(as_text=True)).group(1)
     revoked = signed_in.post(f"/dashboard/keys/{key_id}/revoke", data={"csrf_token": csrf_of(listing)})
     assert revoked.status_code == 302
-    assert f'data-key="{key_id}"><td>web</td><td>inference</td>' in signed_in.get("/dashboard/keys").get_data(as_text=True)
+    assert f'data-key="{key_id}"><td>web</td><td>inference</td>' in signed_in.get("/dashboard/keys").get_data(
+        as_text=True
+    )
     assert "revoked" in signed_in.get("/dashboard/keys").get_data(as_text=True)
 
 

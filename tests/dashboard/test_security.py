@@ -1,7 +1,8 @@
 """Dashboard sessions end on the server when signing out (that browser's only), expire there,
 and every dashboard response forbids framing, sniffing and foreign content."""
+
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import requests
 from sqlalchemy import func, select, update
@@ -71,8 +72,8 @@ def test_the_session_expires_on_the_server_whatever_the_cookie_says(app, signed_
     assert signed_in.get("/dashboard/").status_code == 200
     with app.app_context():
         [row] = db.session.scalars(select(DashboardSession)).all()
-        assert timedelta(hours=11) < as_utc(row.expires_at) - datetime.now(timezone.utc) <= timedelta(hours=12)
-        past = datetime.now(timezone.utc) - timedelta(seconds=1)
+        assert timedelta(hours=11) < as_utc(row.expires_at) - datetime.now(UTC) <= timedelta(hours=12)
+        past = datetime.now(UTC) - timedelta(seconds=1)
         db.session.execute(update(DashboardSession).values(expires_at=past))
         db.session.commit()
     assert signed_in.get("/dashboard/").status_code == 302
@@ -82,8 +83,11 @@ def test_signing_in_again_replaces_the_browsers_session_and_sweeps_expired_ones(
     old_cookie = signed_in.get_cookie(COOKIE).value
     other = sign_in(app.test_client(), management_key)
     with app.app_context():  # the other browser's session has expired
-        db.session.execute(update(DashboardSession).where(DashboardSession.id != _row_of(app, old_cookie))
-                           .values(expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
+        db.session.execute(
+            update(DashboardSession)
+            .where(DashboardSession.id != _row_of(app, old_cookie))
+            .values(expires_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
         db.session.commit()
     sign_in(signed_in, management_key)
     assert signed_in.get_cookie(COOKIE).value != old_cookie
@@ -110,18 +114,23 @@ def test_no_key_is_in_the_cookie(app, signed_in, management_key):
 
 def test_dashboard_responses_forbid_framing_sniffing_and_foreign_content(live_server, management_key):
     browser, _home = browser_sign_in(live_server, management_key)
-    answers = [requests.get(f"{live_server}/dashboard/login", timeout=10),
-               requests.get(f"{live_server}/dashboard/apps", allow_redirects=False, timeout=10),
-               browser.get(f"{live_server}/dashboard/billing", timeout=10),
-               browser.get(f"{live_server}/dashboard/static/dashboard.css", timeout=10)]
+    answers = [
+        requests.get(f"{live_server}/dashboard/login", timeout=10),
+        requests.get(f"{live_server}/dashboard/apps", allow_redirects=False, timeout=10),
+        browser.get(f"{live_server}/dashboard/billing", timeout=10),
+        browser.get(f"{live_server}/dashboard/static/dashboard.css", timeout=10),
+    ]
     for answer in answers:
         assert answer.headers["X-Frame-Options"] == "DENY"
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
         policy = dict(part.strip().split(" ", 1) for part in answer.headers["Content-Security-Policy"].split(";"))
         assert policy["frame-ancestors"] == "'none'" and policy["default-src"] == "'none'"
         assert policy["style-src"] == "'self'"
-        assert set(policy["form-action"].split()) == {"'self'", "https://checkout.stripe.com",
-                                                      "https://billing.stripe.com"}
+        assert set(policy["form-action"].split()) == {
+            "'self'",
+            "https://checkout.stripe.com",
+            "https://billing.stripe.com",
+        }
     assert answers[2].headers["Cache-Control"] == "no-store"
     assert "no-store" not in answers[3].headers.get("Cache-Control", ""), "the stylesheet may be cached"
     # The pages fit the policy: no script, no inline style, only their own stylesheet.

@@ -1,4 +1,5 @@
 """The Anthropic adapter against the loopback upstream speaking the Messages API."""
+
 import json
 
 from tests.api.test_chat import chat, sse_events
@@ -9,16 +10,44 @@ def test_request_is_translated_to_messages_api(client, auth, upstream):
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "developer", "content": "Use metric units."},
-        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "toolu_1", "type": "function", "function": {"name": "measure", "arguments": '{"unit": "m"}'}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "toolu_1", "type": "function", "function": {"name": "measure", "arguments": '{"unit": "m"}'}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "3 m"},
     ]
-    tools = [{"type": "function", "function": {"name": "measure", "description": "Measure it",
-                                               "parameters": {"type": "object", "properties": {}}}}]
-    response = chat(client, auth, model="test/claude", messages=messages, tools=tools, tool_choice="required",
-                    stop="END", temperature=0.5, user="u-1", seed=3)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "measure",
+                "description": "Measure it",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
+    response = chat(
+        client,
+        auth,
+        model="test/claude",
+        messages=messages,
+        tools=tools,
+        tool_choice="required",
+        stop="END",
+        temperature=0.5,
+        user="u-1",
+        seed=3,
+    )
     assert response.status_code == 200, response.get_json()
     sent = upstream.requests_for("claude")[0]
     assert sent.path == "/v1/messages"
@@ -31,13 +60,17 @@ def test_request_is_translated_to_messages_api(client, auth, upstream):
     assert body["metadata"] == {"user_id": "u-1"}
     assert "seed" not in body, "parameters the Messages API lacks are dropped"
     assert body["tool_choice"] == {"type": "any"}
-    assert body["tools"] == [{"name": "measure", "description": "Measure it",
-                              "input_schema": {"type": "object", "properties": {}}}]
+    assert body["tools"] == [
+        {"name": "measure", "description": "Measure it", "input_schema": {"type": "object", "properties": {}}}
+    ]
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert body["messages"][0]["content"][1] == {
-        "type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"},
+    }
     assert body["messages"][1]["content"] == [
-        {"type": "tool_use", "id": "toolu_1", "name": "measure", "input": {"unit": "m"}}]
+        {"type": "tool_use", "id": "toolu_1", "name": "measure", "input": {"unit": "m"}}
+    ]
     assert body["messages"][2]["content"] == [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "3 m"}]
 
 
@@ -62,8 +95,7 @@ def test_tool_use_answer_becomes_tool_calls(client, auth, upstream):
 
 def test_stream_events_become_chunks(client, auth, upstream):
     upstream.script("claude", Reply(usage=(12, 3)))
-    events = sse_events(chat(client, auth, model="test/claude", stream=True,
-                             stream_options={"include_usage": True}))
+    events = sse_events(chat(client, auth, model="test/claude", stream=True, stream_options={"include_usage": True}))
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"

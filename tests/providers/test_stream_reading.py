@@ -1,4 +1,5 @@
 """Reading a streamed upstream body: framing, quiet intervals, timeouts, reuse, leaving early."""
+
 import gzip
 import threading
 import time
@@ -16,6 +17,7 @@ SSE = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
 
 class Scripted(BaseHTTPRequestHandler):
     """Answers each request with the server's next script: raw bytes to send, pauses in seconds."""
+
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):
@@ -55,9 +57,23 @@ def data(blocks):
 
 
 def test_chunks_split_anywhere_are_joined_and_the_connection_is_reused(scripted):
-    scripted.scripts = [[SSE + "Transfer-Encoding: chunked\r\n\r\n", "5\r\nhel", 0.02, "lo\r", 0.02,
-                         "\n1", 0.02, "0;ext=1\r\n", "0123456789abcdef\r\n", "0\r\n", 0.02, "\r\n"],
-                        [SSE + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n"]]
+    scripted.scripts = [
+        [
+            SSE + "Transfer-Encoding: chunked\r\n\r\n",
+            "5\r\nhel",
+            0.02,
+            "lo\r",
+            0.02,
+            "\n1",
+            0.02,
+            "0;ext=1\r\n",
+            "0123456789abcdef\r\n",
+            "0\r\n",
+            0.02,
+            "\r\n",
+        ],
+        [SSE + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n"],
+    ]
     http = UpstreamHTTP(4, 5)
     assert data(read(http, scripted)) == b"hello0123456789abcdef"
     assert data(read(http, scripted)) == b"abc"
@@ -104,8 +120,10 @@ def test_a_compressed_body_is_decoded(scripted):
 
 
 def test_a_stream_left_mid_body_stops_its_pump(scripted):
-    scripted.scripts, scripted.close_after = [[SSE + "Transfer-Encoding: chunked\r\n\r\n", "2\r\nab\r\n", 2.0,
-                                                "0\r\n\r\n"]], True
+    scripted.scripts, scripted.close_after = (
+        [[SSE + "Transfer-Encoding: chunked\r\n\r\n", "2\r\nab\r\n", 2.0, "0\r\n\r\n"]],
+        True,
+    )
     response = UpstreamHTTP(4, 5).post_json(f"{scripted.url}/v1", {}, headers={}, timeout_s=5, stream=True)
     blocks = iter_blocks(response, 5.0, 5.0)
     assert next(blocks) == b"ab"

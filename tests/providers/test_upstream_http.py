@@ -1,4 +1,5 @@
 """What the pooled upstream client puts on the wire: the request, its headers, the proxy it goes through."""
+
 import base64
 import json
 from http.server import BaseHTTPRequestHandler
@@ -12,6 +13,7 @@ from tests.fake_http import LoopbackServer, send_json
 
 class Recorder(BaseHTTPRequestHandler):
     """Notes each request's line, headers and body; answers {"ok": true}."""
+
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):
@@ -34,9 +36,14 @@ def recorder():
 def test_the_request_carries_the_body_and_headers(recorder):
     http = UpstreamHTTP(4, 5)
     for n in (1, 2):  # the second request reuses what the first worked out about the URL
-        answer = read_json(http.post_json(f"{recorder.url}/v1/chat/completions", {"n": n, "text": "é"},
-                                          headers={"Authorization": "Bearer sk-up", "X-Extra": "1"},
-                                          timeout_s=5))
+        answer = read_json(
+            http.post_json(
+                f"{recorder.url}/v1/chat/completions",
+                {"n": n, "text": "é"},
+                headers={"Authorization": "Bearer sk-up", "X-Extra": "1"},
+                timeout_s=5,
+            )
+        )
         assert answer == {"ok": True}
     line, headers, body = recorder.seen[1]
     assert line == "POST /v1/chat/completions HTTP/1.1"
@@ -44,16 +51,16 @@ def test_the_request_carries_the_body_and_headers(recorder):
     assert headers["User-Agent"] == USER_AGENT
     assert headers["Authorization"] == "Bearer sk-up"
     assert headers["X-Extra"] == "1"
-    assert int(headers["Content-Length"]) == len(json.dumps({"n": 2, "text": "é"}, ensure_ascii=False,
-                                                            separators=(",", ":")).encode())
+    assert int(headers["Content-Length"]) == len(
+        json.dumps({"n": 2, "text": "é"}, ensure_ascii=False, separators=(",", ":")).encode()
+    )
 
 
 def test_the_environment_proxy_is_used(recorder, monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", recorder.url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    response = UpstreamHTTP(4, 5).post_json("http://upstream.invalid/v1/chat/completions", {}, headers={},
-                                            timeout_s=5)
+    response = UpstreamHTTP(4, 5).post_json("http://upstream.invalid/v1/chat/completions", {}, headers={}, timeout_s=5)
     assert read_json(response) == {"ok": True}
     line, headers, _ = recorder.seen[0]
     assert line == "POST http://upstream.invalid/v1/chat/completions HTTP/1.1"  # the proxy's form
@@ -62,8 +69,9 @@ def test_the_environment_proxy_is_used(recorder, monkeypatch):
 
 def test_a_header_that_would_split_the_request_is_refused(recorder):
     with pytest.raises(ProviderError, match="connection failed"):
-        UpstreamHTTP(4, 5).post_json(f"{recorder.url}/v1", {}, headers={"Authorization": "Bearer a\r\nX: b"},
-                                     timeout_s=5)
+        UpstreamHTTP(4, 5).post_json(
+            f"{recorder.url}/v1", {}, headers={"Authorization": "Bearer a\r\nX: b"}, timeout_s=5
+        )
     assert recorder.seen == []
 
 

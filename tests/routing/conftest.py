@@ -1,4 +1,5 @@
 """Three loopback upstreams serving one model, and a catalog of models with several endpoints."""
+
 import pytest
 
 from tests.upstream import FakeUpstream, RefusingServer

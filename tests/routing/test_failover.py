@@ -1,6 +1,7 @@
 """One model served by three endpoints: traffic spreads by weight, a retryable failure moves to
 another endpoint of the same model, and an endpoint that keeps failing is skipped once its
 breaker opens, until its cooldown, then tried once (per worker, and across workers on Redis)."""
+
 import os
 import time
 from collections import Counter
@@ -34,8 +35,11 @@ def test_the_breaker_opens_after_five_failures_then_one_trial_after_the_cooldown
     # Tried while it failed, five times in a row at most; then set aside (the weights make it first).
     assert fakes["down"].connections == 5
     endpoints = routing_client.get("/v1/models/multi/llama/endpoints", headers=auth).get_json()["data"]
-    assert {e["provider"]: e["breaker"]["state"] for e in endpoints} == \
-        {"alpha": "closed", "beta": "closed", "down": "open"}
+    assert {e["provider"]: e["breaker"]["state"] for e in endpoints} == {
+        "alpha": "closed",
+        "beta": "closed",
+        "down": "open",
+    }
     time.sleep(1.1)  # the provider's cooldown_s
     for _ in range(5):
         assert chat(routing_client, auth, model="multi/llama").status_code == 200
@@ -69,13 +73,15 @@ def test_when_every_endpoint_is_open_they_are_tried_anyway(routing_app, routing_
 def test_traffic_spreads_by_weight(routing_client, auth, fakes):
     counts = Counter()
     for _ in range(40):
-        counts[chat(routing_client, auth, model="multi/llama", provider={"ignore": ["down"]})
-               .get_json()["provider"]] += 1
+        counts[
+            chat(routing_client, auth, model="multi/llama", provider={"ignore": ["down"]}).get_json()["provider"]
+        ] += 1
     assert counts["alpha"] > 5 and counts["beta"] > 5, counts  # equal weights
 
 
-def test_a_breaker_opened_by_one_worker_is_open_for_another_on_redis(start_gunicorn, routing_catalog, auth, fakes,
-                                                                     tmp_path):
+def test_a_breaker_opened_by_one_worker_is_open_for_another_on_redis(
+    start_gunicorn, routing_catalog, auth, fakes, tmp_path
+):
     url = os.environ.get("LUNOS_TEST_REDIS_URL")
     if not url:
         pytest.skip("shared endpoint health skipped: LUNOS_TEST_REDIS_URL is not set")
@@ -97,13 +103,18 @@ def test_a_breaker_opened_by_one_worker_is_open_for_another_on_redis(start_gunic
     assert {e["provider"]: e["breaker"]["state"] for e in endpoints}["down"] == "open"
 
 
-def test_a_retryable_failure_tries_the_other_endpoint_before_the_fallback_model(routing_client, auth, fakes,
-                                                                                 app, account):
+def test_a_retryable_failure_tries_the_other_endpoint_before_the_fallback_model(
+    routing_client, auth, fakes, app, account
+):
     fakes["alpha"].script("llama-a", Reply(status=503, message="busy"))
-    response = chat(routing_client, auth, model="multi/llama", fallback_model="multi/priced",
-                    provider={"ignore": ["down"], "order": ["alpha"]})
+    response = chat(
+        routing_client,
+        auth,
+        model="multi/llama",
+        fallback_model="multi/priced",
+        provider={"ignore": ["down"], "order": ["alpha"]},
+    )
     assert response.get_json()["model"] == "multi/llama" and response.get_json()["provider"] == "beta"
     assert sent_to(fakes["beta"], "priced-b") == [] and sent_to(fakes["alpha"], "priced-a") == []
     [event] = usage_events(app, account)
-    assert [(a["provider"], a["status"]) for a in event.attempts if not a["skipped"]] == \
-        [("alpha", 503), ("beta", 200)]
+    assert [(a["provider"], a["status"]) for a in event.attempts if not a["skipped"]] == [("alpha", 503), ("beta", 200)]

@@ -1,5 +1,6 @@
 """The request's ``provider`` object, model variants, and Azure-style provider settings, against
 loopback upstreams: what each one makes Lunos send, and where."""
+
 import pytest
 
 from tests.api.test_chat import chat
@@ -17,16 +18,21 @@ def provider_of(response):
 
 def test_order_tries_its_providers_first(routing_client, auth, fakes):
     for _ in range(5):
-        assert provider_of(chat(routing_client, auth, model="multi/llama", provider={"order": ["beta", "alpha"]})) \
+        assert (
+            provider_of(chat(routing_client, auth, model="multi/llama", provider={"order": ["beta", "alpha"]}))
             == "beta"
+        )
     assert sent_to(fakes["alpha"], "llama-a") == []
 
 
 def test_only_and_ignore(routing_client, auth):
-    assert {provider_of(chat(routing_client, auth, model="multi/llama", provider={"only": ["alpha"]}))
-            for _ in range(5)} == {"alpha"}
-    assert {provider_of(chat(routing_client, auth, model="multi/llama", provider={"ignore": ["down", "beta"]}))
-            for _ in range(5)} == {"alpha"}
+    assert {
+        provider_of(chat(routing_client, auth, model="multi/llama", provider={"only": ["alpha"]})) for _ in range(5)
+    } == {"alpha"}
+    assert {
+        provider_of(chat(routing_client, auth, model="multi/llama", provider={"ignore": ["down", "beta"]}))
+        for _ in range(5)
+    } == {"alpha"}
 
 
 def test_without_fallbacks_only_the_ordered_providers_are_tried(routing_client, auth, fakes):
@@ -50,14 +56,17 @@ def test_sort_by_throughput_and_latency_follow_real_traffic(routing_app, routing
     health.observe("alpha/llama-a", ttft_ms=400, tokens_per_s=20)
     health.observe("beta/llama-b", ttft_ms=100, tokens_per_s=90)
     assert provider_of(chat(routing_client, auth, model="multi/llama:nitro", provider=NO_DOWN)) == "beta"
-    assert provider_of(chat(routing_client, auth, model="multi/llama",
-                            provider={"sort": "latency", **NO_DOWN})) == "beta"
+    assert (
+        provider_of(chat(routing_client, auth, model="multi/llama", provider={"sort": "latency", **NO_DOWN})) == "beta"
+    )
     health.observe("alpha/llama-a", ttft_ms=10, tokens_per_s=900)
     health.observe("alpha/llama-a", ttft_ms=10, tokens_per_s=900)
     health.observe("alpha/llama-a", ttft_ms=10, tokens_per_s=900)
     health.observe("alpha/llama-a", ttft_ms=10, tokens_per_s=900)
-    assert provider_of(chat(routing_client, auth, model="multi/llama",
-                            provider={"sort": "throughput", **NO_DOWN})) == "alpha"
+    assert (
+        provider_of(chat(routing_client, auth, model="multi/llama", provider={"sort": "throughput", **NO_DOWN}))
+        == "alpha"
+    )
 
 
 def test_streams_feed_the_speed_figures(routing_app, routing_client, auth, fakes):
@@ -67,13 +76,16 @@ def test_streams_feed_the_speed_figures(routing_app, routing_client, auth, fakes
     assert figures["ttft_ms"] is not None and figures["tokens_per_second"] is not None
 
 
-@pytest.mark.parametrize("preference, body, expected", [
-    ({"max_price": {"prompt": 2}}, {}, "beta"),
-    ({"max_price": {"completion": 1}}, {}, "beta"),
-    ({"require_parameters": True}, {"seed": 7}, "beta"),
-    ({"data_collection": "deny"}, {}, "beta"),
-    ({"zdr": True}, {}, "beta"),
-])
+@pytest.mark.parametrize(
+    "preference, body, expected",
+    [
+        ({"max_price": {"prompt": 2}}, {}, "beta"),
+        ({"max_price": {"completion": 1}}, {}, "beta"),
+        ({"require_parameters": True}, {"seed": 7}, "beta"),
+        ({"data_collection": "deny"}, {}, "beta"),
+        ({"zdr": True}, {}, "beta"),
+    ],
+)
 def test_filters(routing_client, auth, preference, body, expected):
     for _ in range(3):
         assert provider_of(chat(routing_client, auth, model="multi/priced", provider=preference, **body)) == expected
@@ -98,17 +110,20 @@ def test_no_endpoint_left_is_a_400_saying_why(app, routing_client, auth, account
     assert usage_events(app, account)[-1].status == "refused"
 
 
-@pytest.mark.parametrize("provider, param", [
-    ({"order": ["alpha", "nowhere"]}, "provider.order[1]"),
-    ({"only": "alpha"}, "provider.only"),
-    ({"sort": "vibes"}, "provider.sort"),
-    ({"max_price": {"prompt": -1}}, "provider.max_price.prompt"),
-    ({"max_price": {"tokens": 1}}, "provider.max_price.tokens"),
-    ({"allow_fallbacks": "no"}, "provider.allow_fallbacks"),
-    ({"data_collection": "maybe"}, "provider.data_collection"),
-    ({"favourite": "alpha"}, "provider.favourite"),
-    ("alpha", "provider"),
-])
+@pytest.mark.parametrize(
+    "provider, param",
+    [
+        ({"order": ["alpha", "nowhere"]}, "provider.order[1]"),
+        ({"only": "alpha"}, "provider.only"),
+        ({"sort": "vibes"}, "provider.sort"),
+        ({"max_price": {"prompt": -1}}, "provider.max_price.prompt"),
+        ({"max_price": {"tokens": 1}}, "provider.max_price.tokens"),
+        ({"allow_fallbacks": "no"}, "provider.allow_fallbacks"),
+        ({"data_collection": "maybe"}, "provider.data_collection"),
+        ({"favourite": "alpha"}, "provider.favourite"),
+        ("alpha", "provider"),
+    ],
+)
 def test_bad_preferences_are_400_naming_the_param(routing_client, auth, provider, param):
     response = chat(routing_client, auth, model="multi/llama", provider=provider)
     assert response.status_code == 400

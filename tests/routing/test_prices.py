@@ -1,6 +1,7 @@
 """Exact prices from the endpoint that answered: cache reads and writes (5-minute and 1-hour),
 output, the long-context tier and a price per request, to the micro-dollar, the same streamed
 and not; and reservations that cover the dearest endpoint that could be tried."""
+
 import uuid
 
 import pytest
@@ -24,29 +25,52 @@ def billed(app, account):
 def test_openai_style_usage_counts_cache_reads_inside_the_prompt(app, routing_client, auth, account, fakes, stream):
     # prompt 1000 of which 600 cache reads and 100 cache writes; 200 output; $0.001 a request:
     # 300 x 2.5 + 600 x 1.25 + 100 x 3 + 200 x 10 + 1000 = 4800 micro-USD.
-    fakes["alpha"].script("gpt-cached", Reply(usage=(1000, 200), usage_details={
-        "prompt_tokens_details": {"cached_tokens": 600, "cache_write_tokens": 100}}))
+    fakes["alpha"].script(
+        "gpt-cached",
+        Reply(
+            usage=(1000, 200),
+            usage_details={"prompt_tokens_details": {"cached_tokens": 600, "cache_write_tokens": 100}},
+        ),
+    )
     response = chat(routing_client, auth, model="multi/gpt", stream=stream, stream_options={"include_usage": True})
-    usage = [e for e in sse_events(response) if e != "[DONE]" and e.get("usage")][-1]["usage"] if stream \
+    usage = (
+        [e for e in sse_events(response) if e != "[DONE]" and e.get("usage")][-1]["usage"]
+        if stream
         else response.get_json()["usage"]
+    )
     assert usage["prompt_tokens"] == 1000 and usage["completion_tokens"] == 200
     assert usage["prompt_tokens_details"] == {"cached_tokens": 600, "cache_write_tokens": 100}
     assert usage["cost"] == pytest.approx(0.0048)
     event = billed(app, account)
-    assert (event.cost_micros, event.prompt_tokens, event.cached_tokens, event.cache_write_tokens) == \
-        (4800, 1000, 600, 100)
+    assert (event.cost_micros, event.prompt_tokens, event.cached_tokens, event.cache_write_tokens) == (
+        4800,
+        1000,
+        600,
+        100,
+    )
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_style_buckets_are_disjoint_and_add_up(app, routing_client, auth, account, fakes, stream):
     # 100 uncached x 3 + 1000 reads x 0.3 + 100 5-minute writes x 3.75 + 200 1-hour writes x 6
     # + 50 output x 15 = 300 + 300 + 375 + 1200 + 750 = 2925 micro-USD.
-    fakes["alpha"].script("claude-cached", Reply(usage=(100, 50), usage_details={
-        "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 300,
-        "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}}))
+    fakes["alpha"].script(
+        "claude-cached",
+        Reply(
+            usage=(100, 50),
+            usage_details={
+                "cache_read_input_tokens": 1000,
+                "cache_creation_input_tokens": 300,
+                "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+            },
+        ),
+    )
     response = chat(routing_client, auth, model="multi/claude", stream=stream, stream_options={"include_usage": True})
-    usage = [e for e in sse_events(response) if e != "[DONE]" and e.get("usage")][-1]["usage"] if stream \
+    usage = (
+        [e for e in sse_events(response) if e != "[DONE]" and e.get("usage")][-1]["usage"]
+        if stream
         else response.get_json()["usage"]
+    )
     assert usage["prompt_tokens"] == 1400
     assert usage["prompt_tokens_details"]["cached_tokens"] == 1000
     assert usage["prompt_tokens_details"]["cache_write_tokens"] == 300

@@ -1,4 +1,5 @@
 """Group commit: callers who arrive while a batch runs share the next one, and each gets its own outcome."""
+
 import threading
 
 import pytest
@@ -31,6 +32,7 @@ def submit_all(group, items):
             results[item] = group.submit(item)
         except Exception as exc:  # noqa: BLE001
             results[item] = exc
+
     for item in items:
         thread = threading.Thread(target=call, args=(item,))
         thread.start()

@@ -1,4 +1,5 @@
 """Money under concurrency, on PostgreSQL: reservations never admit more than the balance covers."""
+
 import threading
 import uuid
 
@@ -6,10 +7,10 @@ import pytest
 import requests
 
 from lunos.extensions import db
+from lunos.gateway import current_gateway
 from lunos.models import Account
 from lunos.services import accounts
 from lunos.services.chat import worst_case_micros
-from lunos.gateway import current_gateway
 from tests.conftest import money
 from tests.upstream import Reply
 
@@ -22,8 +23,7 @@ def postgres_only(database_url):
         pytest.skip("the concurrency invariant is checked on PostgreSQL")
 
 
-def test_fifty_concurrent_requests_admit_at_most_twenty(postgres_only, app, live_server, api_key, account,
-                                                       upstream):
+def test_fifty_concurrent_requests_admit_at_most_twenty(postgres_only, app, live_server, api_key, account, upstream):
     with app.app_context():
         gateway = current_gateway()
         worst = worst_case_micros(gateway.catalog.find("test/primary").endpoints, BODY)
@@ -34,8 +34,14 @@ def test_fifty_concurrent_requests_admit_at_most_twenty(postgres_only, app, live
 
     def call():
         start.wait()
-        codes.append(requests.post(f"{live_server}/v1/chat/completions", json=BODY, timeout=30,
-                                   headers={"Authorization": f"Bearer {api_key}"}).status_code)
+        codes.append(
+            requests.post(
+                f"{live_server}/v1/chat/completions",
+                json=BODY,
+                timeout=30,
+                headers={"Authorization": f"Bearer {api_key}"},
+            ).status_code
+        )
 
     threads = [threading.Thread(target=call) for _ in range(50)]
     for thread in threads:

@@ -2,6 +2,7 @@
 test stops and starts): metered routes answer 503 meanwhile, the first request after succeeds,
 and an answer that went out while it was away is billed once when it returns, even by another
 worker."""
+
 import pytest
 
 from lunos.gateway import current_gateway
@@ -22,9 +23,11 @@ def proxy(database_url):
 @pytest.fixture
 def behind_proxy(make_app, database_url, proxy, tmp_path):
     """build(): an app (a worker) on the test database through the proxy, with its own spool."""
+
     def build():
         url = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}", 1)
         return make_app(DATABASE_URL=url, SPOOL_DIR=str(tmp_path / "spool"))
+
     return build
 
 
@@ -40,8 +43,11 @@ def test_503_while_away_and_the_first_request_after_succeeds(behind_proxy, proxy
     assert chat(client, auth).status_code == 200  # the pool holds a live connection now
     proxy.stop()
     for path in ("/v1/chat/completions", "/v1/balance"):
-        response = client.post(path, json={"messages": [{"role": "user", "content": "hi"}]}, headers=auth) \
-            if path.endswith("completions") else client.get(path, headers=auth)
+        response = (
+            client.post(path, json={"messages": [{"role": "user", "content": "hi"}]}, headers=auth)
+            if path.endswith("completions")
+            else client.get(path, headers=auth)
+        )
         assert response.status_code == 503, (path, response.get_json())
         assert response.get_json()["error"]["type"] == "service_unavailable"
     proxy.start()
@@ -62,8 +68,7 @@ def _database_goes_away_during_the_call(app, proxy, stream):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_an_answer_that_went_out_is_billed_once_the_database_returns(app, behind_proxy, proxy, auth, account,
-                                                                     stream):
+def test_an_answer_that_went_out_is_billed_once_the_database_returns(app, behind_proxy, proxy, auth, account, stream):
     worker = behind_proxy()
     _database_goes_away_during_the_call(worker, proxy, stream)
     response = chat(worker.test_client(), auth, model="test/primary", stream=stream)
@@ -96,4 +101,3 @@ def test_a_kept_settlement_outlives_its_worker(app, behind_proxy, proxy, auth, a
     assert pending.drain(deadline_s=30)
     assert settled(app, account).cost_micros == 25
     assert pending.adopt_orphans() == 0, "adopted once"
-

@@ -1,6 +1,7 @@
 """Every way an embeddings request can end leaves exactly one usage event with a final status,
 and its reservation released or settled: answered, refused, upstream failure, an unexpected
 exception in the adapter or after the answer, and a view that never finishes its meter."""
+
 import pytest
 
 from lunos.services import embeddings as embeddings_service
@@ -25,8 +26,9 @@ def test_refused(app, client, auth, account, plan, status):
     assert (event.status, event.http_status, event.cost_micros) == ("refused", status, 0)
 
 
-@pytest.mark.parametrize("reply", [Reply(status=503, message="down"), Reply(reset_after=0),
-                                   Reply(status=400, message="input too long")])
+@pytest.mark.parametrize(
+    "reply", [Reply(status=503, message="down"), Reply(reset_after=0), Reply(status=400, message="input too long")]
+)
 def test_upstream_failure(app, client, auth, account, upstream, reply):
     upstream.script("embed", reply)
     response = embed(client, auth)

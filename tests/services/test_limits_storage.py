@@ -1,5 +1,6 @@
 """The per-process rate-limit storage: limits' public Storage interface, a fixed window per key,
 and no timer or thread per increment."""
+
 import threading
 
 from limits import RateLimitItemPerMinute

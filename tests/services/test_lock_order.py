@@ -1,6 +1,7 @@
 """Reservations and settlements take their row locks in one order (accounts, then keys), so
 concurrent requests on a key with a credit limit never deadlock: on PostgreSQL, against real
 gunicorn workers, one instance and two."""
+
 import threading
 
 import pytest
@@ -28,8 +29,9 @@ def _limit_key(app, usd_micros):
 
 
 @pytest.mark.parametrize("instances", [1, 2])
-def test_concurrent_requests_on_a_limited_key_all_succeed(postgres_only, start_gunicorn, app, api_key, account,
-                                                          upstream, instances):
+def test_concurrent_requests_on_a_limited_key_all_succeed(
+    postgres_only, start_gunicorn, app, api_key, account, upstream, instances
+):
     _limit_key(app, 5_000_000)  # far above what 40 requests cost: every one must be admitted
     bases = [start_gunicorn(workers=2) for _ in range(instances)]
     upstream.script("primary", Reply(wait_s=0.02))
@@ -38,9 +40,12 @@ def test_concurrent_requests_on_a_limited_key_all_succeed(postgres_only, start_g
     def client(number):
         session = requests.Session()
         for i in range(4):
-            response = session.post(f"{bases[(number + i) % len(bases)]}/v1/chat/completions", json=BODY,
-                                    timeout=30, headers={"Authorization": f"Bearer {api_key}",
-                                                         "Connection": "close"})
+            response = session.post(
+                f"{bases[(number + i) % len(bases)]}/v1/chat/completions",
+                json=BODY,
+                timeout=30,
+                headers={"Authorization": f"Bearer {api_key}", "Connection": "close"},
+            )
             with lock:
                 codes.append(response.status_code)
 

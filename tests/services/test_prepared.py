@@ -1,12 +1,13 @@
 """Transactions on a pooled DBAPI connection: all or nothing, and the connection handed back as
 it was found (on PostgreSQL the statements are pipelined and the transaction is ours)."""
+
 import pytest
 import sqlalchemy as sa
 
 from lunos.extensions import db
+from lunos.ledger import _INSERT as _INSERT_ENTRY
 from lunos.models import LedgerEntry
 from lunos.models.account import utcnow
-from lunos.ledger import _INSERT as _INSERT_ENTRY
 from lunos.services.credits import _BALANCE
 from lunos.services.prepared import Prepared, read, transaction
 
@@ -20,14 +21,23 @@ def one_connection_app(make_app):
 
 
 def entry(account, source_ref):
-    return {"account_id": account, "amount_micros": 1, "kind": "grant", "source_ref": source_ref,
-            "reason": None, "created_at": utcnow()}
+    return {
+        "account_id": account,
+        "amount_micros": 1,
+        "kind": "grant",
+        "source_ref": source_ref,
+        "reason": None,
+        "created_at": utcnow(),
+    }
 
 
 def refs():
     """The ledger's source refs, but the account's opening credit."""
-    return set(db.session.scalars(sa.select(LedgerEntry.source_ref)
-                                  .where(LedgerEntry.source_ref.not_like("account-opening:%"))))
+    return set(
+        db.session.scalars(
+            sa.select(LedgerEntry.source_ref).where(LedgerEntry.source_ref.not_like("account-opening:%"))
+        )
+    )
 
 
 def test_an_error_at_the_end_undoes_the_whole_transaction(one_connection_app, account):
@@ -69,8 +79,13 @@ def test_the_connection_goes_back_to_the_orm_in_a_transaction(one_connection_app
 def test_each_gives_every_statement_its_rows_in_order(one_connection_app, account):
     with one_connection_app.app_context():
         with transaction(db.engine) as tx:
-            found = tx.each([(_BALANCE, {"account": account}), (_BALANCE, {"account": account + 1000}),
-                             (_BALANCE, {"account": account})])
+            found = tx.each(
+                [
+                    (_BALANCE, {"account": account}),
+                    (_BALANCE, {"account": account + 1000}),
+                    (_BALANCE, {"account": account}),
+                ]
+            )
         assert found == [[(10_000_000, 0)], [], [(10_000_000, 0)]]
         assert read(db.engine, _BALANCE, {"account": account}) == [(10_000_000, 0)]
 

@@ -1,5 +1,6 @@
 """Reservations left open by a request that died mid-way are released, unbilled, by the CLI."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
 
@@ -17,10 +18,11 @@ def test_release_reservations_frees_stale_holds_only(app, account, api_key):
         credits.reserve(account, 700, "died-mid-way", key)
         credits.reserve(account, 300, "still-running")
         # Both began two hours ago; the worker of one died then, the other's still proves itself alive.
-        two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+        two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
         db.session.execute(update(Reservation).values(created_at=two_hours_ago))
-        db.session.execute(update(Reservation).where(Reservation.id == "died-mid-way")
-                           .values(heartbeat_at=two_hours_ago))
+        db.session.execute(
+            update(Reservation).where(Reservation.id == "died-mid-way").values(heartbeat_at=two_hours_ago)
+        )
         db.session.commit()
     assert money(app, account)[2] == 1000
 
@@ -31,25 +33,49 @@ def test_release_reservations_frees_stale_holds_only(app, account, api_key):
     with app.app_context():
         assert db.session.get(ApiKey, key.id).reserved_micros == 0, "the key's hold is released too"
         assert credits.settle("still-running", account, event("still-running", account, key.id, 120))
-        assert not credits.settle("still-running", account, event("still-running", account, key.id, 120)), \
+        assert not credits.settle("still-running", account, event("still-running", account, key.id, 120)), (
             "a second settlement writes nothing"
+        )
     balance, ledger, reserved = money(app, account)
     assert reserved == 0 and balance == ledger == 10_000_000 - 120
 
 
 def event(request_id, account, key_id, cost):
-    return {"id": request_id, "account_id": account, "key_id": key_id, "app_id": "unknown",
-            "requested_model": "test/echo", "model": "test/echo", "provider": "echo", "stream": False,
-            "status": "ok", "http_status": 200, "error": None, "usage_estimated": False, "cost_micros": cost,
-            "latency_ms": 5, "ttft_ms": 5, "attempts": [], "prompt_tokens": 40, "completion_tokens": 40,
-            "cached_tokens": 0, "cache_write_tokens": 0, "cache_write_1h_tokens": 0, "reasoning_tokens": 0}
+    return {
+        "id": request_id,
+        "account_id": account,
+        "key_id": key_id,
+        "app_id": "unknown",
+        "requested_model": "test/echo",
+        "model": "test/echo",
+        "provider": "echo",
+        "stream": False,
+        "status": "ok",
+        "http_status": 200,
+        "error": None,
+        "usage_estimated": False,
+        "cost_micros": cost,
+        "latency_ms": 5,
+        "ttft_ms": 5,
+        "attempts": [],
+        "prompt_tokens": 40,
+        "completion_tokens": 40,
+        "cached_tokens": 0,
+        "cache_write_tokens": 0,
+        "cache_write_1h_tokens": 0,
+        "reasoning_tokens": 0,
+    }
 
 
 def test_the_heartbeat_keeps_a_long_request_from_being_released(app, account):
     with app.app_context():
         credits.reserve(account, 500, "long-stream")
-        db.session.execute(update(Reservation).values(created_at=datetime.now(timezone.utc) - timedelta(minutes=5),
-                                                      heartbeat_at=datetime.now(timezone.utc) - timedelta(minutes=5)))
+        db.session.execute(
+            update(Reservation).values(
+                created_at=datetime.now(UTC) - timedelta(minutes=5),
+                heartbeat_at=datetime.now(UTC) - timedelta(minutes=5),
+            )
+        )
         db.session.commit()
         credits.heartbeat(app.extensions["lunos-worker"])  # its worker is alive
     result = app.test_cli_runner().invoke(args=["lunos", "release-reservations", "--older-than-minutes", "1"])
@@ -63,7 +89,7 @@ def test_a_request_whose_hold_was_released_is_still_billed_once(app, account, ap
         db.session.commit()
         key = keys.authenticate(api_key, app.config["SECRET_KEY"])
         credits.reserve(account, 700, "outlived-its-hold", key)
-        db.session.execute(update(Reservation).values(heartbeat_at=datetime.now(timezone.utc) - timedelta(hours=2)))
+        db.session.execute(update(Reservation).values(heartbeat_at=datetime.now(UTC) - timedelta(hours=2)))
         db.session.commit()
         assert credits.release_stale(timedelta(minutes=1)) == 1
         assert credits.settle("outlived-its-hold", account, event("outlived-its-hold", account, key.id, 650))

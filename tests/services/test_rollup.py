@@ -1,4 +1,5 @@
 """The hourly rollup agrees with the raw events, and its percentile estimate is sound."""
+
 import pytest
 from sqlalchemy import func, select
 
@@ -29,11 +30,15 @@ def test_rollup_matches_raw_events(app, client, auth, upstream):
     chat(client, {**auth, "X-App-ID": "b"}, model="test/primary")
     with app.app_context():
         raw = dict(db.session.execute(select(UsageEvent.app_id, func.count()).group_by(UsageEvent.app_id)).all())
-        rolled = dict(db.session.execute(select(UsageHourly.app_id, func.sum(UsageHourly.requests))
-                                         .group_by(UsageHourly.app_id)).all())
+        rolled = dict(
+            db.session.execute(
+                select(UsageHourly.app_id, func.sum(UsageHourly.requests)).group_by(UsageHourly.app_id)
+            ).all()
+        )
         errors = db.session.scalar(select(func.sum(UsageHourly.errors)))
         tokens = db.session.execute(select(func.sum(UsageEvent.prompt_tokens), func.sum(UsageEvent.cost_micros))).one()
-        rolled_tokens = db.session.execute(select(func.sum(UsageHourly.prompt_tokens),
-                                                  func.sum(UsageHourly.cost_micros))).one()
+        rolled_tokens = db.session.execute(
+            select(func.sum(UsageHourly.prompt_tokens), func.sum(UsageHourly.cost_micros))
+        ).one()
     assert raw == {k: int(v) for k, v in rolled.items()} == {"a": 2, "b": 2}
     assert errors == 1 and tuple(tokens) == tuple(rolled_tokens)

@@ -1,6 +1,7 @@
 """Every way a metered request can end leaves exactly one usage event with a final status, and
 its reservation released or settled: answered, refused, upstream failure, client disconnect, and
 an unexpected exception (an adapter's bug) on open, mid-stream or after the answer."""
+
 import threading
 
 import pytest
@@ -65,10 +66,18 @@ def test_stream_broken_after_output(app, client, auth, account, upstream):
 
 def test_client_disconnect(app, live_server, api_key, account, upstream):
     upstream.script("primary", Reply(words=tuple(f" w{i}" for i in range(50)), chunk_delay_s=0.05))
-    response = requests.post(f"{live_server}/v1/chat/completions", stream=True, timeout=10,
-                             headers={"Authorization": f"Bearer {api_key}"},
-                             json={"model": "test/primary", "stream": True, "user": "guard-leaver",
-                                   "messages": [{"role": "user", "content": "hi"}]})
+    response = requests.post(
+        f"{live_server}/v1/chat/completions",
+        stream=True,
+        timeout=10,
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={
+            "model": "test/primary",
+            "stream": True,
+            "user": "guard-leaver",
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    )
     for piece in response.iter_content(chunk_size=None):
         if b"w1" in piece:
             break
@@ -110,6 +119,7 @@ def test_adapter_raising_mid_stream(app, client, auth, account, monkeypatch):
                 if number == 2:
                     raise RuntimeError("a bug while translating a chunk")
                 yield [chunk]
+
         return ChunkStream(batches(), upstream.response)
 
     monkeypatch.setattr(fake, "open_stream", open_then_break)
@@ -127,8 +137,7 @@ def test_bug_after_the_answer(app, client, auth, account, monkeypatch):
     assert one_event(app, account).status == "error"
 
 
-def test_a_request_that_never_finishes_its_meter_is_finished_at_teardown(app, client, auth, account,
-                                                                         monkeypatch):
+def test_a_request_that_never_finishes_its_meter_is_finished_at_teardown(app, client, auth, account, monkeypatch):
     monkeypatch.setattr(chat_service.Completion, "answer", _raise_runtime_error)
     assert chat(client, auth, model="test/primary").status_code == 500
     event = one_event(app, account)
@@ -173,6 +182,7 @@ def test_an_orm_write_before_the_reservation_does_not_wait_on_itself(make_app, a
     app = make_app()
     account, secret = account_id_and_key(app)
     from lunos.services import metering
+
     admit = metering.limits.admit
 
     def admit_after_an_orm_write(key_id, quota):
@@ -198,4 +208,5 @@ def account_id_and_key():
             account = accounts.create_account("orm-writer", accounts.usd_to_micros("10"))
             _key, secret = keys.create_key(account, app.config["SECRET_KEY"])
             return account.id, secret
+
     return create

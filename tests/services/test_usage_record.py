@@ -1,4 +1,5 @@
 """The usage event's typed record and its table agree, or start-up says which column differs."""
+
 import pytest
 import sqlalchemy as sa
 
@@ -18,8 +19,11 @@ def test_a_column_the_record_lacks_stops_start_up():
 
 
 def test_a_field_the_table_lacks_stops_start_up():
-    table = sa.Table("usage_events", sa.MetaData(),
-                     *[sa.Column(c.key, c.type) for c in UsageEvent.__table__.columns if c.key != "ttft_ms"])
+    table = sa.Table(
+        "usage_events",
+        sa.MetaData(),
+        *[sa.Column(c.key, c.type) for c in UsageEvent.__table__.columns if c.key != "ttft_ms"],
+    )
     with pytest.raises(RuntimeError, match=r"record only \['ttft_ms'\]"):
         check_table(table)
     assert "ttft_ms" in UsageRecord.__dataclass_fields__
