@@ -5,6 +5,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import suppress
 
@@ -205,28 +206,54 @@ def _spawn(function):
     return thread
 
 
-def iter_sse(response, quiet_s, timeout_s):
-    """Yield, per block read, the list of (event, data) pairs it completed; QUIET passes through."""
-    buffer, event, data = b"", None, []
+# The largest SSE event accepted from an upstream: far above any real chunk. Past it the attempt
+# fails (a provider that sends one would send it again: not retryable).
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+# A worker that parses this much without waiting lets its other greenlets run.
+YIELD_EVERY_BYTES = 1024 * 1024
+
+
+def iter_sse(response, quiet_s: float, timeout_s: float, max_event_bytes: int = MAX_EVENT_BYTES):
+    """Yield, per block read, the list of (event, data) pairs it completed; QUIET passes through.
+
+    Linear in the body: each block is searched for line ends once, and a line that spans blocks
+    is kept in pieces until it ends. An event (its data lines, or one line not ended yet) over
+    ``max_event_bytes`` is a ProviderError."""
+    partial, partial_size = [], 0  # the line not ended yet, in pieces
+    event, data, data_size = None, [], 0
+    unyielded = 0
     for block in iter_blocks(response, quiet_s, timeout_s):
         if block is QUIET:
             yield QUIET
             continue
-        buffer += block
-        *lines, buffer = buffer.split(b"\n")
-        events = []
-        for raw_line in lines:
-            line = raw_line.rstrip(b"\r")
+        events, start = [], 0
+        while (end := block.find(b"\n", start)) >= 0:
+            line = block[start:end]
+            start = end + 1
+            if partial:
+                line = b"".join([*partial, line])
+                partial, partial_size = [], 0
+            line = line.rstrip(b"\r")
             if not line:
                 if data:
                     events.append((event, b"\n".join(data)))
-                event, data = None, []
+                event, data, data_size = None, [], 0
             elif line.startswith(b"data:"):
                 data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+                data_size += len(line)
             elif line.startswith(b"event:"):
-                event = line[6:].strip().decode()
+                event = line[6:].strip().decode(errors="replace")
+        if start < len(block):
+            partial.append(block[start:])
+            partial_size += len(block) - start
+        if data_size + partial_size > max_event_bytes:
+            raise ProviderError(f"upstream sent an event of more than {max_event_bytes} bytes")
         if events:
             yield events
+        unyielded += len(block)
+        if unyielded >= YIELD_EVERY_BYTES:  # under gevent, a turn of the loop for other streams
+            time.sleep(0)
+            unyielded = 0
     if data:
         yield [(event, b"\n".join(data))]
 

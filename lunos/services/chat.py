@@ -155,6 +155,7 @@ class ChatStream:
         self.output_text = []
         self.status = STREAMING
         self.error_message = None
+        self.error_status = 200  # the status of the error event that ended the stream, if one did
         self._events = None
         with self.metered.guard():
             self._open()
@@ -183,7 +184,12 @@ class ChatStream:
         estimated = self.usage is None and bool(text)
         usage = self.usage or (estimated_usage(self.completion.request, text) if text else None)
         self.metered.finish(
-            status=self.status, endpoint=self.endpoint, usage=usage, usage_estimated=estimated, error=self.error_message
+            status=self.status,
+            endpoint=self.endpoint,
+            usage=usage,
+            usage_estimated=estimated,
+            error=self.error_message,
+            http_status=self.error_status,
         )
 
     def _estimated_usage_chunk(self) -> bytes:
@@ -246,10 +252,11 @@ class ChatStream:
             self.error_message = (
                 f"The upstream failed mid-stream ({self.endpoint.model_id}, {self.endpoint.provider}): {error.message}"
             )
+            self.error_status = UpstreamFailed.status
             yield sse_event(UpstreamFailed(self.error_message).body())
         except LunosError as error:
-            self.status = UPSTREAM_ERROR
-            self.error_message = error.message
+            self.status, self.error_status = UPSTREAM_ERROR, error.status
+            self.error_message = getattr(error, "summary", error.message)
             yield sse_event(error.body())
         except GeneratorExit:
             self.status = CLIENT_DISCONNECTED
@@ -257,6 +264,7 @@ class ChatStream:
         except Exception as exc:
             log.exception("stream %s failed unexpectedly", self.completion.completion_id)
             self.status, self.error_message = ERROR, f"{INTERNAL_ERROR} ({exc.__class__.__name__})"
+            self.error_status = LunosError.status
             yield sse_event(LunosError(INTERNAL_ERROR).body())
         except BaseException:  # the worker is shutting down (gevent's GreenletExit): close() bills it
             self.status = INTERRUPTED

@@ -1,6 +1,7 @@
 """Reading a streamed upstream body: framing, quiet intervals, timeouts, reuse, leaving early."""
 
 import gzip
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -8,8 +9,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from urllib3.exceptions import ProtocolError
 
-from lunos.providers.base import QUIET
-from lunos.providers.http import UpstreamHTTP, iter_blocks
+from lunos.providers.base import QUIET, ProviderError
+from lunos.providers.http import MAX_EVENT_BYTES, UpstreamHTTP, iter_blocks, iter_sse
 from tests.fake_http import LoopbackServer
 
 SSE = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -132,3 +133,55 @@ def test_a_stream_left_mid_body_stops_its_pump(scripted):
     response.close()
     assert time.monotonic() - started < 1.0
     assert not [t for t in threading.enumerate() if t.name == "lunos-stream-pump"]
+
+
+def events(http, server, max_event_bytes=MAX_EVENT_BYTES):
+    response = http.post_json(f"{server.url}/v1/chat/completions", {}, headers={}, timeout_s=5, stream=True)
+    try:
+        return [pair for batch in iter_sse(response, 5.0, 5.0, max_event_bytes) if batch is not QUIET for pair in batch]
+    finally:
+        response.close()
+
+
+def test_events_are_read_whatever_the_blocks_they_arrive_in(scripted):
+    body = "event: a\r\ndata: one\r\n\r\ndata: two\ndata: lines\n\n: comment\ndata: last\n\n"
+    pieces = [body[i : i + 3] for i in range(0, len(body), 3)]
+    scripted.scripts = [
+        [SSE + f"Content-Length: {len(body)}\r\n\r\n", *[p for piece in pieces for p in (piece, 0.001)]]
+    ]
+    assert events(UpstreamHTTP(4, 5), scripted) == [("a", b"one"), (None, b"two\nlines"), (None, b"last")]
+
+
+def test_a_long_event_is_read_whole_and_one_past_the_cap_is_refused(scripted):
+    long_line = "x" * 3_000_000
+    scripted.scripts = [
+        [SSE + "Connection: close\r\n\r\n", f"data: {long_line}\n\n", "data: after\n\n"],
+        [SSE + "Connection: close\r\n\r\n", "data: " + "y" * 200_000, 0.05, "y" * 200_000],
+    ]
+    scripted.close_after = True
+    http = UpstreamHTTP(4, 5)
+    assert events(http, scripted) == [(None, long_line.encode()), (None, b"after")]
+    with pytest.raises(ProviderError, match="an event of more than 300000 bytes"):
+        events(http, scripted, max_event_bytes=300_000)  # a line that never ends, growing past it
+
+
+@pytest.fixture
+def upstream_of_one_huge_event(scripted, monkeypatch, app):
+    """test/primary's provider pointed at a server that streams one event of 9 MB, no newline."""
+    scripted.scripts = [[SSE + "Connection: close\r\n\r\n", "data: " + "z" * (MAX_EVENT_BYTES + 1_000_000)]]
+    scripted.close_after = True
+    provider = app.extensions["lunos"].router.providers["fake"]
+    monkeypatch.setattr(provider, "_completions_url", f"{scripted.url}/v1/chat/completions")
+
+
+def test_a_huge_event_fails_the_attempt_cleanly(client, auth, upstream_of_one_huge_event):
+    response = client.post(
+        "/v1/chat/completions",
+        headers=auth,
+        buffered=True,
+        json={"model": "test/primary", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
+    # The stream was accepted (its headers went out): the failure is its error event, no [DONE].
+    assert response.status_code == 200
+    error = json.loads(response.get_data(as_text=True).strip().removeprefix("data: "))["error"]
+    assert error["type"] == "upstream_error" and "more than" in error["message"]

@@ -210,3 +210,11 @@ def account_id_and_key():
             return account.id, secret
 
     return create
+
+
+def test_a_stream_that_fails_before_any_output_records_the_status_it_ended_with(app, client, auth, account, upstream):
+    upstream.script("primary", Reply(words=("never",), reset_after=0))
+    events = sse_events(chat(client, auth, model="test/primary", stream=True))
+    assert events[-1]["error"]["type"] == "upstream_error"
+    event = one_event(app, account)
+    assert (event.status, event.http_status, event.cost_micros) == ("upstream_error", 502, 0)
