@@ -19,6 +19,16 @@ def engine_options(uri, settings):
     return {"pool_size": settings["DB_POOL_SIZE"], "max_overflow": settings["DB_POOL_OVERFLOW"], "pool_recycle": 1800}
 
 
+def redis_pool_options(url, size):
+    """Flask-Limiter's storage options: a pool where a burst waits for a connection (up to 10 s)
+    instead of failing, as redis-py's default pool does past its 100 connections."""
+    if not url:
+        return {}
+    import redis
+
+    return {"connection_pool": redis.BlockingConnectionPool.from_url(url, max_connections=size, timeout=10)}
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: embedded defaults, then LUNOS_* environment variables, then ``config``."""
     from lunos import (
@@ -57,6 +67,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SECURE=settings["COOKIE_SECURE"],
         PERMANENT_SESSION_LIFETIME=12 * 3600,
         RATELIMIT_STORAGE_URI=settings["REDIS_URL"] or MEMORY_STORAGE_URI,
+        RATELIMIT_STORAGE_OPTIONS=redis_pool_options(settings["REDIS_URL"], settings["REDIS_POOL_SIZE"]),
         RATELIMIT_STRATEGY="fixed-window",
         RATELIMIT_HEADERS_ENABLED=False,  # lunos sets the OpenAI-style x-ratelimit-* headers itself
     )

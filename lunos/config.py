@@ -56,6 +56,16 @@ def _origins(text):
     return origins
 
 
+def _between_float(low, high):
+    def parse(text):
+        value = float(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
 def _int_between(low, high):
     def parse(text):
         value = int(text)
@@ -76,9 +86,11 @@ class Setting:
 
 SETTINGS = [
     Setting("DATABASE_URL", str, None, "SQLAlchemy URL; default sqlite under instance/"),
-    Setting("DB_POOL_SIZE", _positive(int), 20, "database connections kept open per worker"),
-    Setting("DB_POOL_OVERFLOW", _positive(int), 30, "extra connections a worker may open under load"),
+    Setting("DB_POOL_SIZE", _positive(int), 10, "database connections kept open per worker"),
+    Setting("DB_POOL_OVERFLOW", _positive(int), 10, "extra connections a worker may open under load"),
     Setting("REDIS_URL", str, None, "Redis URL for shared state (rate limits); optional"),
+    Setting("KEY_CACHE_S", _between_float(0.0, 1.0), 1.0, "how long a worker keeps a key's lookup (at most 1 s)"),
+    Setting("REDIS_POOL_SIZE", _positive(int), 50, "Redis connections per worker; more wait for one"),
     Setting("CATALOG", str, str(SHIPPED_CATALOG), "path of the TOML model catalog"),
     Setting("SECRET_KEY", str, None, "server secret for key hashing; default: generated in instance/"),
     Setting("MAX_BODY_BYTES", _positive(int), 10 * 1024 * 1024, "largest request body accepted"),

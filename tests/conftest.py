@@ -260,6 +260,8 @@ def make_app(database_url, catalog_path, plans_path):
             "SECRET_KEY": "test-secret",
             "REDIS_URL": None,
             "RETRY_BACKOFF_S": 0.01,
+            # Tests change keys and accounts behind the app's back: no cached key lookups.
+            "KEY_CACHE_S": 0.0,
             "RETRY_AFTER_CAP_S": 2.0,
             "STREAM_KEEPALIVE_S": 5.0,
             "CONNECT_TIMEOUT_S": 1.0,

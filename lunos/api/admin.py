@@ -16,7 +16,7 @@ from lunos.gateway import current_gateway
 from lunos.models import Account, LedgerEntry
 from lunos.money import usd, usd_to_micros
 from lunos.schemas import is_row_id, text
-from lunos.services import accounts, throttle
+from lunos.services import accounts, keys, throttle
 
 # A ledger row's source_ref is 255 characters: "admin:<account id>:<reference>" must fit.
 MAX_REFERENCE_CHARS = 200
@@ -96,6 +96,7 @@ def _suspend(account_id, suspended):
     account = _account(account_id)
     account.suspended = suspended
     db.session.commit()
+    keys.key_cache().clear()  # this worker refuses at once; the others within LUNOS_KEY_CACHE_S
     return jsonify(describe(account))
 
 
@@ -139,6 +140,7 @@ def assign_plan(account_id):
     account = _account(account_id)
     account.plan = plan
     db.session.commit()
+    keys.key_cache().clear()
     return jsonify(describe(account))
 
 

@@ -86,9 +86,15 @@ class HealthBoard:
         self._health: dict[str, EndpointHealth] = {}
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
-        self._redis = (
-            redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0) if redis_url else None
+        # A small pool of its own that queues when busy: a sync is one round trip a second.
+        pool = (
+            redis.BlockingConnectionPool.from_url(
+                redis_url, max_connections=8, timeout=5, socket_timeout=1.0, socket_connect_timeout=1.0
+            )
+            if redis_url
+            else None
         )
+        self._redis = redis.Redis(connection_pool=pool) if pool else None
         self._synced_at = 0.0
         self._trial_held: set[str] = set()  # trials this worker claimed
 

@@ -7,10 +7,12 @@ display prefix are stored, so a database leak does not leak usable keys.
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 
+from flask import current_app
 from sqlalchemy import bindparam, select
 
 from lunos.errors import AuthenticationFailed, NotFound, PermissionDenied
@@ -93,17 +95,55 @@ def create_key(account, server_secret, name="default", kind=INFERENCE, **setting
     return key, secret
 
 
-def authenticate(secret, server_secret):
+class KeyCache:
+    """What a key's lookup found, kept by this worker for ``ttl_s`` (``LUNOS_KEY_CACHE_S``, at
+    most a second): a revoked, disabled or expired key, or a suspended account, is refused on
+    every worker and instance within that. Changes made through this worker clear it at once.
+    Unknown keys are never kept (guessing must not fill it); it is emptied when full."""
+
+    MAX_KEYS = 10_000
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self._found: dict[str, tuple[float, tuple]] = {}
+
+    def get(self, secret_hash: str) -> tuple | None:
+        hit = self._found.get(secret_hash)
+        return hit[1] if hit and time.monotonic() - hit[0] < self.ttl_s else None
+
+    def put(self, secret_hash: str, row: tuple) -> None:
+        if self.ttl_s > 0:
+            if len(self._found) >= self.MAX_KEYS:
+                self._found.clear()
+            self._found[secret_hash] = (time.monotonic(), row)
+
+    def clear(self) -> None:
+        self._found.clear()
+
+
+def key_cache() -> KeyCache:
+    extensions = current_app.extensions
+    if "lunos-key-cache" not in extensions:
+        extensions["lunos-key-cache"] = KeyCache(current_app.config["KEY_CACHE_S"])
+    return extensions["lunos-key-cache"]
+
+
+def authenticate(secret: str | None, server_secret: str) -> KeyIdentity:
     if not secret:
         raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer sk-lunos-...' or 'X-API-Key'.")
     if not secret.startswith(KEY_PREFIX):
         raise AuthenticationFailed("Incorrect API key provided.")
-    # The connection goes back to the pool at once: rate limits come next, and a Redis round
-    # trip (or any other yield) must not keep it, nor SQLite's read snapshot, open.
-    found = read(db.engine, _LOOKUP, {"secret_hash": hash_secret(secret, server_secret)})
-    if not found:
-        raise AuthenticationFailed("Incorrect API key provided.")
-    *identity, past_due_since, revoked_at, expires_at, disabled, suspended = found[0]
+    secret_hash, cache = hash_secret(secret, server_secret), key_cache()
+    row = cache.get(secret_hash)
+    if row is None:
+        # The connection goes back to the pool at once: rate limits come next, and a Redis
+        # round trip (or any other yield) must not keep it, nor SQLite's read snapshot, open.
+        found = read(db.engine, _LOOKUP, {"secret_hash": secret_hash})
+        if not found:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        row = found[0]
+        cache.put(secret_hash, row)
+    *identity, past_due_since, revoked_at, expires_at, disabled, suspended = row
     if revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
     if disabled:
@@ -183,6 +223,7 @@ def update_key(key, changes):
     if "credit_limit_reset" in changes:
         key.window_start = None  # the next request starts a window of the new length
     db.session.commit()
+    key_cache().clear()
     return key
 
 
@@ -190,4 +231,5 @@ def revoke_key(key):
     if key.revoked_at is None:
         key.revoked_at = datetime.now(UTC)
         db.session.commit()
+        key_cache().clear()
     return key

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import redis
+from flask import current_app
 from limits import RateLimitItemPerMinute
-from limits.storage import Storage
+from limits.storage import RedisStorage, Storage
 
+from lunos.background import background
 from lunos.errors import RateLimited, ServiceUnavailable
 from lunos.extensions import limiter
 
@@ -114,35 +116,51 @@ def _headers(windows):
     return headers
 
 
+# One round trip to Redis admits a request: the token window is read (a request refused for
+# tokens spends no request), the request window counted, and both windows' counts and time to
+# reset come back. The same keys and fixed windows as limits' own Redis storage (its INCR with
+# an expiry set on the first hit), so Flask-Limiter's storage reads and counts them as its own.
+_ADMIT = """
+local requests_limit, tokens_limit, expiry_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local spent = ''
+local tokens_used, tokens_ttl = 0, -2
+if tokens_limit > 0 then
+  tokens_used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  tokens_ttl = redis.call('PTTL', KEYS[2])
+  if tokens_used >= tokens_limit then spent = 'tokens' end
+end
+local requests_used, requests_ttl = 0, -2
+if requests_limit > 0 then
+  if spent == '' then
+    requests_used = redis.call('INCR', KEYS[1])
+    if requests_used == 1 then redis.call('PEXPIRE', KEYS[1], expiry_ms) end
+    if requests_used > requests_limit then spent = 'requests' end
+  else
+    requests_used = tonumber(redis.call('GET', KEYS[1]) or '0')
+  end
+  requests_ttl = redis.call('PTTL', KEYS[1])
+end
+return {requests_used, requests_ttl, tokens_used, tokens_ttl, spent}
+"""
+
+
 def admit(key_id: int, quota: Quota) -> dict[str, str]:
     """Count one request against the key's limits and return the x-ratelimit-* headers (a pair
     of limits without a limit has none); raise RateLimited (429 with Retry-After) when a limit
-    is spent.
-
-    Four storage calls (Redis round trips) for an admitted request with both limits: the token
-    count and its expiry, then the request counter's increment and its expiry; none without."""
-    identity, items, storage = _identity(key_id), quota.items, limiter.storage
+    is spent. On Redis one round trip (``_ADMIT``); in memory, the storage's own calls."""
+    items = quota.items
     if not items:
         return {}
-    requests_item, tokens_item = items.get("requests"), items.get("tokens")
-    spent, windows = None, {}
     try:
-        # Tokens first, so a request refused for tokens spends no request.
-        if tokens_item is not None:
-            tokens_key = tokens_item.key_for("tokens", identity)
-            tokens_used = storage.get(tokens_key)
-            windows["tokens"] = _window(storage, tokens_item, tokens_key, tokens_used)
-            spent = "tokens" if tokens_used >= tokens_item.amount else None
-        if requests_item is not None:
-            requests_key = requests_item.key_for("requests", identity)
-            if spent:
-                requests_used = storage.get(requests_key)
-            else:
-                requests_used = storage.incr(requests_key, requests_item.get_expiry())
-                spent = "requests" if requests_used > requests_item.amount else None
-            windows = {"requests": _window(storage, requests_item, requests_key, requests_used), **windows}
+        storage = limiter.storage
+        counted = (
+            _admit_redis(storage, key_id, items)
+            if isinstance(storage, RedisStorage)
+            else _admit_memory(storage, key_id, items)
+        )
     except STORAGE_ERRORS as exc:
         raise ServiceUnavailable(f"The rate-limit storage is unavailable ({exc.__class__.__name__}).") from None
+    windows, spent = counted
     if spent is None:
         return _headers(windows)
     limit, _remaining, reset_s = windows[spent]
@@ -153,11 +171,68 @@ def admit(key_id: int, quota: Quota) -> dict[str, str]:
     )
 
 
+def _admit_redis(storage, key_id, items):
+    identity, windows = _identity(key_id), {}
+    requests_item, tokens_item = items.get("requests"), items.get("tokens")
+    keys = [
+        f"{storage.key_prefix}:{item.key_for(kind, identity)}" if item else f"{storage.key_prefix}:unused"
+        for kind, item in (("requests", requests_item), ("tokens", tokens_item))
+    ]
+    script = _script(storage)
+    requests_used, requests_ttl, tokens_used, tokens_ttl, spent = script(
+        keys=keys,
+        args=[requests_item.amount if requests_item else 0, tokens_item.amount if tokens_item else 0, int(60 * 1000)],
+    )
+    for kind, item, used, ttl_ms in (
+        ("requests", requests_item, requests_used, requests_ttl),
+        ("tokens", tokens_item, tokens_used, tokens_ttl),
+    ):
+        if item is not None:
+            reset_s = math.ceil(ttl_ms / 1000) if ttl_ms > 0 else 0
+            windows[kind] = (item.amount, max(0, item.amount - int(used)), reset_s)
+    return windows, (spent.decode() if isinstance(spent, bytes) else spent) or None
+
+
+def _script(storage):
+    """The admission script, registered once per storage (it is sent by its SHA after that)."""
+    scripts = current_app.extensions.setdefault("lunos-admit-scripts", {})
+    script = scripts.get(id(storage))
+    if script is None:
+        script = scripts[id(storage)] = storage.get_connection().register_script(_ADMIT)
+    return script
+
+
+def _admit_memory(storage, key_id, items):
+    identity, windows, spent = _identity(key_id), {}, None
+    requests_item, tokens_item = items.get("requests"), items.get("tokens")
+    # Tokens first, so a request refused for tokens spends no request.
+    if tokens_item is not None:
+        tokens_key = tokens_item.key_for("tokens", identity)
+        tokens_used = storage.get(tokens_key)
+        windows["tokens"] = _window(storage, tokens_item, tokens_key, tokens_used)
+        spent = "tokens" if tokens_used >= tokens_item.amount else None
+    if requests_item is not None:
+        requests_key = requests_item.key_for("requests", identity)
+        if spent:
+            requests_used = storage.get(requests_key)
+        else:
+            requests_used = storage.incr(requests_key, requests_item.get_expiry())
+            spent = "requests" if requests_used > requests_item.amount else None
+        windows = {"requests": _window(storage, requests_item, requests_key, requests_used), **windows}
+    return windows, spent
+
+
 def consume_tokens(key_id: int, quota: Quota, tokens: int) -> None:
-    """Count a finished request's tokens. A storage failure here must not undo its billing."""
+    """Count a finished request's tokens, off the request's path (a greenlet of its own under
+    gevent: a Redis round trip nobody waits for). A storage failure here must not undo its
+    billing; the next admission reports the storage as down."""
     item = quota.items.get("tokens")
     if tokens > 0 and item is not None:
-        try:
-            limiter.limiter.hit(item, "tokens", _identity(key_id), cost=tokens)
-        except STORAGE_ERRORS:
-            pass  # the next admit reports the storage as down
+        background(_hit, item, _identity(key_id), tokens)
+
+
+def _hit(item, identity, tokens):
+    try:
+        limiter.limiter.hit(item, "tokens", identity, cost=tokens)
+    except STORAGE_ERRORS:
+        pass

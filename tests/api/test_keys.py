@@ -133,3 +133,20 @@ def test_cli_makes_management_keys(app, account):
     assert result.exit_code == 0 and "management key" in result.output
     secret = result.output.strip().splitlines()[-1]
     assert app.test_client().get("/v1/keys", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+
+
+def test_a_worker_keeps_a_key_lookup_at_most_its_cache_time(make_app, account, api_key):
+    """Two apps are two workers: a key revoked through one is refused by the other once the
+    other's cached lookup is older than LUNOS_KEY_CACHE_S (here 0.3 s), and at once by the first."""
+    import time
+
+    first, second = make_app(KEY_CACHE_S=0.3), make_app(KEY_CACHE_S=0.3)
+    headers = {"Authorization": f"Bearer {api_key}"}
+    assert chat(first.test_client(), headers).status_code == 200
+    assert chat(second.test_client(), headers).status_code == 200  # now cached by the second
+    with first.app_context():
+        keys.revoke_key(keys.list_keys(account)[0])
+    assert chat(first.test_client(), headers).status_code == 401, "the worker that revoked it: at once"
+    assert chat(second.test_client(), headers).status_code == 200, "the other: its copy, for now"
+    time.sleep(0.35)
+    assert chat(second.test_client(), headers).status_code == 401

@@ -1,11 +1,25 @@
 """Rate limits: requests/min per key (a key may override its plan) and tokens/min by actual tokens."""
 
+import os
+
+import pytest
 from sqlalchemy import update
 
 from lunos.extensions import db
 from lunos.models import ApiKey
 from tests.api.test_chat import chat
 from tests.conftest import set_plan
+
+
+@pytest.fixture(params=["memory", "redis"])
+def app(request, make_app):
+    """Each limit in the per-process memory storage and in Redis (one round trip an admission)."""
+    if request.param == "memory":
+        return make_app()
+    url = os.environ.get("LUNOS_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("Redis run of the rate limits skipped: LUNOS_TEST_REDIS_URL is not set")
+    return make_app(REDIS_URL=url)  # make_app empties the limiter's storage first
 
 
 def test_requests_per_minute_429_with_headers(app, client, auth, account):
