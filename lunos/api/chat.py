@@ -19,6 +19,7 @@ def chat_completions():
     completion = Completion(current_gateway(), g.caller, body, g.request_id)
     if not body.get("stream"):
         response = jsonify(completion.answer())
+        completion.metered.settle_after(response, current_app._get_current_object())
     else:
         # The body owns the stream: the server's close of it settles, after the last byte.
         response = Response(ChatStream(completion, current_app._get_current_object()), mimetype="text/event-stream")

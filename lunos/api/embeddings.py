@@ -1,6 +1,6 @@
 """POST /v1/embeddings."""
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, current_app, g, jsonify
 
 from lunos.api.auth import require_key
 from lunos.api.body import json_body
@@ -18,5 +18,6 @@ _schema = EmbeddingRequest()
 def embeddings():
     embedding = Embedding(current_gateway(), g.caller, load(_schema, json_body()), g.request_id)
     response = jsonify(embedding.answer())  # orjson (lunos/jsonio.py): megabytes of floats, fast
+    embedding.metered.settle_after(response, current_app._get_current_object())
     response.headers.update(embedding.rate_headers)
     return response

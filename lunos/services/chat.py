@@ -4,6 +4,7 @@ seam (services/metered.py), which admits, routes and settles."""
 import logging
 import time
 
+from lunos.background import background
 from lunos.errors import LunosError, UpstreamFailed
 from lunos.money import micros_to_decimal
 from lunos.pricing import TokenUsage
@@ -109,7 +110,9 @@ class Completion:
             answer["usage"] = with_cost(answer["usage"], endpoint)
             answer.update(id=self.completion_id, model=endpoint.model_id, provider=endpoint.provider)
             self.metered.meter.output_started()
-            self.metered.finish(status=OK, endpoint=endpoint, usage=answer["usage"], usage_estimated=estimated)
+            self.metered.finish_when_sent(
+                status=OK, endpoint=endpoint, usage=answer["usage"], usage_estimated=estimated
+            )
         return answer
 
 
@@ -175,6 +178,12 @@ class ChatStream:
         self.upstream.close()
         if self.status == STREAMING:
             self.status = CLIENT_DISCONNECTED
+        if not self.metered.finished:
+            # Under gevent in a greenlet of its own: the next request on the connection does not
+            # wait for this settlement (lunos/background.py).
+            background(self._settle_in_context)
+
+    def _settle_in_context(self) -> None:
         with self.app.app_context():
             self._settle()
 

@@ -85,5 +85,5 @@ class Embedding:
             }
             answer.update(model=endpoint.model_id, provider=endpoint.provider, usage=usage)
             self.metered.meter.output_started()
-            self.metered.finish(status=OK, endpoint=endpoint, usage=usage, usage_estimated=estimated)
+            self.metered.finish_when_sent(status=OK, endpoint=endpoint, usage=usage, usage_estimated=estimated)
         return answer

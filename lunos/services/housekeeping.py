@@ -8,6 +8,7 @@ import threading
 
 from flask import Flask
 
+from lunos import background
 from lunos.services import credits
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class Housekeeper:
         """At shutdown: stop, and settle what is pending within ``deadline_s`` (what remains
         stays in the spool for another worker)."""
         self._stopped.set()
+        background.drain(deadline_s / 2)  # tokens still to count, settlements after the last byte
         self.app.extensions["lunos-pending"].close(deadline_s)
 
     def _run(self) -> None:

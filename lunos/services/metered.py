@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from flask import Flask, g
+from gevent import monkey
 
+from lunos.background import background
 from lunos.catalog import Endpoint
 from lunos.errors import InvalidRequest, LunosError
 from lunos.models.api_key import INFERENCE
@@ -153,6 +155,30 @@ class MeteredRequest:
         """A response body now owns the request: its close finishes it, after the view returned."""
         self.handed_over = True
 
+    def finish_when_sent(self, **details) -> None:
+        """Finish with ``details`` once the answer has gone out (see ``settle_after``), so the
+        client does not wait for the settlement's transaction."""
+        self._deferred = details
+
+    def settle_after(self, response, app: Flask) -> None:
+        """Under gevent, settle what ``finish_when_sent`` kept after ``response`` is sent, in a
+        greenlet of its own: neither this answer nor the next request on the connection waits
+        for it (a graceful shutdown does, see services/housekeeping.py). Elsewhere (tests, the
+        CLI), at once."""
+        details = getattr(self, "_deferred", None)
+        if details is None or self.finished:
+            return
+        if not monkey.is_module_patched("threading"):
+            self.finish(**details)
+            return
+        self.hand_over()
+
+        def settle():
+            with app.app_context():
+                self.finish(**details)
+
+        response.call_on_close(lambda: background(settle))
+
 
 def init_app(app: Flask) -> None:
     @app.teardown_request
@@ -160,6 +186,10 @@ def init_app(app: Flask) -> None:
         for metered in g.pop("lunos_metered", ()):
             if not metered.finished and not metered.handed_over:
                 try:
-                    metered.fail_unexpectedly(exc or RuntimeError("the request ended without finishing its meter"))
+                    deferred = getattr(metered, "_deferred", None)
+                    if deferred is not None and exc is None:  # answered, but never handed to a response
+                        metered.finish(**deferred)
+                    else:
+                        metered.fail_unexpectedly(exc or RuntimeError("the request ended without finishing its meter"))
                 except Exception:  # noqa: BLE001  (logged by the meter; the answer has gone already)
                     pass

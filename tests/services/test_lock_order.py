@@ -3,6 +3,7 @@ concurrent requests on a key with a credit limit never deadlock: on PostgreSQL, 
 gunicorn workers, one instance and two."""
 
 import threading
+import time
 
 import pytest
 import requests
@@ -55,6 +56,9 @@ def test_concurrent_requests_on_a_limited_key_all_succeed(
     for thread in threads:
         thread.join()
     assert codes.count(200) == 40, codes
+    deadline = time.monotonic() + 10  # the last answers settle just after they went out
+    while len(usage_events(app, account)) < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
     events = usage_events(app, account)
     assert len(events) == 40 and {e.status for e in events} == {"ok"}
     balance, ledger, reserved = money(app, account)
