@@ -6,7 +6,7 @@ from lunos.api.auth import require_key
 from lunos.api.body import json_body
 from lunos.gateway import current_gateway
 from lunos.schemas.chat import Bounds, load_chat_request
-from lunos.services.chat import ChatStream, Completion
+from lunos.services.chat import ChatStream, Completion, refuse_early
 
 bp = Blueprint("chat", __name__, url_prefix="/v1")
 
@@ -14,9 +14,10 @@ bp = Blueprint("chat", __name__, url_prefix="/v1")
 @bp.post("/chat/completions")
 @require_key
 def chat_completions():
-    config = current_app.config
-    body = load_chat_request(json_body(), Bounds(config["MAX_MESSAGES"], config["MAX_CONTENT_PARTS"]))
-    completion = Completion(current_gateway(), g.caller, body, g.request_id)
+    config, gateway, raw = current_app.config, current_gateway(), json_body()
+    refuse_early(gateway, g.caller, raw)
+    body = load_chat_request(raw, Bounds(config["MAX_MESSAGES"], config["MAX_CONTENT_PARTS"]))
+    completion = Completion(gateway, g.caller, body, g.request_id)
     if not body.get("stream"):
         response = jsonify(completion.answer())
         completion.metered.settle_after(response, current_app._get_current_object())

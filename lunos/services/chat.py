@@ -5,12 +5,15 @@ import logging
 import time
 
 from lunos.background import background
-from lunos.errors import LunosError, UpstreamFailed
+from lunos.errors import InsufficientCredits, LunosError, UpstreamFailed
+from lunos.models.api_key import INFERENCE
 from lunos.money import micros_to_decimal
 from lunos.pricing import TokenUsage
 from lunos.providers.base import QUIET, ProviderError
 from lunos.routing.candidates import ROUTING_PARAMS, candidates
-from lunos.routing.preferences import Preferences, features_used
+from lunos.routing.preferences import Preferences, features_used, resolve
+from lunos.services.access import check_plan
+from lunos.services.keys import require_kind
 from lunos.services.metered import INTERNAL_ERROR, MeteredRequest
 from lunos.services.metering import CLIENT_DISCONNECTED, ERROR, INTERRUPTED, OK, UPSTREAM_ERROR
 from lunos.services.streaming import SSE_DONE, SSE_KEEPALIVE, sse_event
@@ -58,6 +61,23 @@ def with_cost(usage: dict, endpoint) -> dict:
         )
     }
     return {**counted.as_openai(), **extra, "cost": micros_to_decimal(endpoint.cost_micros(counted))}
+
+
+def refuse_early(gateway, caller, body) -> None:
+    """What is cheap to check before a body is validated (a large one costs CPU to validate):
+    the key's kind, the plan's API access, and an account that cannot pay anything (from the
+    key's lookup). The admission checks each again, exactly; a refusal here writes no event."""
+    require_kind(caller.key, INFERENCE)
+    if not caller.plan.api_access:
+        check_plan(caller.plan, [])
+    if caller.key.available_micros > 0 or not isinstance(body, dict):
+        return
+    name = body.get("model") or gateway.catalog.default_model
+    candidate = resolve(gateway.catalog, name) if isinstance(name, str) else None
+    if candidate is not None and any(
+        e.prices.input or e.prices.output or e.prices.request for e in candidate.model.endpoints
+    ):
+        raise InsufficientCredits("Insufficient credits: the account has no credits available. Add credits.")
 
 
 class Completion:

@@ -42,6 +42,9 @@ class KeyIdentity:
     plan: str | None
     subscription_status: str | None
     past_due_since: datetime | None
+    # The account's balance less its holds when the key was looked up (perhaps a second ago):
+    # for refusing a request that cannot be paid before reading its body; the reservation decides.
+    available_micros: int = 0
 
 
 # Runs on every request: plain columns, compiled once; KeyIdentity's fields first, in its order.
@@ -64,6 +67,7 @@ _LOOKUP = Prepared(
         ApiKey.expires_at,
         ApiKey.disabled,
         Account.suspended,
+        Account.balance_micros - Account.reserved_micros,
     )
     .join(Account, Account.id == ApiKey.account_id)
     .where(ApiKey.secret_hash == bindparam("secret_hash"))
@@ -143,7 +147,7 @@ def authenticate(secret: str | None, server_secret: str) -> KeyIdentity:
             raise AuthenticationFailed("Incorrect API key provided.")
         row = found[0]
         cache.put(secret_hash, row)
-    *identity, past_due_since, revoked_at, expires_at, disabled, suspended = row
+    *identity, past_due_since, revoked_at, expires_at, disabled, suspended, available = row
     if revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
     if disabled:
@@ -152,7 +156,7 @@ def authenticate(secret: str | None, server_secret: str) -> KeyIdentity:
         raise AuthenticationFailed("This API key has expired.")
     if suspended:
         raise PermissionDenied("This account is suspended: contact the operator of this gateway.")
-    return KeyIdentity(*identity, as_utc(past_due_since))
+    return KeyIdentity(*identity, as_utc(past_due_since), int(available or 0))
 
 
 def require_kind(key, kind):

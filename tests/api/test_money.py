@@ -239,3 +239,14 @@ def test_the_reservation_covers_the_larger_of_the_two_output_limits(app, client,
     response = chat(client, auth, model="test/primary", **limits)
     assert response.status_code == 402
     assert upstream.requests_for("primary") == []
+
+
+def test_an_account_that_cannot_pay_is_refused_before_its_body_is_validated(app, client, auth, account, upstream):
+    with app.app_context():
+        acct = db.session.get(Account, account)
+        accounts.grant(acct, -acct.balance_micros, "nothing left", f"t:{uuid.uuid4()}")
+    many = [{"role": "user", "content": "x"}] * 5000 + [{"role": "robot", "content": "y"}]
+    response = chat(client, auth, model="test/primary", messages=many)
+    assert response.status_code == 402, "refused on the balance, before 5,001 messages are checked"
+    assert response.headers["x-should-retry"] == "false"
+    assert usage_events(app, account) == [] and upstream.seen == []
