@@ -98,6 +98,12 @@ class _Form:
         )
 
 
+class Sent:
+    """What ``Transaction.send`` sent: ``rows``, one list per statement, once committed."""
+
+    rows: list | None = None
+
+
 class Transaction:
     """A pooled DBAPI connection and a cursor: ``run``, ``run_many``, ``rows``, ``each``; see
     ``transaction``."""
@@ -108,6 +114,7 @@ class Transaction:
         self.cursor = connection.cursor()
         self.pipeline = None  # psycopg's, while a transaction is open on PostgreSQL
         self.committing = False  # from here on, a lost connection may have committed
+        self.after_commit = []  # reads of what ``send`` sent, once the COMMIT came back
 
     def run(self, prepared, values=None):
         """Execute; the number of rows it changed. On PostgreSQL that costs a round trip: a
@@ -149,6 +156,31 @@ class Transaction:
             for _, cursor in sent:
                 cursor.close()
 
+    def send(self, statements) -> Sent:
+        """Execute ``(prepared, values)`` pairs without waiting for them: on PostgreSQL they
+        travel with the COMMIT and their rows (``Sent.rows``) are read once it came back, so a
+        transaction of such statements costs one round trip. A statement sent so cannot depend
+        on anything the caller reads back: its conditions belong in its SQL."""
+        sent = Sent()
+        if self.pipeline is None:
+            sent.rows = [self.rows(prepared, values) for prepared, values in statements]
+            return sent
+        cursors = []
+        for prepared, values in statements:
+            form, cursor = prepared.form(self.dialect), self.connection.cursor()
+            cursors.append((form, cursor))
+            cursor.execute(form.sql, form.parameters(values))
+
+        def collect():
+            try:
+                sent.rows = [[form.row(raw) for raw in cursor.fetchall()] for form, cursor in cursors]
+            finally:
+                for _, cursor in cursors:
+                    cursor.close()
+
+        self.after_commit.append(collect)
+        return sent
+
 
 @contextmanager
 def transaction(engine):
@@ -176,6 +208,8 @@ def transaction(engine):
                     yield tx
                     tx.committing = True
                     tx.cursor.execute("COMMIT")  # sent, and its errors raised, as the pipeline ends
+                for collect in tx.after_commit:
+                    collect()
             else:
                 yield tx
                 tx.committing = True
