@@ -1,7 +1,11 @@
 """Anthropic's Messages API, translated to and from Chat Completions both ways."""
 
+from __future__ import annotations
+
 import json
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from lunos.errors import InvalidRequest
 from lunos.pricing import TokenUsage
@@ -10,6 +14,11 @@ from lunos.providers.http import chunk_batches, read_json
 from lunos.providers.openai import auth_headers, parse_event, read_api_key, read_stream, url
 from lunos.schemas import bounded_json
 from lunos.tokens import message_text
+
+if TYPE_CHECKING:
+    from lunos.catalog import Endpoint
+    from lunos.providers.base import ProviderConfig
+    from lunos.providers.http import UpstreamHTTP
 
 API_VERSION = "2023-06-01"
 STOP_REASONS = {
@@ -123,7 +132,7 @@ def _tools(tools):
     return translated
 
 
-def to_messages_request(model, body, max_output_tokens):
+def to_messages_request(model: Endpoint, body: dict[str, Any], max_output_tokens: int) -> dict[str, Any]:
     system, messages = [], []
     for index, message in enumerate(body.get("messages", [])):
         role = message.get("role")
@@ -200,7 +209,7 @@ def to_usage(usage: dict) -> dict:
     ).as_openai()
 
 
-def to_completion(answer):
+def to_completion(answer: dict[str, Any]) -> dict[str, Any]:
     text, tool_calls = [], []
     for block in answer.get("content", []):
         if block.get("type") == "text":
@@ -241,13 +250,13 @@ class StreamTranslator:
         self.usage = {}
         self.tool_index = {}  # content block index -> tool_calls index
 
-    def chunk(self, delta, finish_reason=None):
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {
             **self.base,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
         }
 
-    def translate(self, event):
+    def translate(self, event: dict[str, Any]) -> Iterator[dict[str, Any]]:
         kind = event.get("type")
         if kind == "message_start":
             message = event.get("message", {})
@@ -298,12 +307,12 @@ class AnthropicProvider(Provider):
     default_auth_header = "x-api-key"
     supports = frozenset({"tools"})  # the rest of catalog.FEATURES is dropped (DROPPED)
 
-    def __init__(self, config, http):
+    def __init__(self, config: ProviderConfig, http: UpstreamHTTP):
         super().__init__(config, http)
         self._messages_url = url(config, "/messages")
 
     @staticmethod
-    def with_reasoning(body: dict, endpoint) -> dict:
+    def with_reasoning(body: dict, endpoint: Endpoint) -> dict:
         """Extended thinking, with a budget within max_tokens (to_messages_request)."""
         return {**body, "reasoning_effort": "high"}
 
@@ -321,14 +330,14 @@ class AnthropicProvider(Provider):
             self._messages_url, request, headers=headers, timeout_s=self.config.timeout_s, stream=stream
         )
 
-    def complete(self, model, body):
+    def complete(self, model: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         response = self._post(model, body, stream=False)
         answer = read_json(response)
         if not isinstance(answer, dict) or "content" not in answer:
             raise ProviderError(f"upstream answered without content: {str(answer)[:200]}", retryable=True)
         return to_completion(answer)
 
-    def open_stream(self, model, body):
+    def open_stream(self, model: Endpoint, body: dict[str, Any]) -> ChunkStream:
         response = self._post(model, body, stream=True)
         return ChunkStream(read_stream(response, self._chunks(response)), response)
 

@@ -1,9 +1,19 @@
 """What every provider adapter implements, and the failures it reports to the router."""
 
+from __future__ import annotations
+
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from lunos.fields import MISSING, FieldError, require
+
+if TYPE_CHECKING:
+    import requests
+
+    from lunos.catalog import Endpoint
+    from lunos.providers.http import UpstreamHTTP
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
@@ -43,7 +53,7 @@ class ProviderError(Exception):
         self.upstream = upstream or {}
 
     @classmethod
-    def from_status(cls, status: int, upstream: dict, retry_after: float | None = None) -> "ProviderError":
+    def from_status(cls, status: int, upstream: dict, retry_after: float | None = None) -> ProviderError:
         retryable = status in RETRYABLE_STATUSES or status >= 500
         return cls(
             f"HTTP {status}: {upstream.get('message')}",
@@ -54,7 +64,7 @@ class ProviderError(Exception):
         )
 
 
-def parse_retry_after(value):
+def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or bad."""
     if not value:
         return None
@@ -103,7 +113,7 @@ class Provider:
     supports: frozenset = frozenset({"tools", "response_format", "logprobs", "seed"})
     model_types: frozenset = frozenset({CHAT})
 
-    def __init__(self, config: ProviderConfig, http):
+    def __init__(self, config: ProviderConfig, http: UpstreamHTTP):
         self.config = config
         self.http = http
 
@@ -135,18 +145,18 @@ class Provider:
         )
 
     @staticmethod
-    def with_reasoning(body: dict, endpoint) -> dict:
+    def with_reasoning(body: dict, endpoint: Endpoint) -> dict:
         """The request with extended reasoning asked for (the ``:thinking`` variant); kinds
         without it leave the request as it is."""
         return body
 
-    def complete(self, model, body: dict) -> dict:
+    def complete(self, model: Endpoint, body: dict) -> dict:
         raise NotImplementedError
 
-    def open_stream(self, model, body: dict) -> "ChunkStream":
+    def open_stream(self, model: Endpoint, body: dict) -> ChunkStream:
         raise NotImplementedError
 
-    def embed(self, model, body: dict) -> dict:
+    def embed(self, model: Endpoint, body: dict) -> dict:
         """The OpenAI embeddings answer (``data``, ``usage``) for an embeddings request."""
         raise NotImplementedError
 
@@ -155,14 +165,14 @@ class ChunkStream:
     """Iterates lists of chat.completion.chunk dicts from one upstream response, one list per
     read (several when they queued up), or QUIET. The greenlet that reads it also closes it."""
 
-    def __init__(self, chunks, response=None):
+    def __init__(self, chunks: Iterable[Any], response: requests.Response | None = None):
         self._chunks = chunks
         self.response = response
 
     def __iter__(self):
         return iter(self._chunks)
 
-    def close(self):
+    def close(self) -> None:
         """End the reading (its generator's finally closes the response) and close the response,
         which a stream closed before its first read needs. Safe to call more than once."""
         close = getattr(self._chunks, "close", None)

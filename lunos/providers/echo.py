@@ -1,6 +1,8 @@
 """A local, deterministic model: answers with the last user message, streams it word by word;
 and embeds: the same input always gives the same unit vector (a hash of it, not its meaning)."""
 
+from __future__ import annotations
+
 import base64
 import hashlib
 import math
@@ -8,10 +10,14 @@ import re
 import struct
 import time
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from lunos.providers.base import CHAT, EMBEDDING, ChunkStream, Provider, ProviderError
 from lunos.schemas.embeddings import input_items
 from lunos.tokens import estimate_prompt, estimate_text, message_text
+
+if TYPE_CHECKING:
+    from lunos.catalog import Endpoint
 
 ECHO_DIMENSIONS = 256  # when the request names none
 ECHO_MAX_DIMENSIONS = 1024  # bounds the work of one request (at most 2048 inputs)
@@ -50,7 +56,7 @@ class EchoProvider(Provider):
     supports = frozenset()
     model_types = frozenset({CHAT, EMBEDDING})
 
-    def embed(self, model, body):
+    def embed(self, model: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         dimensions = body.get("dimensions") or ECHO_DIMENSIONS
         if dimensions > ECHO_MAX_DIMENSIONS:
             raise ProviderError.from_status(
@@ -77,7 +83,7 @@ class EchoProvider(Provider):
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
-    def complete(self, model, body):
+    def complete(self, model: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         text = _answer(body)
         choices = [
             {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}
@@ -92,7 +98,7 @@ class EchoProvider(Provider):
             "usage": _usage(body, text),
         }
 
-    def open_stream(self, model, body):
+    def open_stream(self, model: Endpoint, body: dict[str, Any]) -> ChunkStream:
         return ChunkStream([chunk] for chunk in self._chunks(model, body))
 
     @staticmethod

@@ -1,24 +1,33 @@
 """Any OpenAI-compatible Chat Completions server: OpenAI, vLLM, Ollama, llama.cpp, Groq..."""
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
 import requests
 import urllib3
 
-from lunos.providers.base import CHAT, EMBEDDING, ChunkStream, Provider, ProviderError
-from lunos.providers.http import chunk_batches, read_json
+from lunos.providers.base import CHAT, EMBEDDING, ChunkStream, Provider, ProviderConfig, ProviderError
+from lunos.providers.http import UpstreamHTTP, chunk_batches, read_json
+
+if TYPE_CHECKING:
+    from lunos.catalog import Endpoint
+
+T = TypeVar("T")
 
 
-def parse_event(data):
+def parse_event(data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ProviderError(f"upstream sent an invalid event: {data[:200]!r}", retryable=True) from None
 
 
-def read_api_key(config):
+def read_api_key(config: ProviderConfig) -> str | None:
     """The provider key from its environment variable; None when the provider needs none."""
     if not config.api_key_env:
         return None
@@ -28,7 +37,7 @@ def read_api_key(config):
     return key
 
 
-def read_stream(response, chunks):
+def read_stream(response: requests.Response, chunks: Iterable[T]) -> Iterator[T]:
     """Run ``chunks`` over a streamed response: transport failures become ProviderError, and
     the response is closed by whoever reads it, when reading ends."""
     try:
@@ -40,7 +49,7 @@ def read_stream(response, chunks):
         response.close()
 
 
-def auth_headers(config, key):
+def auth_headers(config: ProviderConfig, key: str | None) -> dict[str, str]:
     """The key in the provider's ``auth_header``: ``Authorization: Bearer <key>`` by default,
     the bare key in any other header (Azure OpenAI's ``api-key``)."""
     if not key:
@@ -50,12 +59,12 @@ def auth_headers(config, key):
     return {config.auth_header: key}
 
 
-def url(config, path):
+def url(config: ProviderConfig, path: str) -> str:
     """``base_url`` + ``path``, with the provider's ``query`` parameters."""
     return f"{config.base_url}{path}" + (f"?{urlencode(config.query)}" if config.query else "")
 
 
-def read_large_json(response):
+def read_large_json(response: requests.Response) -> Any:
     """``read_json`` through orjson: an answer of float embeddings runs to megabytes, which the
     standard library parses several times slower, holding the worker's loop meanwhile."""
     try:
@@ -74,7 +83,7 @@ class OpenAIProvider(Provider):
     kind = "openai"
     model_types = frozenset({CHAT, EMBEDDING})
 
-    def __init__(self, config, http):
+    def __init__(self, config: ProviderConfig, http: UpstreamHTTP):
         super().__init__(config, http)
         self._completions_url = url(config, "/chat/completions")
         self._embeddings_url = url(config, "/embeddings")
@@ -92,18 +101,18 @@ class OpenAIProvider(Provider):
         )
 
     @staticmethod
-    def with_reasoning(body: dict, endpoint) -> dict:
+    def with_reasoning(body: dict, endpoint: Endpoint) -> dict:
         """The request with extended reasoning asked for (the ``:thinking`` variant)."""
         return {**body, "reasoning_effort": "high"}
 
-    def complete(self, model, body):
+    def complete(self, model: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         response = self._post({**body, "model": model.upstream_model, "stream": False}, stream=False)
         answer = read_json(response)
         if not isinstance(answer, dict) or "choices" not in answer:
             raise ProviderError(f"upstream answered without choices: {str(answer)[:200]}", retryable=True)
         return answer
 
-    def embed(self, model, body):
+    def embed(self, model: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post_json(
             self._embeddings_url,
             {**body, "model": model.upstream_model},
@@ -115,7 +124,7 @@ class OpenAIProvider(Provider):
             raise ProviderError(f"upstream answered without data: {str(answer)[:200]}", retryable=True)
         return answer
 
-    def open_stream(self, model, body):
+    def open_stream(self, model: Endpoint, body: dict[str, Any]) -> ChunkStream:
         stream_options = {**(body.get("stream_options") or {}), "include_usage": True}
         upstream = {**body, "model": model.upstream_model, "stream": True, "stream_options": stream_options}
         response = self._post(upstream, stream=True)

@@ -1,11 +1,19 @@
 """What a caller may do: its effective plan, the models that plan allows, its rate quota."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from lunos.errors import InvalidSubscriptionPlan, SubscriptionRequired
-from lunos.plans import Plan
+from lunos.plans import Plan, Plans
 from lunos.services.limits import Quota
+
+if TYPE_CHECKING:
+    from lunos.catalog import ModelEntry
+    from lunos.services.keys import KeyIdentity
 
 # Stripe subscription states in which the subscribed plan is not in force: never paid for yet
 # (incomplete), paused, or ended.
@@ -14,21 +22,21 @@ ENDED = frozenset({"canceled", "unpaid", "incomplete", "incomplete_expired", "pa
 
 @dataclass(frozen=True)
 class Caller:
-    key: object  # KeyIdentity
+    key: KeyIdentity
     app_id: str
     plan: Plan
     quota: Quota
 
     @property
-    def key_id(self):
+    def key_id(self) -> int:
         return self.key.id
 
     @property
-    def account_id(self):
+    def account_id(self) -> int:
         return self.key.account_id
 
 
-def effective_plan(plans, key, grace_days, now=None):
+def effective_plan(plans: Plans, key: KeyIdentity, grace_days: float, now: datetime | None = None) -> Plan:
     """The account's plan; the default plan once its subscription ended or stayed past due
     longer than the grace period."""
     now = now or datetime.now(UTC)
@@ -43,7 +51,7 @@ def effective_plan(plans, key, grace_days, now=None):
     return plans.get(key.plan or plans.default)
 
 
-def resolve_caller(key, app_id, plans, grace_days):
+def resolve_caller(key: KeyIdentity, app_id: str, plans: Plans, grace_days: float) -> Caller:
     plan = effective_plan(plans, key, grace_days)
     return Caller(
         key=key,
@@ -53,7 +61,7 @@ def resolve_caller(key, app_id, plans, grace_days):
     )
 
 
-def check_plan(plan, models):
+def check_plan(plan: Plan, models: Iterable[ModelEntry]) -> None:
     if not plan.api_access:
         raise SubscriptionRequired(
             f"The '{plan.name}' plan does not include API access: subscribe to a plan "

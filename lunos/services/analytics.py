@@ -8,10 +8,12 @@ from usage_events on its (account_id, created_at) index.
 
 import base64
 import binascii
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from lunos.errors import InvalidRequest, PermissionDenied
 from lunos.extensions import db
@@ -44,11 +46,11 @@ class UsageFilter:
                 clauses.append(column == wanted)
         return clauses
 
-    def clauses(self):
+    def clauses(self) -> list[ColumnElement[bool]]:
         """The filter on raw usage events."""
         return self._match(UsageEvent, UsageEvent.created_at, self.start)
 
-    def rollup_clauses(self):
+    def rollup_clauses(self) -> list[ColumnElement[bool]]:
         """The same filter on the hourly rollup: every hour that overlaps [start, end)."""
         return self._match(UsageHourly, UsageHourly.hour, self.start.replace(minute=0, second=0, microsecond=0))
 
@@ -65,7 +67,7 @@ def parse_time(value: str, param: str) -> datetime:
     return moment
 
 
-def make_filter(account_id: int, args, now: datetime | None = None) -> UsageFilter:
+def make_filter(account_id: int, args: Mapping[str, str], now: datetime | None = None) -> UsageFilter:
     """The filter that query ``args`` name (from, to, app, model, key); InvalidRequest naming the
     arg that is wrong."""
     end = parse_time(args["to"], "to") if args.get("to") else (now or datetime.now(UTC))
@@ -110,7 +112,7 @@ def _bucket(group_by, dialect):
     return {"app": UsageHourly.app_id, "model": UsageHourly.model, "key": UsageHourly.key_id}[group_by]
 
 
-def parse_group_by(value):
+def parse_group_by(value: str | None) -> tuple[str, ...]:
     """One dimension, or two joined by a comma (``app,day``: per app, per day)."""
     dims = tuple(part.strip() for part in (value or "day").split(","))
     if not 1 <= len(dims) <= 2 or len(set(dims)) != len(dims) or any(d not in GROUPS for d in dims):
@@ -118,7 +120,7 @@ def parse_group_by(value):
     return dims
 
 
-def aggregate(usage_filter, group_by):
+def aggregate(usage_filter: UsageFilter, group_by: str | None) -> list[dict[str, Any]]:
     """Rows of requests, errors, tokens, cost and latency percentiles per group, in group order.
 
     Each row names its group under each dimension (``{"app": ..., "day": ...}``) and, with one
@@ -187,7 +189,7 @@ def _decode_cursor(cursor):
         raise InvalidRequest("invalid cursor", param="cursor") from None
 
 
-def events(usage_filter, limit, cursor=None):
+def events(usage_filter: UsageFilter, limit: int, cursor: str | None = None) -> tuple[Sequence[UsageEvent], str | None]:
     """A page of raw events, newest first, and the cursor of the next page (None at the end)."""
     query = select(UsageEvent).where(*usage_filter.clauses())
     if cursor:
@@ -201,7 +203,7 @@ def events(usage_filter, limit, cursor=None):
     return page, (_encode_cursor(page[-1]) if more else None)
 
 
-def apps(account_id):
+def apps(account_id: int) -> list[dict[str, Any]]:
     """Registered apps and every app id seen in usage, with their display names."""
     registered = dict(db.session.execute(select(App.app_id, App.name).where(App.account_id == account_id)).all())
     seen = db.session.scalars(select(UsageEvent.app_id).where(UsageEvent.account_id == account_id).distinct()).all()
@@ -211,7 +213,7 @@ def apps(account_id):
     ]
 
 
-def register_app(account_id, app_id, name):
+def register_app(account_id: int, app_id: str, name: object) -> dict[str, Any]:
     if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200 or "\x00" in name:
         raise InvalidRequest("an app's name is 1 to 200 characters", param="name")
     app = db.session.scalar(select(App).where(App.account_id == account_id, App.app_id == app_id))
@@ -224,7 +226,7 @@ def register_app(account_id, app_id, name):
     return {"app_id": app.app_id, "name": app.name, "registered": True}
 
 
-def unregister_app(account_id, app_id):
+def unregister_app(account_id: int, app_id: str) -> bool:
     app = db.session.scalar(select(App).where(App.account_id == account_id, App.app_id == app_id))
     if app is not None:
         db.session.delete(app)

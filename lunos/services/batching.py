@@ -1,6 +1,8 @@
 """Group commit: concurrent callers share one transaction instead of paying for one each."""
 
 import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gevent
 from gevent import monkey
@@ -17,7 +19,7 @@ class _Ticket:
         self.leads = False
         self.value, self.error = _UNSET, None
 
-    def outcome(self):
+    def outcome(self) -> Any:
         if self.error is not None:
             raise self.error
         return self.value
@@ -36,13 +38,13 @@ class GroupCommit:
     failure; an exception it raises fails the whole batch.
     """
 
-    def __init__(self, run_batch):
+    def __init__(self, run_batch: Callable[[list[Any]], Sequence[Any]]):
         self._run_batch = run_batch
         self._lock = threading.Lock()
         self._pending = []
         self._leading = False
 
-    def submit(self, item):
+    def submit(self, item: Any) -> Any:
         ticket = _Ticket(item)
         with self._lock:
             self._pending.append(ticket)

@@ -3,13 +3,16 @@ seam (services/metered.py), which admits, routes and settles."""
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from lunos.background import background
+from lunos.catalog import Endpoint
 from lunos.errors import InsufficientCredits, LunosError, UpstreamFailed
 from lunos.models.api_key import INFERENCE
 from lunos.money import micros_to_decimal
 from lunos.pricing import TokenUsage
-from lunos.providers.base import QUIET, ProviderError
+from lunos.providers.base import QUIET, Provider, ProviderError
 from lunos.routing.candidates import ROUTING_PARAMS, candidates
 from lunos.routing.preferences import Preferences, features_used, resolve
 from lunos.services.access import check_plan
@@ -19,6 +22,10 @@ from lunos.services.metering import CLIENT_DISCONNECTED, ERROR, INTERRUPTED, OK,
 from lunos.services.streaming import SSE_DONE, SSE_KEEPALIVE, sse_event
 from lunos.services.usage import COMPLETION_PREFIX
 from lunos.tokens import estimate_prompt, estimate_text, prompt_upper_estimate
+
+if TYPE_CHECKING:
+    from lunos.gateway import Gateway
+    from lunos.services.access import Caller
 
 log = logging.getLogger(__name__)
 STREAMING = "streaming"  # a stream's status until it ends
@@ -44,7 +51,7 @@ def estimated_usage(body: dict, completion_text: str) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def with_cost(usage: dict, endpoint) -> dict:
+def with_cost(usage: dict, endpoint: Endpoint) -> dict:
     """``usage`` in OpenAI's shape with its buckets (cache reads and writes) and its ``cost`` in
     USD at the prices of ``endpoint``: an exact decimal, rendered without an exponent."""
     counted = TokenUsage.from_openai(usage)
@@ -63,7 +70,7 @@ def with_cost(usage: dict, endpoint) -> dict:
     return {**counted.as_openai(), **extra, "cost": micros_to_decimal(endpoint.cost_micros(counted))}
 
 
-def refuse_early(gateway, caller, body) -> None:
+def refuse_early(gateway: "Gateway", caller: "Caller", body: dict) -> None:
     """What is cheap to check before a body is validated (a large one costs CPU to validate):
     the key's kind, the plan's API access, and an account that cannot pay anything (from the
     key's lookup). The admission checks each again, exactly; a refusal here writes no event."""
@@ -102,7 +109,7 @@ class Completion:
             output_tokens=output_limit(body),
         )
 
-    def send(self, call):
+    def send(self, call: Callable[[Provider, Endpoint, dict], Any]) -> tuple[Any, Endpoint]:
         """``call(provider, endpoint, body)`` as a route's attempt: the request as the current
         candidate's variants make it."""
         route = self.metered.route

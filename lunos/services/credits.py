@@ -10,9 +10,11 @@ import os
 import secrets
 import socket
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from lunos import ledger
@@ -22,7 +24,7 @@ from lunos.models import Account, ApiKey, Reservation, UsageEvent
 from lunos.models.account import utcnow
 from lunos.money import usd
 from lunos.services.batching import GroupCommit
-from lunos.services.keys import window_start
+from lunos.services.keys import KeyIdentity, window_start
 from lunos.services.prepared import Prepared, in_session_transaction, read, retry_if_lost, transaction
 from lunos.services.rollup import roll_up
 
@@ -86,7 +88,7 @@ _SETTLE_KEY = Prepared(
 )
 
 
-def reserve(account_id, amount_micros, reservation_id, key=None):
+def reserve(account_id: int, amount_micros: int, reservation_id: str, key: KeyIdentity | None = None) -> None:
     """Hold ``amount_micros`` of the account's available balance, or raise InsufficientCredits.
 
     One conditional UPDATE: concurrent requests serialise on the account row (PostgreSQL) or the
@@ -97,7 +99,7 @@ def reserve(account_id, amount_micros, reservation_id, key=None):
     _submit("lunos-reservations", reserve_many, (account_id, amount_micros, reservation_id, key))
 
 
-def settle(reservation_id, account_id, event):
+def settle(reservation_id: str | None, account_id: int, event: dict[str, Any]) -> bool:
     """Write the usage ``event`` (a dict of UsageEvent columns, cost_micros included) and debit its
     cost against the reservation, in one transaction, shared with concurrent settlements.
 
@@ -118,7 +120,7 @@ def _submit(batcher, run, item):
     return outcome
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     # Names this worker's holds; a new app (a new worker) is a new name.
     app.extensions["lunos-worker"] = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     app.extensions["lunos-reservations"] = GroupCommit(_each_alone_on_failure(_retrying(reserve_many)))
@@ -177,7 +179,7 @@ _HOLD_AND_RECORD = Prepared(
 )
 
 
-def reserve_many(items):
+def reserve_many(items: Sequence[tuple[int, int, str, KeyIdentity | None]]) -> list[InsufficientCredits | None]:
     """Hold ``(account_id, amount_micros, reservation_id, key)`` items in one transaction; one
     outcome each: None, or the InsufficientCredits to raise.
 
@@ -270,7 +272,7 @@ def _limited(key):
     return key is not None and key.credit_limit_micros is not None
 
 
-def settle_many(items):
+def settle_many(items: Sequence[tuple[str | None, int, dict[str, Any]]]) -> list[bool]:
     """Settle ``(reservation_id, account_id, event)`` items in one transaction; one bool each."""
     with transaction(db.engine) as tx:
         return _settle(tx, items)

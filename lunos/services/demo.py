@@ -14,7 +14,7 @@ DEMO_ACCOUNT = "demo"
 DEMO_CREDITS_USD = "5"
 
 
-def ensure_demo_key(instance_path, server_secret):
+def ensure_demo_key(instance_path: str | os.PathLike[str], server_secret: str) -> Path | None:
     """On an install with no account yet, create ``demo`` and write its key to instance/demo-key.
 
     Returns the key file's path, or None when the install already has accounts.

@@ -19,7 +19,7 @@ from lunos.tokens import estimate_text
 PER_INPUT_OVERHEAD = 2
 
 
-def input_upper_estimate(value) -> int:
+def input_upper_estimate(value: str | list[str] | list[int] | list[list[int]]) -> int:
     """A generous count of input tokens, for the reservation: two bytes of UTF-8 a token (most
     tokenizers average three to four), token arrays exactly, plus the markers of each input."""
     return sum(
@@ -28,7 +28,7 @@ def input_upper_estimate(value) -> int:
     )
 
 
-def input_estimate(value) -> int:
+def input_estimate(value: str | list[str] | list[int] | list[list[int]]) -> int:
     """The count billed when the upstream reports none: four characters a token, token arrays exactly."""
     return sum(estimate_text(item) if isinstance(item, str) else len(item) for item in input_items(value))
 
@@ -39,7 +39,7 @@ def worst_case_micros(endpoints: list, body: dict) -> int:
     return max(endpoint.prices.most_micros(tokens, 0) for endpoint in endpoints)
 
 
-def reported_tokens(usage) -> int | None:
+def reported_tokens(usage: object) -> int | None:
     """The upstream's count of input tokens; None when it gave no usable one (absent, not a
     positive integer: no input is zero tokens)."""
     tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None

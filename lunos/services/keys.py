@@ -8,13 +8,16 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
+from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import bindparam, select
 
+from lunos.catalog import ModelEntry
 from lunos.errors import AuthenticationFailed, NotFound, PermissionDenied
 from lunos.extensions import db
 from lunos.models import Account, ApiKey
@@ -74,16 +77,21 @@ _LOOKUP = Prepared(
 )
 
 
-def hash_secret(secret, server_secret):
+def hash_secret(secret: str, server_secret: str) -> str:
     return hmac.new(server_secret.encode(), secret.encode(), hashlib.sha256).hexdigest()
 
 
-def as_utc(moment):
+Moment = TypeVar("Moment", datetime, None)  # as_utc gives back a datetime for a datetime, None for None
+
+
+def as_utc(moment: Moment) -> Moment:
     # SQLite hands back naive datetimes; they were written as UTC.
     return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def create_key(account, server_secret, name="default", kind=INFERENCE, **settings):
+def create_key(
+    account: Account, server_secret: str, name: str | None = "default", kind: str = INFERENCE, **settings: Any
+) -> tuple[ApiKey, str]:
     """Return (ApiKey, secret). The secret is not kept anywhere: show it once."""
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
@@ -159,7 +167,7 @@ def authenticate(secret: str | None, server_secret: str) -> KeyIdentity:
     return KeyIdentity(*identity, as_utc(past_due_since), int(available or 0))
 
 
-def require_kind(key, kind):
+def require_kind(key: KeyIdentity, kind: str) -> None:
     if key.kind != kind:
         if kind == MANAGEMENT:
             require_management(key)
@@ -187,7 +195,7 @@ def confined_key_id(key: KeyIdentity) -> int | None:
     return None if key.kind == MANAGEMENT else key.id
 
 
-def check_key_scope(key, models, app_id):
+def check_key_scope(key: KeyIdentity, models: Iterable[ModelEntry], app_id: str) -> None:
     """A key's own restrictions, on top of its plan's: the models and apps it may use."""
     if key.allowed_apps is not None and app_id not in key.allowed_apps:
         raise PermissionDenied(f"This key may not be used for the app '{app_id}'.", param="X-App-ID")
@@ -197,7 +205,7 @@ def check_key_scope(key, models, app_id):
                 raise PermissionDenied(f"This key may not use the model '{model.id}'.", param="model")
 
 
-def window_start(reset, now=None):
+def window_start(reset: str | None, now: datetime | None = None) -> datetime | None:
     """Start of the current credit-limit window (UTC): today, this week (Monday), this month."""
     now = now or datetime.now(UTC)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -210,18 +218,18 @@ def window_start(reset, now=None):
     return None
 
 
-def get_key(account_id, key_id):
+def get_key(account_id: int, key_id: int) -> ApiKey:
     key = db.session.get(ApiKey, key_id) if is_row_id(key_id) else None
     if key is None or key.account_id != account_id:
         raise NotFound(f"No key with id {key_id}.", param="id")
     return key
 
 
-def list_keys(account_id):
+def list_keys(account_id: int) -> Sequence[ApiKey]:
     return db.session.scalars(select(ApiKey).where(ApiKey.account_id == account_id).order_by(ApiKey.id)).all()
 
 
-def update_key(key, changes):
+def update_key(key: ApiKey, changes: dict[str, Any]) -> ApiKey:
     for field, value in changes.items():
         setattr(key, field, value)
     if "credit_limit_reset" in changes:
@@ -231,7 +239,7 @@ def update_key(key, changes):
     return key
 
 
-def revoke_key(key):
+def revoke_key(key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = datetime.now(UTC)
         db.session.commit()

@@ -18,8 +18,9 @@ admission, as an unknown model is: a 400 and no event.
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from flask import Flask, g
+from flask import Flask, Response, g
 from gevent import monkey
 
 from lunos.background import background
@@ -128,7 +129,7 @@ class MeteredRequest:
             self.route.observe(endpoint, ttft_s, event.completion_tokens, event.latency_ms / 1000 - (ttft_s or 0))
         return event
 
-    def fail(self, error: LunosError, status: str = UPSTREAM_ERROR, **details) -> UsageRecord:
+    def fail(self, error: LunosError, status: str = UPSTREAM_ERROR, **details: Any) -> UsageRecord:
         # A rejection the client sees in the upstream's words is recorded with every attempt's.
         return self.finish(
             status=status, http_status=error.status, error=getattr(error, "summary", error.message), **details
@@ -155,12 +156,12 @@ class MeteredRequest:
         """A response body now owns the request: its close finishes it, after the view returned."""
         self.handed_over = True
 
-    def finish_when_sent(self, **details) -> None:
+    def finish_when_sent(self, **details: Any) -> None:
         """Finish with ``details`` once the answer has gone out (see ``settle_after``), so the
         client does not wait for the settlement's transaction."""
         self._deferred = details
 
-    def settle_after(self, response, app: Flask) -> None:
+    def settle_after(self, response: Response, app: Flask) -> None:
         """Under gevent, settle what ``finish_when_sent`` kept after ``response`` is sent, in a
         greenlet of its own: neither this answer nor the next request on the connection waits
         for it (a graceful shutdown does, see services/housekeeping.py). Elsewhere (tests, the

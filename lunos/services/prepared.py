@@ -13,10 +13,11 @@ in psycopg's pipeline mode, where a statement whose outcome is not read travels 
 one that is, or with the COMMIT.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lunos.internals import bind_names, bind_parameter
@@ -51,7 +52,7 @@ class Prepared:
         self.columns = columns
         self._forms = {}
 
-    def form(self, dialect):
+    def form(self, dialect: Dialect) -> "_Form":
         form = self._forms.get(dialect.name)
         if form is None:
             form = self._forms[dialect.name] = _Form(self.statement, dialect, self.columns)
@@ -90,7 +91,7 @@ class _Form:
         ]
         self.results = processors if any(processors) else None
 
-    def row(self, raw):
+    def row(self, raw: tuple[Any, ...]) -> tuple[Any, ...]:
         if self.results is None:
             return raw
         return tuple(
@@ -116,7 +117,7 @@ class Transaction:
         self.committing = False  # from here on, a lost connection may have committed
         self.after_commit = []  # reads of what ``send`` sent, once the COMMIT came back
 
-    def run(self, prepared, values=None):
+    def run(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> int:
         """Execute; the number of rows it changed. On PostgreSQL that costs a round trip: a
         statement whose count is not needed goes through ``run_many``."""
         form = prepared.form(self.dialect)
@@ -125,21 +126,21 @@ class Transaction:
             self.pipeline.sync()
         return self.cursor.rowcount
 
-    def run_many(self, prepared, rows):
+    def run_many(self, prepared: Prepared, rows: Iterable[Mapping[str, Any]]) -> None:
         """Execute once per row, reading nothing back: on PostgreSQL the rows are sent with the
         next read or the COMMIT, which raise their errors."""
         form = prepared.form(self.dialect)
         self.cursor.executemany(form.sql, [form.parameters(values) for values in rows])
 
-    def rows(self, prepared, values=None):
+    def rows(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Execute a SELECT (or a statement with RETURNING): its rows, as tuples, converted."""
         return _fetch(self.dialect, prepared, values or {}, self.cursor)
 
-    def first(self, prepared, values=None):
+    def first(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         found = self.rows(prepared, values)
         return found[0] if found else None
 
-    def each(self, statements):
+    def each(self, statements: Iterable[tuple[Prepared, Mapping[str, Any]]]) -> list[list[tuple[Any, ...]]]:
         """Execute ``(prepared, values)`` pairs in order: a list of rows for each. On PostgreSQL
         they are sent together, in one round trip."""
         if self.pipeline is None:
@@ -156,7 +157,7 @@ class Transaction:
             for _, cursor in sent:
                 cursor.close()
 
-    def send(self, statements) -> Sent:
+    def send(self, statements: Iterable[tuple[Prepared, Mapping[str, Any]]]) -> Sent:
         """Execute ``(prepared, values)`` pairs without waiting for them: on PostgreSQL they
         travel with the COMMIT and their rows (``Sent.rows``) are read once it came back, so a
         transaction of such statements costs one round trip. A statement sent so cannot depend
@@ -183,7 +184,7 @@ class Transaction:
 
 
 @contextmanager
-def transaction(engine):
+def transaction(engine: Engine) -> Iterator[Transaction]:
     """The one way to run a transaction on the request path: committed when the block ends,
     rolled back if it raises.
 
@@ -223,7 +224,7 @@ def transaction(engine):
             tx.cursor.close()
 
 
-def in_session_transaction():
+def in_session_transaction() -> bool:
     """True when the current ORM session has a transaction open (see ``transaction``)."""
     return _open_session() is not None
 
@@ -257,7 +258,7 @@ def _joined(engine, session):
         raise
 
 
-def read(engine, prepared, values=None):
+def read(engine: Engine, prepared: Prepared, values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
     """One SELECT on its own: its rows. On PostgreSQL one round trip, with no BEGIN or COMMIT."""
 
     def select():

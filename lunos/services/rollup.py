@@ -1,11 +1,12 @@
 """The hourly usage rollup: UPSERTs in the settlement's transaction."""
 
 import bisect
+from collections.abc import Sequence
 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lunos.models.usage import LATENCY_BUCKETS_MS, UsageHourly
-from lunos.services.prepared import Prepared
+from lunos.services.prepared import Prepared, Transaction
 
 _BOUNDS = LATENCY_BUCKETS_MS[:-1]
 LATENCY_COLUMNS = tuple(f"lat_{i}" for i in range(len(LATENCY_BUCKETS_MS)))
@@ -14,7 +15,7 @@ _KEY = ("account_id", "hour", "app_id", "model", "key_id")
 _upserts = {}
 
 
-def latency_bucket(latency_ms):
+def latency_bucket(latency_ms: float) -> int:
     return bisect.bisect_left(_BOUNDS, latency_ms)
 
 
@@ -33,7 +34,7 @@ def _upsert(dialect):
     return _upserts[dialect]
 
 
-def roll_up(tx, events: list[dict]) -> None:
+def roll_up(tx: Transaction, events: list[dict]) -> None:
     """Add ``events`` to the rows of the hours they were created in, in the settlement's
     transaction ``tx`` (a prepared.Transaction): one row per (account, hour, app, model, key),
     summed here first, so a batch of settlements upserts each row once."""
@@ -59,7 +60,7 @@ def roll_up(tx, events: list[dict]) -> None:
     tx.run_many(_upsert(tx.dialect.name), list(rows.values()))
 
 
-def percentile(bucket_counts, fraction):
+def percentile(bucket_counts: Sequence[int], fraction: float) -> float | None:
     """Estimate a latency percentile from summed histogram counts, interpolating in its bucket."""
     total = sum(bucket_counts)
     if not total:

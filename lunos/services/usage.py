@@ -10,7 +10,7 @@ from lunos.money import usd
 COMPLETION_PREFIX = "chatcmpl-"
 
 
-def summary(event):
+def summary(event: UsageEvent) -> dict:
     """What every view of a usage event shows."""
     return {
         "id": COMPLETION_PREFIX + event.id,
@@ -48,7 +48,7 @@ def generation(account_id: int, generation_id: str | None, key_id: int | None = 
     }
 
 
-def key_spend_micros(key_id):
+def key_spend_micros(key_id: int) -> int:
     return int(
         db.session.scalar(
             select(func.coalesce(func.sum(UsageEvent.cost_micros - UsageEvent.unbilled_micros), 0)).where(
