@@ -4,7 +4,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from lunos import return_urls
 from lunos.api.auth import require_management
-from lunos.api.body import json_body
+from lunos.api.body import json_object
 from lunos.billing import checkout, webhooks
 from lunos.errors import InvalidRequest
 from lunos.extensions import db
@@ -17,7 +17,7 @@ bp = Blueprint("billing", __name__, url_prefix="/v1/billing")
 def _return_url(body):
     """The request's return_url if Stripe may send users there (lunos/return_urls.py), else a 400;
     LUNOS_BILLING_RETURN_URL when the request names none."""
-    url = body.get("return_url") if isinstance(body, dict) else None
+    url = body.get("return_url")
     if url is None:
         return current_app.config["BILLING_RETURN_URL"]
     if not isinstance(url, str):
@@ -31,7 +31,7 @@ def _return_url(body):
 @bp.post("/checkout")
 @require_management("Billing")
 def start_checkout():
-    body = json_body()
+    body = json_object()
     return jsonify(
         checkout.start_topup(current_app.config, g.caller.account_id, body.get("amount_usd"), _return_url(body))
     )
@@ -40,7 +40,7 @@ def start_checkout():
 @bp.post("/subscribe")
 @require_management("Billing")
 def subscribe():
-    body = json_body()
+    body = json_object()
     return jsonify(
         checkout.start_subscription(
             current_app.config, current_gateway().plans, g.caller.account_id, body.get("plan"), _return_url(body)
@@ -51,7 +51,7 @@ def subscribe():
 @bp.post("/portal")
 @require_management("Billing")
 def portal():
-    body = request.get_json(force=True, silent=True) or {}
+    body = json_object() if request.get_data(cache=True).strip() else {}
     return jsonify(checkout.start_portal(current_app.config, g.caller.account_id, _return_url(body)))
 
 
