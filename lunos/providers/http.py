@@ -1,13 +1,15 @@
 """The one pooled HTTP client every provider shares, and its mapping of failures."""
 
-import json
+from __future__ import annotations
+
 import os
 import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
+from typing import Any
 
 import gevent
 import orjson
@@ -19,7 +21,9 @@ from requests.utils import check_header_validity, get_environ_proxies
 from urllib3.exceptions import ReadTimeoutError
 
 from lunos import __version__
+from lunos.errors import InvalidRequest
 from lunos.providers.base import QUIET, ProviderError, parse_retry_after
+from lunos.schemas import bounded_json
 
 USER_AGENT = f"lunos/{__version__}"
 
@@ -33,7 +37,7 @@ class UpstreamHTTP:
     (HTTPS_PROXY, NO_PROXY), the CA bundle at start.
     """
 
-    def __init__(self, pool_size, connect_timeout_s, quiet_s=15.0):
+    def __init__(self, pool_size: int, connect_timeout_s: float, quiet_s: float = 15.0):
         self.connect_timeout_s = connect_timeout_s
         self.quiet_s = quiet_s  # streams report each quiet interval, for keep-alive comments
         self.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
@@ -41,7 +45,9 @@ class UpstreamHTTP:
         # Retries belong to the router (it knows about fallbacks), so urllib3 does none.
         self.adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0)
 
-    def post_json(self, url, body, *, headers, timeout_s, stream=False):
+    def post_json(
+        self, url: str, body: Any, *, headers: Mapping[str, str], timeout_s: float, stream: bool = False
+    ) -> requests.Response:
         """POST ``body``; return the response when 2xx, raise ProviderError otherwise.
 
         ``timeout_s`` bounds every wait for bytes, so on a stream it is the longest silence.
@@ -90,11 +96,11 @@ class UpstreamHTTP:
         self._targets[url] = request.url, url_headers, get_environ_proxies(url)
         return self._targets[url]
 
-    def close(self):
+    def close(self) -> None:
         self.adapter.close()
 
 
-def read_json(response):
+def read_json(response: requests.Response) -> Any:
     """The body of a non-streamed answer as JSON; a broken or unparsable body is a ProviderError."""
     try:
         return response.json()
@@ -108,16 +114,16 @@ def read_json(response):
         response.close()
 
 
-def upstream_error(response) -> dict:
+def upstream_error(response: requests.Response) -> dict:
     """The upstream's own error (OpenAI's and Anthropic's shapes): its message, and its type,
     code and param when it sent them; the body or the reason when it is not JSON."""
     try:
         text = response.text[:2000]
     except requests.RequestException:
         return {"message": response.reason or "no body"}
-    try:
-        error = json.loads(text).get("error")
-    except (ValueError, AttributeError):
+    try:  # bounded_json: a lone surrogate escape is read as U+FFFD, which every encoder takes
+        error = bounded_json.loads(text.encode(), max_depth=32).get("error")
+    except (ValueError, AttributeError, InvalidRequest):
         return {"message": text.strip() or response.reason or "no body"}
     if not isinstance(error, dict):
         return {"message": str(error or text)}
@@ -213,7 +219,9 @@ MAX_EVENT_BYTES = 8 * 1024 * 1024
 YIELD_EVERY_BYTES = 1024 * 1024
 
 
-def iter_sse(response, quiet_s: float, timeout_s: float, max_event_bytes: int = MAX_EVENT_BYTES):
+def iter_sse(
+    response: requests.Response, quiet_s: float, timeout_s: float, max_event_bytes: int = MAX_EVENT_BYTES
+) -> Iterator[list[tuple[str | None, bytes]] | object]:
     """Yield, per block read, the list of (event, data) pairs it completed; QUIET passes through.
 
     Linear in the body: each block is searched for line ends once, and a line that spans blocks
@@ -258,7 +266,12 @@ def iter_sse(response, quiet_s: float, timeout_s: float, max_event_bytes: int = 
         yield [(event, b"\n".join(data))]
 
 
-def chunk_batches(response, quiet_s, timeout_s, convert):
+def chunk_batches(
+    response: requests.Response,
+    quiet_s: float,
+    timeout_s: float,
+    convert: Callable[[str | None, bytes], Iterable[dict[str, Any]]],
+) -> Iterator[list[dict[str, Any]] | object]:
     """Per read of a streamed SSE response, the chunks ``convert(event, data)`` makes of its
     events (an iterable per event), as a list; QUIET passes through."""
     for events in iter_sse(response, quiet_s, timeout_s):

@@ -1,14 +1,23 @@
 """One usage event per metered request, whatever its outcome, settled against its reservation."""
 
+from __future__ import annotations
+
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from flask import current_app
+from sqlalchemy import Table
 
 from lunos.pricing import TokenUsage
 from lunos.services import credits, limits
 from lunos.services.prepared import database_unavailable
+
+if TYPE_CHECKING:
+    from lunos.catalog import Endpoint
+    from lunos.routing.router import Attempt
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +62,32 @@ class UsageRecord:
 
     SETTLED_COLUMNS = ("unbilled_micros", "created_at")
 
+    def __post_init__(self) -> None:
+        # An upstream's error text may hold what PostgreSQL cannot store (NUL, a lone surrogate
+        # from a JSON escape); a settlement must never fail on it.
+        self.error = storable_text(self.error)
+        self.attempts = [
+            {**attempt, "error": storable_text(attempt.get("error")), "code": storable_text(attempt.get("code"))}
+            for attempt in self.attempts
+        ]
+
     def row(self) -> dict:
         """The columns' values, for the settlement's INSERT."""
         return dict(self.__dict__)
 
 
-def check_table(table) -> None:
+MAX_ERROR_CHARS = 2000
+
+
+def storable_text(text: str | None) -> str | None:
+    """``text`` without NUL or lone surrogates, at most MAX_ERROR_CHARS long."""
+    if text is None:
+        return None
+    text = text[:MAX_ERROR_CHARS].replace("\x00", "")
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def check_table(table: Table) -> None:
     """Fail loudly when ``usage_events`` and UsageRecord disagree, so a new column cannot
     silently break settlement (run at start-up)."""
     columns = {column.key for column in table.columns}
@@ -115,10 +144,10 @@ class Meter:
         *,
         status: str,
         http_status: int = 200,
-        endpoint=None,
+        endpoint: Endpoint | None = None,
         usage: dict | None = None,
         usage_estimated: bool = False,
-        attempts=(),
+        attempts: Sequence[Attempt] = (),
         error: str | None = None,
     ) -> UsageRecord:
         """Write the usage event (kept as ``self.event``) and settle; only the first call counts.

@@ -6,7 +6,7 @@ import openai
 import pytest
 
 from tests.api.test_chat import chat, sse_events
-from tests.conftest import usage_events
+from tests.conftest import money, usage_events
 from tests.upstream import Reply
 
 OVERFLOW = Reply(
@@ -109,3 +109,16 @@ def test_usage_cost_has_no_exponent_in_answers_and_streams(client, auth, upstrea
     assert b'"cost":0.000001' in chat(client, auth, model="test/primary").get_data()
     streamed = chat(client, auth, model="test/primary", stream=True, stream_options={"include_usage": True})
     assert b'"cost":0.000001' in streamed.get_data()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstream_error_text_postgresql_cannot_store_is_still_settled(app, client, auth, account, upstream, stream):
+    upstream.script("primary", Reply(status=400, message="bad \x00 byte and \ud800 half", code="odd\x00code"))
+    response = chat(client, auth, model="test/primary", stream=stream)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["message"] == "bad \x00 byte and \ufffd half" and error["code"] == "odd\x00code"
+    [event] = usage_events(app, account)
+    assert event.status == "upstream_error" and "\x00" not in event.error and "bad  byte and \ufffd half" in event.error
+    assert event.attempts[0]["code"] == "oddcode"
+    assert money(app, account)[2] == 0, "the hold is released"
