@@ -1,7 +1,11 @@
 """The library internals in lunos/internals.py: each accessor against the installed library, and
 the start-up self-check failing, naming the library and its version, when one moves."""
 
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy
@@ -12,6 +16,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from lunos import create_app, internals
 from lunos.internals import InternalsMoved, bind_names, bind_parameter
 
+ROOT = Path(__file__).resolve().parent.parent
 TABLE = Table("t", MetaData(), Column("a", Integer), Column("b", Integer), Column("c", Integer))
 # SET comes before WHERE in the SQL, though the statement names "wanted" first.
 STATEMENT = (
@@ -110,3 +115,60 @@ def test_the_app_does_not_start_when_an_internal_moved(fresh_check, monkeypatch,
     drop_from_compiler(monkeypatch, "binds")
     with pytest.raises(InternalsMoved, match="SQLAlchemy .*binds"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/moved.db"})
+
+
+WAIT_CHECK = r"""
+from gevent import monkey
+monkey.patch_all()
+import sys
+import gevent, psycopg
+from psycopg import waiting
+from lunos import internals
+
+assert internals.use_gevent_wait() is not None and waiting.wait is internals.gevent_wait
+url = sys.argv[1]
+ticks = []
+
+def ticker():
+    while True:
+        ticks.append(1)
+        gevent.sleep(0.01)
+
+def query():
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_sleep(0.5), 41 + 1").fetchone()[1] == 42
+        try:
+            conn.execute("SET statement_timeout = 100")
+            conn.execute("SELECT pg_sleep(5)")
+        except psycopg.errors.QueryCanceled:
+            return "canceled"
+
+ticking = gevent.spawn(ticker)
+outcomes = [g.get() for g in gevent.joinall([gevent.spawn(query) for _ in range(3)], raise_error=True)]
+ticking.kill()
+print(outcomes, len(ticks))
+assert outcomes == ["canceled"] * 3
+assert len(ticks) >= 10, ticks  # the loop ran other greenlets while the queries waited
+"""
+
+
+def test_psycopg_waits_on_gevent_watchers_and_lets_other_greenlets_run(tmp_path):
+    """The production wait (wsgi.py) under gevent: queries answer, errors arrive, and the other
+    greenlets of the worker run while a query waits on PostgreSQL."""
+    url = os.environ.get("LUNOS_TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("PostgreSQL run skipped: LUNOS_TEST_DATABASE_URL is not set")
+    script = tmp_path / "wait_check.py"
+    script.write_text(WAIT_CHECK)
+    done = subprocess.run(
+        [sys.executable, str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_gevent_wait_is_not_installed_without_gevent():
+    assert internals.use_gevent_wait() is None  # pytest's process is not patched
