@@ -135,6 +135,7 @@ def _check_psycopg() -> None:
 def self_check() -> None:
     """Check every internal above against the installed libraries; no I/O, well under a
     millisecond. Raises InternalsMoved."""
+    _check_psycopg()
     statement = select(column("a")).where(column("a") == bindparam("wanted"), column("b") == 7)
     for dialect, positional in ((sqlite.dialect(), True), (postgresql.psycopg.dialect(), False)):
         compiled = statement.compile(dialect=dialect)
