@@ -73,23 +73,24 @@ def gevent_wait(gen: Generator[int, int, Any], fileno: int, interval: float = 0.
     """psycopg's WaitFunc protocol on gevent's io watchers: ``gen`` yields the events it waits
     for (``WAIT_R``/``WAIT_W``/``WAIT_RW``) and is sent the ones that came (``READY_*``), or
     ``READY_NONE`` every ``interval`` seconds so that it can check for a cancellation."""
-    from gevent import getcurrent
-    from gevent.hub import get_hub
+    from gevent.hub import Waiter, get_hub
     from psycopg import errors, waiting
 
     hub = get_hub()
     deadline = None if timeout is None else time.monotonic() + timeout
-    waiter = getcurrent()
     try:
         state = next(gen)
         while True:
             wait_s = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
             events = (_READ if state & waiting.WAIT_R else 0) | (_WRITE if state & waiting.WAIT_W else 0)
             watcher, timer = hub.loop.io(fileno, events), hub.loop.timer(wait_s)
+            # A Waiter, not the greenlet itself: when both fire in one turn of the loop, the
+            # second switch is kept in the Waiter instead of resuming the greenlet elsewhere.
+            waiter = Waiter(hub)
             try:
                 watcher.start(waiter.switch, pass_events=True)
                 timer.start(waiter.switch, 0)
-                revents = hub.switch()
+                revents = waiter.get()
             finally:
                 watcher.close()
                 timer.close()
