@@ -149,11 +149,13 @@ def iter_blocks(response: requests.Response, quiet_s: float, timeout_s: float) -
     greenlet, a thread when gevent has not patched the process: a socket timeout would leave
     http.client's response unreadable after the first quiet interval. Measured against reading
     the socket directly under http.client, the pump costs the gateway no more (bench/ab.py)."""
-    raw, blocks, ended = response.raw, queue.SimpleQueue(), []
+    # Bounded: a client slower than its upstream holds the pump back instead of letting the
+    # body pile up in memory (at most MAX_QUEUED_BLOCKS reads of 64 KB wait for the reader).
+    raw, blocks, ended, stopped = response.raw, queue.Queue(maxsize=MAX_QUEUED_BLOCKS), [], []
 
     def pump():
         try:
-            while True:
+            while not stopped:
                 block = raw.read1(65536, decode_content=True)
                 if not block:
                     ended.append(True)  # before the reader can see the end
@@ -186,20 +188,27 @@ def iter_blocks(response: requests.Response, quiet_s: float, timeout_s: float) -
                 raise block
             if not block:
                 return
-            parts = [block]
-            while not blocks.empty():
+            parts, joined = [block], len(block)
+            while joined < YIELD_EVERY_BYTES and not blocks.empty():
                 more = blocks.get()
                 if isinstance(more, BaseException) or not more:
                     pending = more
                     break
                 parts.append(more)
+                joined += len(more)
             yield parts[0] if len(parts) == 1 else b"".join(parts)
     finally:
+        # Left mid-body (the client went away, a timeout, an event too large): wake the pump from
+        # its read or its wait for room, and let it leave the response before the caller closes
+        # it under it.
+        stopped.append(True)
         if not ended:
-            # Left mid-body (the client went away, or a timeout): wake the pump from its read,
-            # and let it leave the response before the caller closes it under it.
             with suppress(OSError, AttributeError):
                 raw.connection.sock.shutdown(socket.SHUT_RDWR)
+        with suppress(queue.Empty):
+            while True:
+                blocks.get_nowait()
+        if not ended:
             pumping.join(5)
 
 
@@ -217,6 +226,8 @@ def _spawn(function):
 MAX_EVENT_BYTES = 8 * 1024 * 1024
 # A worker that parses this much without waiting lets its other greenlets run.
 YIELD_EVERY_BYTES = 1024 * 1024
+# Reads of a stream that may wait for its reader (of at most 64 KB each).
+MAX_QUEUED_BLOCKS = 16
 
 
 def iter_sse(
@@ -249,6 +260,8 @@ def iter_sse(
             elif line.startswith(b"data:"):
                 data.append(line[6:] if line.startswith(b"data: ") else line[5:])
                 data_size += len(line)
+                if data_size > max_event_bytes:  # an event that came whole within one block
+                    raise ProviderError(f"upstream sent an event of more than {max_event_bytes} bytes")
             elif line.startswith(b"event:"):
                 event = line[6:].strip().decode(errors="replace")
         if start < len(block):

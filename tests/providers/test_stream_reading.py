@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from urllib3.exceptions import ProtocolError
 
+from lunos.providers import http as http_module
 from lunos.providers.base import QUIET, ProviderError
 from lunos.providers.http import MAX_EVENT_BYTES, UpstreamHTTP, iter_blocks, iter_sse
 from tests.fake_http import LoopbackServer
@@ -163,6 +164,38 @@ def test_a_long_event_is_read_whole_and_one_past_the_cap_is_refused(scripted):
     assert events(http, scripted) == [(None, long_line.encode()), (None, b"after")]
     with pytest.raises(ProviderError, match="an event of more than 300000 bytes"):
         events(http, scripted, max_event_bytes=300_000)  # a line that never ends, growing past it
+
+
+def test_an_event_past_the_cap_that_arrives_whole_in_one_block_is_refused(monkeypatch):
+    # Reads that queued while the reader was busy reach it joined: one block with the event whole.
+    whole = b"data: " + b"y" * 400_000 + b"\n\ndata: after\n\n"
+    monkeypatch.setattr(http_module, "iter_blocks", lambda response, quiet_s, timeout_s: iter([whole]))
+    with pytest.raises(ProviderError, match="an event of more than 300000 bytes"):
+        list(iter_sse(None, 5.0, 5.0, 300_000))
+
+
+def test_a_reader_slower_than_its_upstream_holds_the_pump_back_and_can_leave(scripted):
+    body = b"data: " + b"w" * 6_000_000 + b"\n\n"
+    scripted.scripts = [[SSE + f"Content-Length: {len(body)}\r\n\r\n", body], [SSE + "Connection: close\r\n\r\n", body]]
+    scripted.close_after = True
+    http = UpstreamHTTP(4, 5)
+    response = http.post_json(f"{scripted.url}/v1", {}, headers={}, timeout_s=5, stream=True)
+    blocks = iter_blocks(response, 5.0, 5.0)
+    received = [next(blocks)]
+    time.sleep(0.3)  # the pump fills its queue and waits for room
+    assert response.raw.tell() < 2_000_000, "the pump read no further than its queue holds"
+    received += list(blocks)
+    response.close()
+    assert b"".join(received) == body, "nothing lost while the pump waited"
+    response = http.post_json(f"{scripted.url}/v1", {}, headers={}, timeout_s=5, stream=True)
+    blocks = iter_blocks(response, 5.0, 5.0)
+    next(blocks)
+    time.sleep(0.3)
+    started = time.monotonic()
+    blocks.close()  # left while the pump waits for room in a full queue
+    response.close()
+    assert time.monotonic() - started < 1.0
+    assert not [t for t in threading.enumerate() if t.name == "lunos-stream-pump"]
 
 
 @pytest.fixture
