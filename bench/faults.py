@@ -339,13 +339,15 @@ def call(session, base, key, model, stream, directive, timeout):
         seen["error"] = type(exc).__name__
     finally:
         response.close()
-    seen["seconds"] = time.monotonic() - started
+    seen["ended"] = time.monotonic()
+    seen["seconds"] = seen["ended"] - started
     return seen
 
 
 def read_stream(response, seen):
     buffer, last = b"", None
     for piece in response.iter_content(chunk_size=None):
+        seen["bytes"] = seen.get("bytes", 0) + len(piece)
         buffer += piece
         while b"\n\n" in buffer:
             event, buffer = buffer.split(b"\n\n", 1)
@@ -362,6 +364,7 @@ def read_stream(response, seen):
                 seen["error_event"] = json.loads(data)["error"].get("message")
             else:
                 seen["chunks"] += 1
+                seen["largest"] = max(seen.get("largest", 0), len(event))
 
 
 class Load:
@@ -657,63 +660,68 @@ def huge(stack):
     offset = stack.log_offset()
     pids = stack.workers()
     rss_before = {pid: rss_mb(pid) for pid in pids}
-    peak = dict(rss_before)
-    sampling = threading.Event()
-
-    def sample():
-        while not sampling.is_set():
-            for pid in pids:
-                value = rss_mb(pid)
-                if value is not None:
-                    peak[pid] = max(peak[pid], value)
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    others, oversized = [], []
+    done, oversized = [], []
     for mode in ("event", "line"):
+        peak, sampling = dict(rss_before), threading.Event()
+
+        def sample(peak=peak, sampling=sampling):
+            while not sampling.is_set():
+                for pid in pids:
+                    value = rss_mb(pid)
+                    if value is not None:
+                        peak[pid] = max(peak[pid], value)
+                time.sleep(0.05)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         normal = Load(stack, key, 8, 0, lambda i, n: ("faults", True, "chunks=100 delay=0.05", 60))
         time.sleep(1.0)
-        big = Load(
-            stack, key, 1, 0, lambda i, n, mode=mode: ("faults-huge", True, f"chunks=3 delay=0.05 huge={mode}", 120)
+        directive = f"chunks=3 delay=0.05 huge={mode}"
+        [big] = Load(stack, key, 1, 0, lambda i, n, directive=directive: ("faults-huge", True, directive, 120)).join()
+        others = normal.join()
+        sampling.set()
+        sampler.join()
+        oversized.append((mode, big))
+        finished = [r for r in others if r["status"] == 200 and r["done"]]
+        done += finished + ([big] if big["done"] else [])
+        label = "50 MB event" if mode == "event" else "100 MB line"
+        report.check(f"{label}: other streams to [DONE]", f"{len(finished)} / {len(others)}", len(finished) == 8)
+        gap = max((r["max_gap"] for r in others), default=0.0)
+        report.check(f"{label}: others' max inter-chunk gap s (sent 0.05 s apart)", f"{gap:.3f}", gap < 1.0)
+        outcome = f"{big['status']} " + (
+            "error event" if big["error_event"] else "[DONE]" if big["done"] else str(big["error"])
         )
-        oversized += [(mode, r) for r in big.join()]
-        others += normal.join()
-    sampling.set()
-    sampler.join()
-    books = stack.settle(account)
-    rss_after = {pid: rss_mb(pid) for pid in pids}
-    done = [r for r in others if r["status"] == 200 and r["done"]]
-    report.check("other streams to [DONE]", f"{len(done)} / {len(others)}", len(done) == len(others))
-    gap = max((r["max_gap"] for r in others), default=0.0)
-    report.check("other streams: max inter-chunk gap s (chunks 0.05 s apart)", f"{gap:.3f}", gap < 1.0)
-    for mode, r in oversized:
-        event = books.events.get(r["id"])
-        outcome = f"{r['status']} " + (
-            "error event" if r["error_event"] else "[DONE]" if r["done"] else str(r["error"])
-        )
-        report.count(f"huge {mode}: client saw", outcome)
-        report.count(f"huge {mode}: error message", (r["error_event"] or "")[:60])
         report.check(
-            f"huge {mode}: failed as a provider error",
+            f"{label}: failed as a provider error (client saw)",
             outcome,
-            not r["done"] and r["error_event"] and "bytes" in r["error_event"],
+            not big["done"] and big["error_event"] and "bytes" in big["error_event"],
         )
+        report.count(f"{label}: error event", (big["error_event"] or "none")[:70])
+        report.count(
+            f"{label}: bytes to the client / largest event",
+            f"{big.get('bytes', 0)} / {big.get('largest', 0)}",
+        )
+        for pid in pids:
+            grew = peak[pid] - rss_before[pid]
+            report.check(
+                f"{label}: worker {pid} RSS MB before / peak", f"{rss_before[pid]:.0f} / {peak[pid]:.0f}", grew < 40
+            )
+    books = stack.settle(account)
+    for mode, big in oversized:
+        label = "50 MB event" if mode == "event" else "100 MB line"
+        event = books.events.get(big["id"])
         if event is None:
-            report.check(f"huge {mode}: usage event", "missing", False)
+            report.check(f"{label}: usage event", "missing", False)
             continue
-        report.check(f"huge {mode}: usage event status", event.status, event.status not in ("ok", "interrupted"))
+        report.check(f"{label}: usage event status", event.status, event.status not in ("ok", "interrupted"))
         report.check(
-            f"huge {mode}: tokens billed (prompt+completion) / cost µUSD",
+            f"{label}: tokens billed (prompt+completion) / cost µUSD",
             f"{event.prompt_tokens}+{event.completion_tokens} / {event.cost_micros}",
             event.completion_tokens <= 10 and event.cost_micros < 1000,
         )
+    rss_after = {pid: rss_mb(pid) for pid in pids}
     for pid in pids:
-        report.check(
-            f"worker {pid} RSS MB before / peak / after",
-            f"{rss_before[pid]:.0f}/{peak[pid]:.0f}/{(rss_after[pid] or 0):.0f}",
-            rss_after[pid] is not None and peak[pid] - rss_before[pid] < 40,
-        )
+        report.count(f"worker {pid} RSS MB before / after", f"{rss_before[pid]:.0f} / {(rss_after[pid] or 0):.0f}")
     report.check(
         "workers unchanged (none killed)", f"{sorted(stack.workers())}", sorted(stack.workers()) == sorted(pids)
     )
