@@ -577,10 +577,20 @@ def kill(stack):
     )
     time.sleep(max(0.0, killed_at + 4 * HEARTBEAT_S + 1 - time.monotonic()))
     released = stack.release_stale(4 * HEARTBEAT_S)
-    report.count(f"release-reservations (older than {4 * HEARTBEAT_S} s): released", released)
     books = stack.books(account)
+    report.count(
+        f"release-reservations (older than {4 * HEARTBEAT_S} s): released, all accounts / this one",
+        f"{released} / {len(dead) - len(books.holds)}",
+    )
     lost = [r for r in answered if r["id"] not in books.events]
     report.count("answers 200 lost to the kill (no usage event)", len(lost))
+    held = {h.id for h in dead}
+    for r in lost:
+        report.count(
+            f"  lost: {'stream' if r['stream'] else 'plain'} ended {1000 * (r['ended'] - killed_at):+.0f} ms"
+            " from the kill; its hold released unbilled",
+            r["id"] in held,
+        )
     audit(report, stack, books, answered)
     log_counts(report, stack.log_since(offset), books)
     reports = [report]
