@@ -133,6 +133,9 @@ class ServiceUnavailable(LunosError):
     type = "service_unavailable"
 
 
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+
+
 # Werkzeug's own errors (routing, body size) keep their status; only the shape changes.
 _HTTP_TYPES = {
     400: "invalid_request_error",
@@ -171,7 +174,7 @@ def register_error_handlers(app):
         if not database_unavailable(exc):
             return _unexpected(exc)
         log.error("database unavailable: %s", exc)
-        return error_response(ServiceUnavailable("The database is unavailable; try again shortly."))
+        return error_response(ServiceUnavailable(DATABASE_UNAVAILABLE))
 
     @app.errorhandler(Exception)
     def _unexpected(exc):

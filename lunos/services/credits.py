@@ -25,7 +25,14 @@ from lunos.models.account import utcnow
 from lunos.money import usd
 from lunos.services.batching import GroupCommit
 from lunos.services.keys import KeyIdentity, window_start
-from lunos.services.prepared import Prepared, in_session_transaction, read, retry_if_lost, transaction
+from lunos.services.prepared import (
+    Prepared,
+    database_unavailable,
+    in_session_transaction,
+    read,
+    retry_if_lost,
+    transaction,
+)
 from lunos.services.rollup import roll_up
 
 
@@ -60,7 +67,7 @@ _STALE_RESERVATIONS = Prepared(
     )
 )
 _HEARTBEAT = Prepared(
-    update(Reservation).where(Reservation.worker == bindparam("worker")).values(heartbeat_at=bindparam("now"))
+    update(Reservation).where(Reservation.id == bindparam("hold")).values(heartbeat_at=bindparam("now"))
 )
 _INSERT_EVENT = Prepared(insert(UsageEvent), _columns(UsageEvent))
 _EVENT_EXISTS = Prepared(select(UsageEvent.id).where(UsageEvent.id == bindparam("id")))
@@ -94,9 +101,16 @@ def reserve(account_id: int, amount_micros: int, reservation_id: str, key: KeyId
     One conditional UPDATE: concurrent requests serialise on the account row (PostgreSQL) or the
     database write lock (SQLite), and each sees the others' reservations. A key with a credit
     limit (``key``, a KeyIdentity) holds the amount against its limit the same way. Reservations
-    that arrive together share one transaction.
+    that arrive together share one transaction. Until its settlement, the hold is this worker's
+    to prove alive (``heartbeat``), whether it was taken or the outcome is unknown.
     """
-    _submit("lunos-reservations", reserve_many, (account_id, amount_micros, reservation_id, key))
+    holds = current_app.extensions["lunos-holds"]
+    holds.add(reservation_id)
+    try:
+        _submit("lunos-reservations", reserve_many, (account_id, amount_micros, reservation_id, key))
+    except InsufficientCredits:
+        holds.discard(reservation_id)
+        raise
 
 
 def settle(reservation_id: str | None, account_id: int, event: dict[str, Any]) -> bool:
@@ -123,6 +137,7 @@ def _submit(batcher, run, item):
 def init_app(app: Flask) -> None:
     # Names this worker's holds; a new app (a new worker) is a new name.
     app.extensions["lunos-worker"] = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    app.extensions["lunos-holds"] = set()  # ids of this worker's holds that may exist and are not settled
     app.extensions["lunos-reservations"] = GroupCommit(_each_alone_on_failure(_retrying(reserve_many)))
     app.extensions["lunos-settlements"] = GroupCommit(_each_alone_on_failure(_retrying(settle_many)))
 
@@ -138,9 +153,13 @@ def _each_alone_on_failure(run):
     def run_batch(items):
         try:
             return run(items)
-        except Exception:
+        except Exception as exc:
             if len(items) == 1:
                 raise
+            if database_unavailable(exc):
+                # Away, or lost while committing (the batch may have landed): running each
+                # again could only fail too, or find its own work done; each caller gets the error.
+                return [exc] * len(items)
         results = []
         for item in items:
             try:
@@ -275,7 +294,9 @@ def _limited(key):
 def settle_many(items: Sequence[tuple[str | None, int, dict[str, Any]]]) -> list[bool]:
     """Settle ``(reservation_id, account_id, event)`` items in one transaction; one bool each."""
     with transaction(db.engine) as tx:
-        return _settle(tx, items)
+        results = _settle(tx, items)
+    current_app.extensions["lunos-holds"].difference_update(r for r, _, _ in items)
+    return results
 
 
 def _settle(tx, items):
@@ -361,10 +382,14 @@ def _add(move, reserved, charged):
     move[1] += charged
 
 
-def heartbeat(worker: str) -> None:
-    """Prove the holds of ``worker`` alive: release-reservations leaves them alone."""
-    with transaction(db.engine) as tx:
-        tx.run_many(_HEARTBEAT, [{"worker": worker, "now": utcnow()}])
+def heartbeat() -> None:
+    """Prove alive the holds of this worker's requests not settled yet: release-reservations
+    leaves them alone. Only those: a hold nothing here will settle (its COMMIT went out, its
+    answer was lost) goes stale and is released."""
+    holds, now = list(current_app.extensions["lunos-holds"]), utcnow()
+    if holds:
+        with transaction(db.engine) as tx:
+            tx.run_many(_HEARTBEAT, [{"hold": hold, "now": now} for hold in holds])
 
 
 def release_stale(older_than: timedelta) -> int:

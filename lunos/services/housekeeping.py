@@ -26,7 +26,7 @@ class Housekeeper:
 
     def run_once(self) -> None:
         with self.app.app_context():
-            credits.heartbeat(self.app.extensions["lunos-worker"])
+            credits.heartbeat()
         self.app.extensions["lunos-pending"].adopt_orphans()
 
     def stop(self, deadline_s: float = 10.0) -> None:

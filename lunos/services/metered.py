@@ -25,7 +25,7 @@ from gevent import monkey
 
 from lunos.background import background
 from lunos.catalog import Endpoint
-from lunos.errors import InvalidRequest, LunosError
+from lunos.errors import DATABASE_UNAVAILABLE, InvalidRequest, LunosError, ServiceUnavailable
 from lunos.models.api_key import INFERENCE
 from lunos.providers.base import CHAT, EMBEDDING
 from lunos.routing import Route
@@ -33,6 +33,7 @@ from lunos.routing.preferences import Candidate, Preferences
 from lunos.services.access import check_plan
 from lunos.services.keys import check_key_scope, require_kind
 from lunos.services.metering import ERROR, OK, REFUSED, UPSTREAM_ERROR, Meter, UsageRecord
+from lunos.services.prepared import database_unavailable
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = "The server had an error while processing your request."
@@ -91,6 +92,10 @@ class MeteredRequest:
             self.meter.admit(worst)
         except LunosError as error:
             self.fail(error, status=REFUSED)
+            raise
+        except Exception as exc:
+            if database_unavailable(exc):  # the client's 503 (errors.py), recorded as such
+                self.fail(ServiceUnavailable(DATABASE_UNAVAILABLE), status=REFUSED)
             raise
 
     @property

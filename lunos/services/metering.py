@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from flask import current_app
 from sqlalchemy import Table
 
+from lunos.errors import LunosError
 from lunos.pricing import TokenUsage
 from lunos.services import credits, limits
 from lunos.services.prepared import database_unavailable
@@ -128,8 +129,14 @@ class Meter:
     def admit(self, worst_case_micros: int) -> None:
         """Rate limits, then the reservation of ``worst_case_micros``; either refusal is raised."""
         self.rate_headers = limits.admit(self.caller.key_id, self.caller.quota)
-        credits.reserve(self.caller.account_id, worst_case_micros, self.request_id, self.caller.key)
+        # Named before it is taken: a reservation whose COMMIT went out but whose answer was
+        # lost may exist, and the settlement (which deletes it if it does) must know its id.
         self.reservation_id = self.request_id
+        try:
+            credits.reserve(self.caller.account_id, worst_case_micros, self.request_id, self.caller.key)
+        except LunosError:  # refused: certainly not held
+            self.reservation_id = None
+            raise
 
     def output_started(self) -> None:
         if self.first_output_at is None:
@@ -178,15 +185,16 @@ class Meter:
         )
         try:
             credits.settle(self.reservation_id, self.caller.account_id, self.event.row())
-        except Exception as exc:
+        except BaseException as exc:
+            # The database is away, the commit's outcome is unknown, or the settlement was cut
+            # short (a shutdown kills what is still running): the settlement waits in this
+            # worker's spool and is retried until it lands, once (services/pending.py); the hold
+            # stays until then. A settlement that can never land is set aside there, logged.
             if not database_unavailable(exc):
-                # The reservation stays open (visible in /v1/balance as reserved) rather than
-                # anything being billed twice; `flask lunos release-reservations` frees it later.
-                log.exception("could not settle request %s", self.request_id)
-                raise
-            # The database is away: the settlement waits in this worker's spool, and the answer
-            # goes out; the hold stays until it lands (services/pending.py).
+                log.error("could not settle request %s (%r); kept to retry", self.request_id, exc)
             current_app.extensions["lunos-pending"].keep(self.reservation_id, self.caller.account_id, self.event.row())
+            if not isinstance(exc, Exception):
+                raise
         limits.consume_tokens(
             self.caller.key_id, self.caller.quota, tokens["prompt_tokens"] + tokens["completion_tokens"]
         )

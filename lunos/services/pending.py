@@ -49,14 +49,15 @@ class PendingSettlements:
         return len(self._items)
 
     def keep(self, reservation_id: str | None, account_id: int, event: dict) -> None:
-        """Keep a settlement the database refused, and retry it until it lands."""
+        """Keep a settlement that did not land (the database away, its commit's outcome unknown,
+        cut short), and retry it until it lands."""
         item = (reservation_id, account_id, {**event, "created_at": event.get("created_at") or utcnow()})
         with self._lock:
             self._claim_spool()
             self._items.append(item)
             with open(self._spool_path(), "a", encoding="utf-8") as spool:
                 spool.write(_line(item))
-        log.warning("database unavailable: settlement of request %s kept (%d pending)", event["id"], len(self))
+        log.warning("settlement of request %s kept to retry (%d pending)", event["id"], len(self))
         self.drain_soon()
 
     def drain_soon(self) -> None:

@@ -3,11 +3,13 @@
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 
 from lunos.extensions import db
 from lunos.models import ApiKey, Reservation
 from lunos.services import credits, keys
-from tests.conftest import money
+from lunos.services.batching import GroupCommit
+from tests.conftest import money, usage_events
 
 
 def test_release_reservations_frees_stale_holds_only(app, account, api_key):
@@ -77,7 +79,7 @@ def test_the_heartbeat_keeps_a_long_request_from_being_released(app, account):
             )
         )
         db.session.commit()
-        credits.heartbeat(app.extensions["lunos-worker"])  # its worker is alive
+        credits.heartbeat()  # its worker is alive, and the request not settled
     result = app.test_cli_runner().invoke(args=["lunos", "release-reservations", "--older-than-minutes", "1"])
     assert "released 0 reservation" in result.output
     assert money(app, account)[2] == 500
@@ -97,3 +99,47 @@ def test_a_request_whose_hold_was_released_is_still_billed_once(app, account, ap
         assert db.session.get(ApiKey, key.id).spent_micros == 650
     balance, ledger, reserved = money(app, account)
     assert reserved == 0 and balance == ledger == 10_000_000 - 650
+
+
+class CommitAnswerLost(OperationalError):
+    """What psycopg reports when the connection drops while the COMMIT's answer is on its way."""
+
+    def __init__(self):
+        super().__init__("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+
+def test_a_hold_whose_commit_answer_was_lost_is_released_by_the_requests_settlement(
+    app, client, auth, account, monkeypatch
+):
+    def reserve_then_lose_the_answer(items):
+        credits.reserve_many(items)  # committed
+        raise CommitAnswerLost()
+
+    monkeypatch.setitem(app.extensions, "lunos-reservations", GroupCommit(reserve_then_lose_the_answer))
+    response = client.post(
+        "/v1/chat/completions",
+        headers=auth,
+        json={"model": "test/echo", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert response.status_code == 503, response.get_json()
+    assert response.get_json()["error"]["type"] == "service_unavailable"
+    [event] = usage_events(app, account)
+    assert (event.status, event.http_status, event.cost_micros) == ("refused", 503, 0)
+    balance, ledger, reserved = money(app, account)
+    assert reserved == 0 and balance == ledger == 10_000_000, "the hold that did land is released, unbilled"
+    assert not app.extensions["lunos-holds"]
+
+
+def test_a_hold_no_request_of_the_worker_will_settle_is_not_kept_alive(app, account):
+    with app.app_context():
+        credits.reserve(account, 400, "settling")
+        credits.reserve(account, 600, "orphan")
+        app.extensions["lunos-holds"].discard("orphan")  # its request is gone (its answer was lost)
+        db.session.execute(update(Reservation).values(heartbeat_at=datetime.now(UTC) - timedelta(minutes=5)))
+        db.session.commit()
+        credits.heartbeat()
+        assert credits.release_stale(timedelta(minutes=1)) == 1
+        assert credits.settle("settling", account, event("settling", account, None, 100))
+        assert not app.extensions["lunos-holds"]
+    balance, ledger, reserved = money(app, account)
+    assert reserved == 0 and balance == ledger == 10_000_000 - 100
