@@ -36,6 +36,18 @@ def on_starting(server):
     subprocess.run([sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"], cwd=here, check=True)
 
 
+# What a worker keeps of graceful_timeout for itself: after that long its requests still
+# running are stopped (a stream is billed as interrupted), and worker_exit settles and spools
+# (up to 15 s) before the arbiter's SIGKILL at graceful_timeout would cut all of it short.
+WORKER_EXIT_MARGIN_S = 20
+
+
+def post_worker_init(worker):
+    """The worker stops waiting for its requests WORKER_EXIT_MARGIN_S before the arbiter kills it."""
+    whole = worker.cfg.graceful_timeout
+    worker.cfg.set("graceful_timeout", max(whole // 2, whole - WORKER_EXIT_MARGIN_S))
+
+
 def worker_exit(server, worker):
     """Settle what the worker kept while the database was away (bounded); what remains waits in
     its spool for another worker."""

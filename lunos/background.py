@@ -30,6 +30,10 @@ def _logged(fn, *args):
 
 
 def drain(timeout_s: float) -> None:
-    """Wait (up to ``timeout_s``) for what was left to run in the background."""
+    """Wait (up to ``timeout_s``) for what was left to run in the background, then stop what
+    still runs: a settlement stopped so keeps its record in the spool (services/metering.py)."""
     if _running:
         gevent.joinall(list(_running), timeout=timeout_s)
+    if _running:
+        log.warning("stopping %d background tasks still running at shutdown", len(_running))
+        gevent.killall(list(_running), timeout=1)
