@@ -16,17 +16,32 @@ def engine_options(uri, settings):
     url = make_url(uri)
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         return {}
-    return {"pool_size": settings["DB_POOL_SIZE"], "max_overflow": settings["DB_POOL_OVERFLOW"], "pool_recycle": 1800}
+    options = {
+        "pool_size": settings["DB_POOL_SIZE"],
+        "max_overflow": settings["DB_POOL_OVERFLOW"],
+        "pool_recycle": 1800,
+    }
+    # A burst waits for a pooled connection at most 10 s, and a database host that stopped
+    # answering is found out in 5 s: a settlement then goes to the spool instead of hanging.
+    options["pool_timeout"] = 10
+    if url.get_backend_name() == "postgresql":
+        options["connect_args"] = {"connect_timeout": 5}
+    return options
 
 
 def redis_pool_options(url, size):
     """Flask-Limiter's storage options: a pool where a burst waits for a connection (up to 10 s)
-    instead of failing, as redis-py's default pool does past its 100 connections."""
-    if not url:
+    instead of failing, as redis-py's default pool does past its 100 connections, and a Redis
+    that stopped answering is a 503 within 2 s. For redis:// rediss:// and unix:// URLs; limits'
+    other schemes (sentinel, cluster) keep its own pool."""
+    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
         return {}
     import redis
 
-    return {"connection_pool": redis.BlockingConnectionPool.from_url(url, max_connections=size, timeout=10)}
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=size, timeout=10, socket_timeout=2, socket_connect_timeout=2
+    )
+    return {"connection_pool": pool}
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

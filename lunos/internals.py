@@ -83,7 +83,11 @@ def gevent_wait(gen: Generator[int, int, Any], fileno: int, interval: float = 0.
         while True:
             wait_s = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
             events = (_READ if state & waiting.WAIT_R else 0) | (_WRITE if state & waiting.WAIT_W else 0)
-            watcher, timer = hub.loop.io(fileno, events), hub.loop.timer(wait_s)
+            try:
+                watcher = hub.loop.io(fileno, events)
+            except OSError as closed:  # what psycopg's own waits say of a closed descriptor
+                raise errors.OperationalError("connection socket closed") from closed
+            timer = hub.loop.timer(wait_s)
             # A Waiter, not the greenlet itself: when both fire in one turn of the loop, the
             # second switch is kept in the Waiter instead of resuming the greenlet elsewhere.
             waiter = Waiter(hub)

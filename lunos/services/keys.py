@@ -123,11 +123,13 @@ class KeyCache:
         hit = self._found.get(secret_hash)
         return hit[1] if hit and time.monotonic() - hit[0] < self.ttl_s else None
 
-    def put(self, secret_hash: str, row: tuple) -> None:
+    def put(self, secret_hash: str, row: tuple, read_at: float) -> None:
+        """``read_at``: when the lookup was sent (time.monotonic()), so the row's age counts
+        the wait for its answer too."""
         if self.ttl_s > 0:
             if len(self._found) >= self.MAX_KEYS:
                 self._found.clear()
-            self._found[secret_hash] = (time.monotonic(), row)
+            self._found[secret_hash] = (read_at, row)
 
     def clear(self) -> None:
         self._found.clear()
@@ -150,11 +152,12 @@ def authenticate(secret: str | None, server_secret: str) -> KeyIdentity:
     if row is None:
         # The connection goes back to the pool at once: rate limits come next, and a Redis
         # round trip (or any other yield) must not keep it, nor SQLite's read snapshot, open.
+        read_at = time.monotonic()
         found = read(db.engine, _LOOKUP, {"secret_hash": secret_hash})
         if not found:
             raise AuthenticationFailed("Incorrect API key provided.")
         row = found[0]
-        cache.put(secret_hash, row)
+        cache.put(secret_hash, row, read_at)
     *identity, past_due_since, revoked_at, expires_at, disabled, suspended, available = row
     if revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
