@@ -175,7 +175,7 @@ def test_an_event_past_the_cap_that_arrives_whole_in_one_block_is_refused(monkey
 
 
 def test_a_reader_slower_than_its_upstream_holds_the_pump_back_and_can_leave(scripted):
-    body = b"data: " + b"w" * 6_000_000 + b"\n\n"
+    body = b"data: " + b"w" * 12_000_000 + b"\n\n"
     scripted.scripts = [[SSE + f"Content-Length: {len(body)}\r\n\r\n", body], [SSE + "Connection: close\r\n\r\n", body]]
     scripted.close_after = True
     http = UpstreamHTTP(4, 5)
@@ -183,7 +183,7 @@ def test_a_reader_slower_than_its_upstream_holds_the_pump_back_and_can_leave(scr
     blocks = iter_blocks(response, 5.0, 5.0)
     received = [next(blocks)]
     time.sleep(0.3)  # the pump fills its queue and waits for room
-    assert response.raw.tell() < 2_000_000, "the pump read no further than its queue holds"
+    assert response.raw.tell() < 3_000_000, "the pump read no further than its queue holds (and one joined block)"
     received += list(blocks)
     response.close()
     assert b"".join(received) == body, "nothing lost while the pump waited"
