@@ -31,8 +31,25 @@ def _answer(body):
 
 
 def _usage(body, text):
-    prompt, completion = estimate_prompt(body), estimate_text(text)
+    prompt, completion = estimate_prompt(body), estimate_text(text) * (body.get("n") or 1)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _within_limit(model, body, text):
+    """The echo cut to the output limit (the request's, within the endpoint's), as an upstream
+    would: (text, finish_reason)."""
+    asked = max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0)
+    limit = min(asked or model.max_output_tokens, model.max_output_tokens)
+    if estimate_text(text) <= limit:
+        return text, "stop"
+    words = re.findall(r"\s*\S+\s*", text)
+    kept, used = [], 0
+    for word in words:
+        used += estimate_text(word)
+        if used > limit:
+            break
+        kept.append(word)
+    return "".join(kept), "length"
 
 
 def _vector(item, dimensions):
@@ -84,9 +101,14 @@ class EchoProvider(Provider):
         }
 
     def complete(self, model: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
-        text = _answer(body)
+        text, finish_reason = _within_limit(model, body, _answer(body))
         choices = [
-            {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
             for i in range(body.get("n") or 1)
         ]
         return {
@@ -103,7 +125,7 @@ class EchoProvider(Provider):
 
     @staticmethod
     def _chunks(model, body):
-        text = _answer(body)
+        text, finish_reason = _within_limit(model, body, _answer(body))
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk",
@@ -117,5 +139,5 @@ class EchoProvider(Provider):
         yield chunk({"role": "assistant", "content": ""})
         for word in re.findall(r"\s*\S+\s*", text):
             yield chunk({"content": word})
-        yield chunk({}, "stop")
-        yield {**base, "choices": [], "usage": _usage(body, text)}
+        yield chunk({}, finish_reason)
+        yield {**base, "choices": [], "usage": _usage({**body, "n": 1}, text)}  # one choice streamed

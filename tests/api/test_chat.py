@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.conftest import usage_events
 from tests.upstream import Reply
 
 
@@ -293,3 +294,21 @@ def test_images_and_tools_pass_through(client, auth, upstream):
     assert answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "lookup"
     sent = upstream.requests_for("primary")[0].body
     assert sent["messages"] == messages and sent["tools"] == tools
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_echo_model_stops_at_the_output_limit_like_an_upstream(app, client, auth, account, stream):
+    words = "alpha beta gamma delta " * 2000  # about 11,500 tokens; the model allows 1,000
+    for asked, limit in ((None, 1000), (3, 3)):
+        body = {"model": "test/echo", "stream": stream, "messages": [{"role": "user", "content": words}]}
+        if asked:
+            body["max_tokens"] = asked
+        response = chat(client, auth, **body)
+        assert response.status_code == 200
+        if stream:
+            events = [e for e in sse_events(response) if isinstance(e, dict)]
+            finish = [c["finish_reason"] for e in events for c in e.get("choices", []) if c["finish_reason"]]
+            assert finish == ["length"]
+        else:
+            assert response.get_json()["choices"][0]["finish_reason"] == "length"
+        assert 0 < usage_events(app, account)[-1].completion_tokens <= limit
