@@ -14,6 +14,7 @@ from lunos import create_app, internals  # noqa: E402
 from lunos.services import housekeeping  # noqa: E402
 
 internals.use_gevent_wait()  # psycopg waits on gevent's watchers, not its poll() emulation
+internals.json_gunicorn_errors()  # what gunicorn refuses before the app is answered in JSON too
 app = create_app()
 # Heartbeats of this worker's holds, adoption of spools left by workers that are gone; stopped
 # (and what is pending settled) by gunicorn.conf.py's worker_exit.

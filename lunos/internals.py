@@ -22,6 +22,12 @@ failing requests.
   this one (wall 356 to 380 us against 285 to 311 us). ``PSYCOPG_WAIT_FUNC``, psycopg's own
   switch, only chooses among its functions.
 
+- gunicorn's error page: ``gunicorn.util.write_error(sock, status, reason, message)``, which its
+  workers call for what they cannot parse before the app sees it (a request line or headers too
+  large, broken chunked framing, a bad Content-Length). It writes HTML; ``json_gunicorn_errors()``
+  puts an OpenAI-shaped JSON body in its place, same status, so that every answer is the API's.
+  Not a matter of speed: gunicorn has no setting for it.
+
 Removed after measuring, in favour of public APIs: urllib3's and http.client's response
 internals in the stream reader (providers/http.py), gunicorn's atoms internals (accesslog.py),
 Flask's hook lists (extensions.py) and limits' memory storage internals (services/limits.py).
@@ -121,6 +127,41 @@ def use_gevent_wait() -> Callable | None:
 
     replaced, waiting.wait = waiting.wait, gevent_wait
     return replaced
+
+
+def json_gunicorn_errors() -> None:
+    """gunicorn's own error answers in OpenAI's shape (see the module's docstring)."""
+    from gunicorn import util
+
+    _check_gunicorn()
+    util.write_error = _write_json_error
+
+
+def _write_json_error(sock: Any, status: int, reason: str, message: str) -> None:
+    import orjson
+    from gunicorn import util
+
+    error = {
+        "message": f"{reason}: {message}" if message else reason,
+        "type": "invalid_request_error" if status < 500 else "api_error",
+        "param": None,
+        "code": None,
+    }
+    body = orjson.dumps({"error": error})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def _check_gunicorn() -> None:
+    import gunicorn
+    from gunicorn import util
+
+    for name in ("write_error", "write_nonblock"):
+        if not callable(getattr(util, name, None)):
+            raise InternalsMoved("gunicorn", gunicorn.__version__, f"gunicorn.util has no {name}")
 
 
 def _check_psycopg() -> None:

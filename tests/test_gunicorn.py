@@ -1,6 +1,8 @@
 """The production path: gunicorn with gevent workers, started as operators start it."""
 
+import json
 import os
+import socket
 import time
 
 import pytest
@@ -107,3 +109,45 @@ def test_an_oversized_chunked_body_is_413_under_gunicorn(start_gunicorn, auth):
     assert status == 413 and answer["error"]["type"] == "invalid_request_error"
     fits = b'{"messages": [{"role": "user", "content": "' + b"x" * 900 + b'"}]}'
     assert chunked_post(port, "/v1/chat/completions", auth, fits)[0] == 200
+
+
+def raw_exchange(port, request: bytes):
+    """Send ``request`` over a raw socket, half-close, read the answer: (status, content type, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    head, body = answer.split(b"\r\n\r\n", 1)
+    content_type = next(
+        (
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-type")
+        ),
+        None,
+    )
+    return int(head.split(b" ", 2)[1]), content_type, body
+
+
+def test_what_gunicorn_refuses_before_the_app_is_answered_in_openais_shape(start_gunicorn, auth):
+    port = int(start_gunicorn().rsplit(":", 1)[1])
+    secret = auth["Authorization"]
+    post = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {secret}\r\n"
+        "Content-Type: application/json\r\n"
+    )
+    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
+    cases = {
+        "a request line too long": (f"GET /v1/models?{'x' * 5000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 414),
+        "a header too large": (f"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: {'y' * 9000}\r\n\r\n".encode(), 431),
+        "a bad Content-Length": ((post + "Content-Length: abc\r\n\r\n").encode() + body, 400),
+        "a broken chunk size": ((post + "Transfer-Encoding: chunked\r\n\r\nZZ\r\n").encode() + body, 400),
+        "a body cut short": ((post + "Content-Length: 100\r\n\r\n").encode() + body[:45], 400),
+    }
+    for case, (request, expected) in cases.items():
+        status, content_type, answer = raw_exchange(port, request)
+        assert (status, content_type) == (expected, "application/json"), (case, status, answer[:300])
+        error = json.loads(answer)["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error", case

@@ -4,6 +4,7 @@ it is over ``LUNOS_MAX_BODY_BYTES``)."""
 from typing import Any
 
 from flask import current_app, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from lunos.errors import InvalidRequest
@@ -25,7 +26,15 @@ def json_object() -> dict:
 
 
 def _raw_body() -> bytes:
-    data = request.get_data(cache=True)
+    try:
+        data = request.get_data(cache=True)
+    except (OSError, ParseException):  # gunicorn's reader: broken chunked framing, a body cut short
+        raise InvalidRequest("The request body could not be read: its framing is broken.") from None
+    if request.content_length is not None and len(data) < request.content_length:
+        raise InvalidRequest(
+            f"The request body ended after {len(data)} of the {request.content_length} bytes "
+            "its Content-Length announced."
+        )
     limit = request.max_content_length
     if limit is not None and request.content_length is None and len(data) >= limit:
         # A chunked body: werkzeug stops reading at the limit without a word, so a byte more
