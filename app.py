@@ -29,7 +29,10 @@ def main():
     if key_file:
         print(f"Created account 'demo' with its API key in {key_file}", flush=True)
     host = os.environ.get("LUNOS_HOST", "127.0.0.1")
-    port = int(os.environ.get("LUNOS_PORT", "8000"))
+    port = os.environ.get("LUNOS_PORT", "8000")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise SystemExit(f"LUNOS_PORT must be a port number (1 to 65535), not {port!r}")
+    port = int(port)
     print(f"Lunos serving on http://{host}:{port} (Ctrl-C to stop)", flush=True)
     housekeeper = housekeeping.start(app)
     try:

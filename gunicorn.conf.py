@@ -8,15 +8,23 @@ import os
 import subprocess
 import sys
 
+
+def _whole_number(name, default):
+    value = os.environ.get(name, str(default))
+    if not value.strip().isascii() or not value.strip().isdigit() or int(value) < 1:
+        raise SystemExit(f"{name} must be a whole number of at least 1, not {value!r}")
+    return int(value)
+
+
 bind = os.environ.get("LUNOS_BIND", "0.0.0.0:8000")
 worker_class = "gevent"
-workers = int(os.environ.get("LUNOS_WORKERS", multiprocessing.cpu_count()))
-worker_connections = int(os.environ.get("LUNOS_WORKER_CONNECTIONS", 2000))
+workers = _whole_number("LUNOS_WORKERS", multiprocessing.cpu_count())
+worker_connections = _whole_number("LUNOS_WORKER_CONNECTIONS", 2000)
 # gevent workers heartbeat from the event loop, so a long stream does not trip this.
 timeout = 60
 # On a reload (SIGHUP) or stop (SIGTERM), how long running requests may go on: long enough for
 # a long completion to finish streaming.
-graceful_timeout = int(os.environ.get("LUNOS_GRACEFUL_TIMEOUT_S", 600))
+graceful_timeout = _whole_number("LUNOS_GRACEFUL_TIMEOUT_S", 600)
 keepalive = 75
 preload_app = False  # psycopg must be imported after gevent patches, in each worker
 # gunicorn's control socket has one fixed path per user: two instances on one host would

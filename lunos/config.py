@@ -38,7 +38,14 @@ def _positive(kind):
     return parse
 
 
-ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s,]+")
+ORIGIN = re.compile(r"https?://[^/?#\s,]+")
+
+
+def _database_url(text):
+    """A SQLAlchemy URL of a backend Lunos supports: SQLite or PostgreSQL (psycopg 3)."""
+    if not text.startswith(("sqlite:", "sqlite+pysqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+        raise ValueError(f"Lunos runs on sqlite:/// or postgresql:// URLs, not {text.split(':', 1)[0]!r}")
+    return text
 
 
 def _origins(text):
@@ -85,7 +92,7 @@ class Setting:
 
 
 SETTINGS = [
-    Setting("DATABASE_URL", str, None, "SQLAlchemy URL; default sqlite under instance/"),
+    Setting("DATABASE_URL", _database_url, None, "SQLAlchemy URL; default sqlite under instance/"),
     Setting("DB_POOL_SIZE", _positive(int), 10, "database connections kept open per worker"),
     Setting("DB_POOL_OVERFLOW", _positive(int), 10, "extra connections a worker may open under load"),
     Setting("REDIS_URL", str, None, "Redis URL for shared state (rate limits); optional"),

@@ -65,3 +65,13 @@ def test_the_limiters_own_hooks_check_no_limit(tmp_path):
     for path in ("/healthz", "/healthz", "/v1/models", "/no-such-page"):
         client.get(path)
     assert limiter.storage.reset() == 0, "no window was counted"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("LUNOS_DATABASE_URL", "mysql://x/db"), ("LUNOS_CORS_ORIGINS", "ftp://x")],
+)
+def test_a_setting_lunos_cannot_use_stops_start_up_naming_it(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        create_app({})
