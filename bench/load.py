@@ -17,6 +17,7 @@ from collections import Counter  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
+import gevent.lock  # noqa: E402
 
 
 def request_bytes(port, path, key, body):
@@ -151,24 +152,30 @@ def streams(port, path, key, count):
     }
 
 
-def hold(port, path, key, count, quiet_s):
-    """``count`` streams opened at once, each of which the upstream keeps quiet for ``quiet_s``
-    before its answer: what comes back on each (keep-alive comments, the answer, [DONE]), and
-    when (wall clock, so that several processes' figures can be put together)."""
+def hold(port, path, key, count, quiet_s, pending):
+    """``count`` streams, each of which the upstream keeps quiet for ``quiet_s`` before its
+    answer, opened as fast as the server takes them with at most ``pending`` waiting for their
+    headers (thousands of connects at once overflow the listen queue: the kernel drops them and
+    the client retries after a second or more): what comes back on each (keep-alive comments,
+    the answer, [DONE]), and when (wall clock, so that several processes' figures add up)."""
+    gate = gevent.lock.BoundedSemaphore(pending)
     payload = request_bytes(
         port,
         path,
         key,
         {"model": "bench", "stream": True, "bench_quiet_s": quiet_s, "messages": [{"role": "user", "content": "hi"}]},
     )
-    opened, ended, keepalives, failures = [], [], [], []
+    opened, waits, ended, keepalives, failures = [], [], [], [], []
 
     def one():
-        box = [b""]
+        gate.acquire()
+        box, started = [b""], time.perf_counter()
 
         def seen(body):
             if not box[0]:
                 opened.append(time.time())  # the status line and the headers are in
+                waits.append(time.perf_counter() - started)
+                gate.release()
             box[0] = body or b" "
 
         try:
@@ -179,6 +186,9 @@ def hold(port, path, key, count, quiet_s):
         except (OSError, ConnectionError) as exc:
             failures.append(str(exc) or exc.__class__.__name__)
             return
+        finally:
+            if not box[0]:
+                gate.release()
         body = box[0]
         if status != 200 or b"data: [DONE]" not in body or b"word" not in body:
             failures.append(f"status {status}: {body[:200]!r}")
@@ -192,6 +202,8 @@ def hold(port, path, key, count, quiet_s):
         "failures": len(failures),
         "failure_kinds": sorted(set(failures))[:5],
         "last_opened": max(opened, default=0),
+        "open_p50_s": percentile(waits, 50) or 0,
+        "open_max_s": max(waits, default=0),
         "first_ended": min(ended, default=0),
         "last_ended": max(ended, default=0),
         "keepalives_min": min(keepalives, default=0),
@@ -258,11 +270,12 @@ if __name__ == "__main__":
     parser.add_argument("--model", default="bench")
     parser.add_argument("--quiet-s", type=float, default=30)
     parser.add_argument("--stream", action="store_true", help="burst: streamed requests")
+    parser.add_argument("--pending", type=int, default=200, help="hold: most streams waiting for headers")
     args = parser.parse_args()
     if args.scenario == "throughput":
         result = throughput(args.port, args.path, args.key, args.connections, args.seconds, args.model)
     elif args.scenario == "hold":
-        result = hold(args.port, args.path, args.key, args.count, args.quiet_s)
+        result = hold(args.port, args.path, args.key, args.count, args.quiet_s, args.pending)
     elif args.scenario == "burst":
         result = burst(args.port, args.path, args.key, args.count, args.stream)
     else:

@@ -145,7 +145,7 @@ def main():
     scenario = parser.add_argument_group("scenarios, run instead of the default round (bench/scenarios.py)")
     scenario.add_argument("--workers", help="worker counts, e.g. 1,2: requests/s at 16 and 32 connections for each")
     scenario.add_argument("--open-streams", type=int, metavar="N", help="N quiet streams open at once on one worker")
-    scenario.add_argument("--quiet-s", type=float, default=30, help="--open-streams: upstream silence (30 s)")
+    scenario.add_argument("--quiet-s", type=float, default=60, help="--open-streams: upstream silence (60 s)")
     scenario.add_argument("--keepalive-s", type=float, default=5, help="--open-streams: LUNOS_STREAM_KEEPALIVE_S (5)")
     scenario.add_argument("--burst", help="burst sizes, e.g. 1000,5000: requests sent at once to one worker")
     scenario.add_argument("--burst-stream", action="store_true", help="--burst: streamed requests")
@@ -164,6 +164,8 @@ def main():
     catalog = CATALOG.format(port=up_port)
     if args.endpoints:
         catalog += scenarios.endpoints_catalog(args.endpoints, up_port)
+    if args.open_streams:  # the upstream's silence must stay under the provider's timeout
+        catalog = catalog.replace("timeout_s = 60", f"timeout_s = {max(60, int(args.quiet_s) + 60)}")
     (tmp / "catalog.toml").write_text(catalog)
     (tmp / "plans.toml").write_text(PLANS)
     env = {

@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 import requests
-from run import BENCH, ROOT, answers, free_port, gunicorn, listens, load, wait_ready
+from run import BENCH, ROOT, answers, cpu_seconds, free_port, gunicorn, listens, load, wait_ready
 
 TAG = "lunos-bench"  # application_name / client_name of the gateway's database and Redis connections
 MULTI = "bench-multi"  # the model served by several endpoints (--endpoints)
@@ -74,6 +74,18 @@ def status_kb(pid, field):
                 return int(line.split()[1])
     except OSError:
         pass
+    return 0
+
+
+def listen_overflows():
+    """The kernel's count of connections dropped for a full listen queue (all of the host's)."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()]
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names[0] == "TcpExt:" and "ListenOverflows" in names:
+            return int(values[names.index("ListenOverflows")])
     return 0
 
 
@@ -198,6 +210,8 @@ def hold_round(ctx, server, count, quiet_s):
         "failures": sum(p["failures"] for p in parts),
         "failure_kinds": sorted({k for p in parts for k in p["failure_kinds"]})[:5],
         "last_opened": max(p["last_opened"] for p in parts),
+        "open_p50_s": max(p["open_p50_s"] for p in parts),  # the slowest process's
+        "open_max_s": max(p["open_max_s"] for p in parts),
         "first_ended": min(p["first_ended"] or math.inf for p in parts),
         "keepalives_min": min(p["keepalives_min"] for p in parts),
         "keepalives_max": max(p["keepalives_max"] for p in parts),
@@ -235,8 +249,10 @@ def open_streams_scenario(ctx):
         before = status_kb(pid, "VmRSS")
         sampler = Sampler(pid)
         sampler.start()
-        started = time.time()
+        started, cpu, overflows = time.time(), cpu_seconds(pid), listen_overflows()
         result = hold_round(ctx, server, count, quiet_s)
+        result["cpu_s"] = cpu_seconds(pid) - cpu
+        result["listen_overflows"] = listen_overflows() - overflows
         sampler.stop()
         # The peak while every stream was open: between the last one's headers and the first end.
         window = [s for s in sampler.samples if result["last_opened"] <= s[0] <= result["first_ended"]]
@@ -265,6 +281,10 @@ def report_open_streams(results, args):
     rows = [
         ("failures", "failures", "d"),
         ("all opened after s", "opened_in_s", ".1f"),
+        ("time to headers p50 s", "open_p50_s", ".1f"),
+        ("time to headers max s", "open_max_s", ".1f"),
+        ("worker CPU s, whole round", "cpu_s", ".1f"),
+        ("listen queue overflows (host)", "listen_overflows", "d"),
         ("all open at once for s", "all_open_s", ".1f"),
         ("keep-alives per stream, min", "keepalives_min", "d"),
         ("worker RSS before, MB", "rss_before_kb", "mb"),
