@@ -235,6 +235,8 @@ def burst(port, path, key, count, stream):
             sock.sendall(payload)
             status, answer = read_whole(sock)
             sock.close()
+            if stream and status == 200 and b"data: [DONE]" not in answer:
+                status = "200 without [DONE]"
         except (OSError, ConnectionError) as exc:
             status, answer = str(exc) or exc.__class__.__name__, b""
         statuses[str(status)] += 1
