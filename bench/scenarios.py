@@ -169,7 +169,12 @@ def workers_scenario(ctx):
             extra = pool_env(ctx, workers) if kind == "gateway" else {}
             server = ctx.start(kind, workers, extra)
             ctx.throughput(server, 32, 2)  # warm-up: every worker's pools filled
+            cpu = [cpu_seconds(pid) for pid in server["pids"]]
             r16 = ctx.throughput(server, 16, ctx.args.seconds)
+            # How busy each worker was at 16 connections: a worker short of a core waits on something.
+            r16["cpu_share"] = [
+                round((cpu_seconds(pid) - before) / ctx.args.seconds, 2) for pid, before in zip(server["pids"], cpu)
+            ]
             r32 = ctx.throughput(server, 32, ctx.args.seconds)
             ctx.stop(server)
             results[f"{kind} x{workers}"] = {"workers": workers, "pools": extra, "c16": r16, "c32": r32}
@@ -187,6 +192,7 @@ def report_workers(results):
         for c in ("c16", "c32"):
             ratio = r[c]["rps"] / first[kind][c]["rps"] if first[kind][c]["rps"] else 0
             line += f"{r[c]['rps']:>10.1f} ({r[c]['errors']}) {ratio:>6.2f}x"
+        line += f"  workers' CPU at 16: {'/'.join(f'{c:.2f}' for c in r['c16']['cpu_share'])} cores"
         print(line + (f"  pools {r['pools']}" if r["pools"] else ""))
 
 
