@@ -147,6 +147,9 @@ def main():
     scenario.add_argument("--open-streams", type=int, metavar="N", help="N quiet streams open at once on one worker")
     scenario.add_argument("--quiet-s", type=float, default=60, help="--open-streams: upstream silence (60 s)")
     scenario.add_argument("--keepalive-s", type=float, default=5, help="--open-streams: LUNOS_STREAM_KEEPALIVE_S (5)")
+    scenario.add_argument(
+        "--tracemalloc", action="store_true", help="--open-streams: where the gateway's memory goes (slow)"
+    )
     scenario.add_argument("--burst", help="burst sizes, e.g. 1000,5000: requests sent at once to one worker")
     scenario.add_argument("--burst-stream", action="store_true", help="--burst: streamed requests")
     scenario.add_argument("--endpoints", type=int, metavar="N", help="a model of N endpoints against one of one")

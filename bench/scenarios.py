@@ -11,6 +11,7 @@ With --floor, --workers and --open-streams measure bench/stack_floor.py beside t
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -116,7 +117,11 @@ class Ctx:
             **(extra or {}),
         }
         log = self.tmp / f"{kind}-{port}.log"
-        if kind == "gateway":
+        if kind == "gateway" and getattr(self.args, "tracemalloc", False):
+            env["LUNOS_BENCH_TRACE_OUT"] = str(self.tmp / f"tracemalloc-{port}.txt")
+            process = gunicorn(["--pythonpath", "bench", "trace_wsgi:app"], env, log)
+            ready = answers(f"http://127.0.0.1:{port}/readyz")
+        elif kind == "gateway":
             process = gunicorn(["wsgi:app"], env, log)
             ready = answers(f"http://127.0.0.1:{port}/readyz")
         else:
@@ -227,13 +232,17 @@ def hold_round(ctx, server, count, quiet_s):
 class Sampler(threading.Thread):
     """A worker's resident memory and descriptors, every ``every_s``."""
 
-    def __init__(self, pid, every_s=0.5):
+    def __init__(self, pid, every_s=0.5, at_fds=None):
         super().__init__(daemon=True)
         self.pid, self.every_s, self.samples, self.done = pid, every_s, [], threading.Event()
+        self.at_fds = at_fds  # --tracemalloc: the second snapshot once this many descriptors are open
 
     def run(self):
         while not self.done.is_set():
             self.samples.append((time.time(), status_kb(self.pid, "VmRSS"), open_fds(self.pid)))
+            if self.at_fds and self.samples[-1][2] >= self.at_fds:
+                self.at_fds = None
+                os.kill(self.pid, signal.SIGRTMIN + 1)
             self.done.wait(self.every_s)
 
     def stop(self):
@@ -251,9 +260,12 @@ def open_streams_scenario(ctx):
         # Warm-up: code paths run, pools filled, as in a worker that has been up a while.
         hold_round(ctx, server, min(200, count), 1)
         ctx.throughput(server, 16, 1)
-        time.sleep(1)
+        trace = kind == "gateway" and ctx.args.tracemalloc
+        if trace:
+            os.kill(pid, signal.SIGRTMIN + 1)  # the first snapshot
+        time.sleep(3 if trace else 1)
         before = status_kb(pid, "VmRSS")
-        sampler = Sampler(pid)
+        sampler = Sampler(pid, at_fds=2 * count if trace else None)
         sampler.start()
         started, cpu, overflows = time.time(), cpu_seconds(pid), listen_overflows()
         result = hold_round(ctx, server, count, quiet_s)
@@ -274,6 +286,8 @@ def open_streams_scenario(ctx):
             kb_per_stream=(peak[1] - before) / count,
             sampled_while_all_open=bool(window),
         )
+        if trace:
+            result["tracemalloc"] = str(ctx.tmp / f"tracemalloc-{server['port']}.txt")
         ctx.stop(server)
         results[kind] = result
     return results
@@ -305,6 +319,8 @@ def report_open_streams(results, args):
     for name, r in results.items():
         if r["failure_kinds"]:
             print(f"{name} stream failures:", r["failure_kinds"])
+        if r.get("tracemalloc"):
+            print(f"{name}: under tracemalloc (RSS inflated); what the streams hold: {r['tracemalloc']}")
         if not r["sampled_while_all_open"]:
             print(f"{name}: no sample while every stream was open (peak over the whole round)")
 
