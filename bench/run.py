@@ -7,12 +7,16 @@ streams (20 chunks, 50 ms apart): failures, time-to-first-chunk, total time p50/
 time the serving process spent on them (Linux). With --floor, for scale: the same figures for
 bench/stack_floor.py (the gunicorn settings, Flask and requests relaying, with no Lunos code), and
 the streams through bench/floor.py (a relay with no framework at all).
+
+--workers, --open-streams, --burst and --endpoints run those scenarios instead (bench/scenarios.py),
+each alone or several in one run.
 """
 
 import argparse
 import json
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -138,11 +142,34 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--floor", action="store_true", help="also measure bench/stack_floor.py and bench/floor.py")
+    scenario = parser.add_argument_group("scenarios, run instead of the default round (bench/scenarios.py)")
+    scenario.add_argument("--workers", help="worker counts, e.g. 1,2: requests/s at 16 and 32 connections for each")
+    scenario.add_argument("--open-streams", type=int, metavar="N", help="N quiet streams open at once on one worker")
+    scenario.add_argument("--quiet-s", type=float, default=60, help="--open-streams: upstream silence (60 s)")
+    scenario.add_argument("--keepalive-s", type=float, default=5, help="--open-streams: LUNOS_STREAM_KEEPALIVE_S (5)")
+    scenario.add_argument(
+        "--tracemalloc", action="store_true", help="--open-streams: where the gateway's memory goes (slow)"
+    )
+    scenario.add_argument("--burst", help="burst sizes, e.g. 1000,5000: requests sent at once to one worker")
+    scenario.add_argument("--burst-stream", action="store_true", help="--burst: streamed requests")
+    scenario.add_argument("--endpoints", type=int, metavar="N", help="a model of N endpoints against one of one")
+    scenario.add_argument("--rounds", type=int, default=2, help="--endpoints: rounds of the two models in turn")
     args = parser.parse_args()
+    scenarios = None
+    if args.workers or args.open_streams or args.burst or args.endpoints:
+        import scenarios
+    # Thousands of sockets per process: every process started from here inherits the limit.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     tmp = Path(tempfile.mkdtemp(prefix="lunos-bench-"))
     up_port, gw_port = free_port(), free_port()
-    (tmp / "catalog.toml").write_text(CATALOG.format(port=up_port))
+    catalog = CATALOG.format(port=up_port)
+    if args.endpoints:
+        catalog += scenarios.endpoints_catalog(args.endpoints, up_port)
+    if args.open_streams:  # the upstream's silence must stay under the provider's timeout
+        catalog = catalog.replace("timeout_s = 60", f"timeout_s = {max(60, int(args.quiet_s) + 60)}")
+    (tmp / "catalog.toml").write_text(catalog)
     (tmp / "plans.toml").write_text(PLANS)
     env = {
         **os.environ,
@@ -187,6 +214,10 @@ def main():
             .stdout.strip()
             .splitlines()[-1]
         )
+        if scenarios:
+            wait_ready(answers(f"http://127.0.0.1:{up_port}/"), "the upstream")
+            results = scenarios.run(args, env, key, up_port, tmp, processes)
+            return scenarios.report(results, args, machine(args))
         log = tmp / "gunicorn.log"
         gateway = gunicorn(["wsgi:app"], {**env, "LUNOS_AUTO_MIGRATE": "false"}, log)
         processes.append(gateway)
@@ -237,15 +268,19 @@ def main():
     report(results, args)
 
 
+def machine(args):
+    backend = "PostgreSQL" if args.database_url and "postgres" in args.database_url else "SQLite"
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"database: {backend}; redis: {'yes' if args.redis_url else 'no'}"
+    )
+
+
 def report(results, args):
     """A column per server measured in full, each ratio against direct; the gateway's last."""
     d, g = results["direct"], results["gateway"]
     names = [name for name in ("direct", "stack", "gateway") if name in results]
-    backend = "PostgreSQL" if args.database_url and "postgres" in args.database_url else "SQLite"
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"database: {backend}; redis: {'yes' if args.redis_url else 'no'}"
-    )
+    print(machine(args))
     print(f"{'':34}" + "".join(f"{name:>10}{'ratio' if name != 'direct' else '':>7}" for name in names))
     rows = [
         ("requests/s, 16 connections", "throughput", "rps"),
