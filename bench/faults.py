@@ -453,6 +453,10 @@ def client_counts(report, results):
     return answered, cut, others
 
 
+# How long before a SIGKILL an answer may have ended and still lose its settlement (README).
+KILL_WINDOW_S = 0.5
+
+
 def audit(report, stack, books, answered, grant_expected=True):
     """The equalities the README promises between what went out and what was billed."""
     statuses = books.statuses()
@@ -591,7 +595,16 @@ def kill(stack):
             " from the kill; its hold released unbilled",
             r["id"] in held,
         )
-    audit(report, stack, books, answered)
+    # The README's promise for a SIGKILL: what it loses is the settlements of answers whose last
+    # byte had just gone out (not yet committed nor spooled): each lost answer ended within
+    # KILL_WINDOW_S before the kill, and its hold is released unbilled, never billed twice.
+    in_window = [r for r in lost if -KILL_WINDOW_S <= r["ended"] - killed_at <= 0.05 and r["id"] in held]
+    report.check(
+        f"answers lost ended within {KILL_WINDOW_S * 1000:.0f} ms before the kill, hold released",
+        f"{len(in_window)} of {len(lost)}",
+        len(in_window) == len(lost),
+    )
+    audit(report, stack, books, [r for r in answered if r not in lost])
     log_counts(report, stack.log_since(offset), books)
     reports = [report]
 
