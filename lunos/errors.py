@@ -26,7 +26,7 @@ attempt is a ``providers.base.ProviderError``, which the router turns into one o
 
 import logging
 
-from flask import jsonify
+from flask import jsonify, request
 from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
@@ -161,6 +161,11 @@ def register_error_handlers(app):
     def _http(exc):
         err = LunosError(exc.description or exc.name)
         err.status = exc.code or 500
+        if err.status == 413 and request.max_content_length:
+            err.message = (
+                f"The request body is larger than {request.max_content_length} bytes, "
+                "the most this gateway accepts (LUNOS_MAX_BODY_BYTES)."
+            )
         err.type = _HTTP_TYPES.get(err.status, "invalid_request_error" if err.status < 500 else "api_error")
         response = error_response(err)
         if err.status == 405 and exc.valid_methods:

@@ -3,7 +3,7 @@
 from flask import Blueprint, current_app, g, jsonify, request
 
 from lunos.api.auth import own_key_only, require_key
-from lunos.errors import NotFound
+from lunos.errors import InvalidRequest, NotFound
 from lunos.money import usd
 from lunos.services import accounts, usage
 
@@ -39,7 +39,9 @@ def credits():
 @require_key
 def generation():
     generation_id = request.args.get("id")
-    if generation_id and (len(generation_id) > MAX_GENERATION_ID_CHARS or "\x00" in generation_id):
+    if not generation_id:
+        raise InvalidRequest("Missing required parameter: 'id' (the x-request-id of an answer).", param="id")
+    if len(generation_id) > MAX_GENERATION_ID_CHARS or "\x00" in generation_id:
         raise NotFound(f"No generation with id {generation_id[:MAX_GENERATION_ID_CHARS]!r}.", param="id")
     return jsonify({"data": usage.generation(g.caller.account_id, generation_id, own_key_only())})
 

@@ -5,6 +5,7 @@ A management key reads the whole account; an inference key only its own requests
 
 import csv
 import io
+from decimal import Decimal
 
 from flask import Blueprint, Response, g, jsonify, request
 
@@ -29,6 +30,13 @@ CSV_COLUMNS = (
 )
 
 
+def _plain(value):
+    """A number as a spreadsheet reads it: 0.000016, not 1.6e-05."""
+    if isinstance(value, (float, Decimal)):
+        return format(Decimal(str(value)), "f")
+    return value
+
+
 @bp.get("/usage")
 @require_key
 def usage():
@@ -40,7 +48,7 @@ def usage():
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=(*dims, *CSV_COLUMNS[1:]), extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: _plain(value) for key, value in row.items()} for row in rows)
         filename = "usage-by-" + "-".join(dims) + ".csv"
         return Response(
             out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}

@@ -356,6 +356,7 @@ def test_an_oversized_chunked_body_is_413_and_one_within_the_limit_is_served(mak
         big = json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode()
         status, answer = chunked_post(server.server_port, "/v1/chat/completions", auth, big)
         assert status == 413 and answer["error"]["type"] == "invalid_request_error"
+        assert "larger than 1000 bytes" in answer["error"]["message"]
         small = json.dumps({"messages": [{"role": "user", "content": "x" * (1000 - 47)}]}).encode()
         assert len(small) == 1000
         status, answer = chunked_post(server.server_port, "/v1/chat/completions", auth, small)

@@ -2,6 +2,7 @@
 
 import csv
 import io
+from decimal import Decimal
 
 import pytest
 
@@ -75,6 +76,14 @@ def test_usage_csv_export(client, auth, traffic):
     assert response.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert {r["app"]: int(r["requests"]) for r in rows} == {"app-a": 3, "app-b": 2, "unknown": 1}
+    numbers = [value for row in rows for key, value in row.items() if key != "app" and value]
+    assert numbers and not [v for v in numbers if "e" in v.lower()], "plain decimals, as spreadsheets read them"
+    assert all(Decimal(r["cost"]) > 0 for r in rows)
+
+
+def test_a_generation_without_an_id_is_a_400_naming_it(client, auth):
+    response = client.get("/v1/generation", headers=auth)
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "id"
 
 
 def test_usage_per_app_per_day(client, auth, traffic):
