@@ -143,3 +143,27 @@ def test_a_hold_no_request_of_the_worker_will_settle_is_not_kept_alive(app, acco
         assert not app.extensions["lunos-holds"]
     balance, ledger, reserved = money(app, account)
     assert reserved == 0 and balance == ledger == 10_000_000 - 100
+
+
+def test_a_settlement_that_fails_for_any_reason_is_kept_and_lands_once(app, client, auth, account, monkeypatch):
+    real_settle, calls = credits.settle, []
+
+    def interrupted(*args):
+        calls.append(args)
+        raise RuntimeError("the batch was interrupted")  # what a follower sees when its leader is killed
+
+    monkeypatch.setattr(credits, "settle", interrupted)
+    response = client.post(
+        "/v1/chat/completions",
+        headers=auth,
+        json={"model": "test/echo", "messages": [{"role": "user", "content": "hello there"}]},
+    )
+    assert response.status_code == 200 and calls, "the answer went out; its settlement failed"
+    monkeypatch.setattr(credits, "settle", real_settle)
+    pending = app.extensions["lunos-pending"]
+    assert pending.drain(deadline_s=10) and len(pending) == 0
+    [event] = usage_events(app, account)
+    assert event.status == "ok" and event.cost_micros > 0
+    balance, ledger, reserved = money(app, account)
+    assert reserved == 0 and balance == ledger == 10_000_000 - event.cost_micros, "billed once"
+    assert not app.extensions["lunos-holds"]
