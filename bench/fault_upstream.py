@@ -12,11 +12,9 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
-from gevent.pywsgi import WSGIServer  # noqa: E402
 
 PROMPT_TOKENS = 12
 MB = 1024 * 1024
@@ -90,9 +88,6 @@ def app(environ, start_response):
 
 
 if __name__ == "__main__":
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    listener.bind(("127.0.0.1", int(sys.argv[1])))
-    listener.listen(1024)
-    WSGIServer(listener, app, log=None).serve_forever()
+    from upstream import serve
+
+    serve(app, int(sys.argv[1]))

@@ -62,13 +62,18 @@ def app(environ, start_response):
     return [ANSWER]
 
 
-if __name__ == "__main__":
+def serve(wsgi_app, port):
+    """Serve ``wsgi_app`` on 127.0.0.1:``port`` until killed, with as many descriptors as allowed."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of open streams
     # TCP_NODELAY on the listener is inherited by accepted sockets: no Nagle/delayed-ACK stalls.
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    listener.bind(("127.0.0.1", int(sys.argv[1])))
+    listener.bind(("127.0.0.1", port))
     listener.listen(4096)
-    WSGIServer(listener, app, log=None).serve_forever()
+    WSGIServer(listener, wsgi_app, log=None).serve_forever()
+
+
+if __name__ == "__main__":
+    serve(app, int(sys.argv[1]))

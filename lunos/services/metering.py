@@ -66,9 +66,12 @@ class UsageRecord:
     def __post_init__(self) -> None:
         # An upstream's error text may hold what PostgreSQL cannot store (NUL, a lone surrogate
         # from a JSON escape); a settlement must never fail on it.
-        self.error = storable_text(self.error)
+        if self.error is not None:
+            self.error = storable_text(self.error)
         self.attempts = [
-            {**attempt, "error": storable_text(attempt.get("error")), "code": storable_text(attempt.get("code"))}
+            {**attempt, "error": storable_text(attempt["error"]), "code": storable_text(attempt.get("code"))}
+            if attempt.get("error")  # a failed attempt: the only kind that carries upstream text
+            else attempt
             for attempt in self.attempts
         ]
 
