@@ -58,7 +58,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from lunos.extensions import db, init_limiter, migrate
     from lunos.gateway import Gateway
     from lunos.jsonio import JSONProvider
-    from lunos.services import credits, metered, metering, pending
+    from lunos.services import credits, leases, metered, metering, pending
     from lunos.services.limits import MEMORY_STORAGE_URI
 
     internals.self_check()  # a library upgrade that moved an internal fails here, naming it
@@ -97,6 +97,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_limiter(app)
     Gateway(settings).init_app(app)
     credits.init_app(app)
+    leases.init_app(app)
     pending.init_app(app)
     metered.init_app(app)
     register_error_handlers(app)

@@ -130,6 +130,7 @@ SETTINGS = [
     Setting("BILLING_RETURN_URL", str, None, "where Checkout and the Portal send users back; default PUBLIC_URL/"),
     Setting("SPOOL_DIR", str, None, "where settlements wait while the database is away; default instance/"),
     Setting("HEARTBEAT_S", _positive(float), 15.0, "how often a worker proves its holds alive"),
+    Setting("LEASE_S", _between_float(0.0, 60.0), 2.0, "seconds of an account's demand a worker leases; 0: no leases"),
     Setting("AUTO_MIGRATE", _bool, True, "migrate the schema when the development server starts"),
     Setting("LOG_LEVEL", str, "INFO", "logging level"),
 ]

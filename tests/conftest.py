@@ -25,7 +25,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from lunos import create_app
 from lunos.extensions import db, limiter
-from lunos.models import Account, LedgerEntry, UsageEvent
+from lunos.models import Account, LedgerEntry, Reservation, UsageEvent
 from lunos.services import accounts, keys
 from tests.fake_http import stop
 from tests.upstream import FakeUpstream
@@ -265,6 +265,9 @@ def make_app(database_url, catalog_path, plans_path):
             "RETRY_AFTER_CAP_S": 2.0,
             "STREAM_KEEPALIVE_S": 5.0,
             "CONNECT_TIMEOUT_S": 1.0,
+            # Most tests read an account's holds after its requests: each holds its own unless a
+            # test asks for leases (tests/services/test_leases.py; every gunicorn keeps them on).
+            "LEASE_S": 0.0,
             **overrides,
         }
         app = create_app(settings)
@@ -341,6 +344,16 @@ def money(app, account_id):
             )
         )
         return account.balance_micros, int(ledger), account.reserved_micros
+
+
+def reservations(app, account_id):
+    """The account's reservations, {id: amount in micro-USD}: requests' own holds and leases."""
+    with app.app_context():
+        found = db.session.execute(
+            sa.select(Reservation.id, Reservation.amount_micros).where(Reservation.account_id == account_id)
+        ).all()
+        db.session.rollback()
+    return dict(found)
 
 
 def usage_events(app, account_id=None):
@@ -448,6 +461,7 @@ def start_gunicorn(app, database_url, catalog_path, plans_path, tmp_path_factory
         process.wait()
         pytest.fail("gunicorn did not become ready: " + log.read_text()[-2000:])
 
+    start.processes = processes
     yield start
     for process in processes:
         process.terminate()

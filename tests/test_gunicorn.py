@@ -9,19 +9,21 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import money, set_plan, usage_events
+from tests.conftest import money, reservations, set_plan, usage_events
 from tests.upstream import Reply
 
 
 def settled_event(app, account):
     """The account's one usage event, once the worker has written it (within 5 s), with the
-    account's books balanced and no reservation left."""
+    account's books balanced and no hold left but the worker's lease."""
     deadline = time.monotonic() + 5
     while not usage_events(app, account) and time.monotonic() < deadline:
         time.sleep(0.05)
     [event] = usage_events(app, account)
     balance, ledger, reserved = money(app, account)
-    assert balance == ledger and reserved == 0
+    held = reservations(app, account)
+    assert balance == ledger and reserved == sum(held.values())
+    assert all(hold.startswith("lease:") for hold in held), held
     return event
 
 

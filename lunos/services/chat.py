@@ -15,6 +15,7 @@ from lunos.pricing import TokenUsage
 from lunos.providers.base import QUIET, Provider, ProviderError
 from lunos.routing.candidates import ROUTING_PARAMS, candidates
 from lunos.routing.preferences import Preferences, features_used, resolve
+from lunos.services import leases
 from lunos.services.access import check_plan
 from lunos.services.keys import require_kind
 from lunos.services.metered import INTERNAL_ERROR, MeteredRequest
@@ -77,7 +78,7 @@ def refuse_early(gateway: "Gateway", caller: "Caller", body: dict) -> None:
     require_kind(caller.key, INFERENCE)
     if not caller.plan.api_access:
         check_plan(caller.plan, [])
-    if caller.key.available_micros > 0 or not isinstance(body, dict):
+    if caller.key.available_micros + leases.free_micros(caller.account_id) > 0 or not isinstance(body, dict):
         return
     name = body.get("model") or gateway.catalog.default_model
     candidate = resolve(gateway.catalog, name) if isinstance(name, str) else None

@@ -66,6 +66,24 @@ _STALE_RESERVATIONS = Prepared(
         func.coalesce(Reservation.heartbeat_at, Reservation.created_at) < bindparam("cutoff")
     )
 )
+# A lease's row (services/leases.py): locked, with its amount, by an UPDATE that changes nothing
+# (PostgreSQL's row lock, SQLite's write lock); shrunk by what its requests cost.
+_LOCK_LEASE = Prepared(
+    update(Reservation)
+    .where(Reservation.id == bindparam("id"))
+    .values(amount_micros=Reservation.amount_micros)
+    .returning(Reservation.amount_micros)
+)
+_SHRINK_LEASE = Prepared(
+    update(Reservation)
+    .where(Reservation.id == bindparam("id"))
+    .values(amount_micros=Reservation.amount_micros - bindparam("by"))
+)
+_ADD_HOLD = Prepared(
+    update(Account)
+    .where(Account.id == bindparam("account"))
+    .values(reserved_micros=Account.reserved_micros + bindparam("hold"))
+)
 _HEARTBEAT = Prepared(
     update(Reservation).where(Reservation.id == bindparam("hold")).values(heartbeat_at=bindparam("now"))
 )
@@ -113,14 +131,69 @@ def reserve(account_id: int, amount_micros: int, reservation_id: str, key: KeyId
         raise
 
 
-def settle(reservation_id: str | None, account_id: int, event: dict[str, Any]) -> bool:
+def settle(reservation_id: str | None, account_id: int, event: dict[str, Any], leased: int | None = None) -> bool:
     """Write the usage ``event`` (a dict of UsageEvent columns, cost_micros included) and debit its
     cost against the reservation, in one transaction, shared with concurrent settlements.
+    ``leased``: the request was admitted on the lease ``reservation_id`` for that worst case.
 
     Returns False, writing nothing, when the request was settled already. A cost above what the
     account can pay is charged up to that and the rest recorded as ``unbilled_micros``.
     """
-    return _submit("lunos-settlements", settle_many, (reservation_id, account_id, event))
+    return _submit("lunos-settlements", settle_many, (reservation_id, account_id, event, leased))
+
+
+def take_lease(account_id: int, lease_id: str, size: int, least: int, share: int) -> int:
+    """Hold a lease (services/leases.py) of ``size``, or of less when a ``share``-th of what the
+    account has available is less, as reservation ``lease_id``; what it holds, or 0 (nothing held)
+    when that would be under ``least``."""
+    with transaction(db.engine) as tx:
+        ledger.lock_account(tx, account_id)
+        funds = tx.first(_BALANCE, {"account": account_id})
+        granted = min(size, max(0, funds[0] - funds[1]) // share) if funds else 0
+        if granted < least:
+            return 0
+        now = utcnow()
+        tx.run_many(_ADD_HOLD, [{"account": account_id, "hold": granted}])
+        tx.run_many(
+            _INSERT_RESERVATION,
+            [
+                {
+                    "id": lease_id,
+                    "account_id": account_id,
+                    "amount_micros": granted,
+                    "key_id": None,
+                    "created_at": now,
+                    "worker": current_app.extensions["lunos-worker"],
+                    "heartbeat_at": now,
+                }
+            ],
+        )
+    return granted
+
+
+def give_back(lease_id: str, account_id: int, keep: int = 0) -> None:
+    """Shrink the lease ``lease_id`` to ``keep`` (what is in flight on it), or, at 0, end it,
+    releasing the rest of what it holds."""
+    with transaction(db.engine) as tx:
+        if not keep:
+            _release(tx, lease_id, account_id)
+            return
+        row = tx.first(_LOCK_LEASE, {"id": lease_id})
+        if row is not None and row[0] > keep:
+            tx.run_many(_SHRINK_LEASE, [{"id": lease_id, "by": row[0] - keep}])
+            ledger.post(tx, [], released={account_id: row[0] - keep})
+
+
+def _release(tx, reservation_id, account_id):
+    """Delete a reservation and release what it holds; False when it was gone."""
+    row = tx.first(_DELETE_RESERVATION, {"id": reservation_id})
+    if row is None:
+        return False
+    amount, key_id = row
+    ledger.post(tx, [], released={account_id: amount})
+    if key_id is not None:
+        tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": amount, "charge": 0}])
+    return True
 
 
 def _submit(batcher, run, item):
@@ -291,11 +364,15 @@ def _limited(key):
     return key is not None and key.credit_limit_micros is not None
 
 
-def settle_many(items: Sequence[tuple[str | None, int, dict[str, Any]]]) -> list[bool]:
-    """Settle ``(reservation_id, account_id, event)`` items in one transaction; one bool each."""
+def settle_many(items: Sequence[tuple[str | None, int, dict[str, Any], int | None]]) -> list[bool]:
+    """Settle ``(reservation_id, account_id, event, leased)`` items (see ``settle``) in one
+    transaction; one bool each."""
     with transaction(db.engine) as tx:
-        results = _settle(tx, items)
-    current_app.extensions["lunos-holds"].difference_update(r for r, _, _ in items)
+        results, leased, overdrawn = _settle(tx, items)
+    current_app.extensions["lunos-holds"].difference_update(r for r, _, _, lease in items if lease is None)
+    leases = current_app.extensions.get("lunos-leases")
+    if leases is not None and (leased or overdrawn):
+        leases.settled(leased, overdrawn)
     return results
 
 
@@ -303,49 +380,66 @@ def _settle(tx, items):
     # What the batch depends on, read together (one round trip on PostgreSQL). A request is
     # settled at most once: its usage event's id is unique, and one whose event exists already
     # is skipped. Deleting its reservation is what releases the hold, once (on SQLite the first
-    # DELETE takes the write lock). A request whose hold is gone (never held, or released as
-    # stale by release-reservations) is still billed, for what the balance allows. The balances
-    # are read last, with PostgreSQL's row locks, in account order so that concurrent batches
-    # cannot deadlock.
-    reservation_ids = list(dict.fromkeys(r for r, _, _ in items if r is not None))
-    event_ids = list(dict.fromkeys(event["id"] for _, _, event in items))
-    accounts = sorted({account_id for r, account_id, event in items if r is not None or event["cost_micros"]})
+    # DELETE takes the write lock); a request admitted on a lease takes its cost off the lease's
+    # row instead, locked first. A request whose hold is gone (never held, or released as stale
+    # by release-reservations) is still billed, for what the balance allows. The balances are
+    # read last, with PostgreSQL's row locks, in account order so that concurrent batches cannot
+    # deadlock.
+    reservation_ids = list(dict.fromkeys(r for r, _, _, leased in items if r is not None and leased is None))
+    lease_ids = list(dict.fromkeys(r for r, _, _, leased in items if leased is not None))
+    event_ids = list(dict.fromkeys(event["id"] for _, _, event, _ in items))
+    accounts = sorted({account_id for r, account_id, event, _ in items if r is not None or event["cost_micros"]})
     found = iter(
         tx.each(
             [(_DELETE_RESERVATION, {"id": r}) for r in reservation_ids]
+            + [(_LOCK_LEASE, {"id": lease_id}) for lease_id in lease_ids]
             + [(_EVENT_EXISTS, {"id": event_id}) for event_id in event_ids]
             + [(_BALANCE_LOCKED, {"account": account_id}) for account_id in accounts]
         )
     )
     held = {r: rows[0] for r, rows in zip(reservation_ids, found) if rows}
+    live_leases = {lease_id for lease_id, rows in zip(lease_ids, found) if rows}
     existing = {event_id for event_id, rows in zip(event_ids, found) if rows}
     funds = {account_id: list(rows[0]) for account_id, rows in zip(accounts, found)}
 
-    results, settled = [], []
-    for reservation_id, account_id, event in items:
+    results, settled, leased = [], [], []
+    for reservation_id, account_id, event, lease_hold in items:
         if event["id"] in existing:
             results.append(False)  # settled already
+            if lease_hold is not None:  # by an attempt whose outcome was not known: the lease still hears of it
+                leased.append((reservation_id, event["id"], min(event["cost_micros"], lease_hold), True))
             continue
         existing.add(event["id"])
-        if reservation_id in held:
+        lease_id = None
+        if lease_hold is not None:
+            reserved, key_id = (lease_hold, None) if reservation_id in live_leases else (0, None)
+            lease_id = reservation_id if reserved else None
+            leased.append((reservation_id, event["id"], 0, bool(reserved)))
+        elif reservation_id in held:
             reserved, key_id = held.pop(reservation_id)
         else:  # no hold: the key's spend still moves, if it has a limit
             reserved, key_id = 0, (event["key_id"] if reservation_id is not None else None)
-        settled.append((account_id, event, reserved, key_id))
+        settled.append((account_id, event, reserved, key_id, lease_id))
         results.append(True)
     if not settled:
-        return results
+        return results, leased, set()
 
-    account_moves, key_moves = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    account_moves, key_moves, lease_moves = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0]), defaultdict(int)
+    gave = {}
     now = utcnow()
     events, entries = [], []
-    for account_id, event, reserved, key_id in settled:
+    for account_id, event, reserved, key_id, lease_id in settled:
         charged = 0
         if reserved or event["cost_micros"]:
             balance, open_holds = funds[account_id]
             charged = min(event["cost_micros"], reserved + max(0, balance - open_holds))
-            funds[account_id] = [balance - charged, open_holds - reserved]
-            _add(account_moves[account_id], reserved, charged)
+            # A lease keeps what its request did not spend, for the requests after it.
+            released = min(charged, reserved) if lease_id else reserved
+            funds[account_id] = [balance - charged, open_holds - released]
+            _add(account_moves[account_id], released, charged)
+            if lease_id:
+                lease_moves[lease_id] += released
+                gave[event["id"]] = released
         if key_id is not None:
             _add(key_moves[key_id], reserved, charged)
         # A settlement kept while the database was away carries the time the request ended.
@@ -364,6 +458,8 @@ def _settle(tx, items):
                 )
             )
     ledger.post(tx, entries, released={account_id: release for account_id, (release, _) in account_moves.items()})
+    if lease_moves:
+        tx.run_many(_SHRINK_LEASE, [{"id": lease_id, "by": by} for lease_id, by in lease_moves.items()])
     if key_moves:  # keys after accounts, in id order, as reservations lock them
         tx.run_many(
             _SETTLE_KEY,
@@ -374,7 +470,9 @@ def _settle(tx, items):
         )
     tx.run_many(_INSERT_EVENT, events)
     roll_up(tx, events)
-    return results
+    leased = [(lease_id, request, gave.get(request, given), live) for lease_id, request, given, live in leased]
+    overdrawn = {account_id for account_id, (balance, open_holds) in funds.items() if balance < open_holds}
+    return results, leased, overdrawn
 
 
 def _add(move, reserved, charged):
@@ -400,11 +498,5 @@ def release_stale(older_than: timedelta) -> int:
     released = 0
     for reservation_id, account_id in stale:
         with transaction(db.engine) as tx:
-            row = tx.first(_DELETE_RESERVATION, {"id": reservation_id})
-            if row is not None:  # else settled meanwhile
-                amount, key_id = row
-                ledger.post(tx, [], released={account_id: amount})
-                if key_id is not None:
-                    tx.run_many(_SETTLE_KEY, [{"key": key_id, "release": amount, "charge": 0}])
-                released += 1
+            released += _release(tx, reservation_id, account_id)  # else settled meanwhile
     return released

@@ -1,6 +1,6 @@
 """A worker's housekeeping, in one background greenlet: prove its holds alive (so
-release-reservations leaves running requests alone) and adopt the pending settlements of
-workers that are gone. Started by the serving entry points (wsgi.py, app.py), not by
+release-reservations leaves running requests alone), give back idle leases, and adopt the
+pending settlements of workers that are gone. Started by the serving entry points (wsgi.py, app.py), not by
 create_app, so that building an app (tests, the CLI) starts nothing."""
 
 import logging
@@ -27,6 +27,9 @@ class Housekeeper:
     def run_once(self) -> None:
         with self.app.app_context():
             credits.heartbeat()
+            leases = self.app.extensions.get("lunos-leases")
+            if leases is not None:
+                leases.give_back_idle(self.interval_s)
         self.app.extensions["lunos-pending"].adopt_orphans()
 
     def stop(self, deadline_s: float = 10.0) -> None:
@@ -35,6 +38,10 @@ class Housekeeper:
         self._stopped.set()
         background.drain(deadline_s / 2)  # tokens still to count, settlements after the last byte
         self.app.extensions["lunos-pending"].close(deadline_s)
+        leases = self.app.extensions.get("lunos-leases")
+        if leases is not None:  # what a settlement still pending needs stays held for it
+            with self.app.app_context():
+                leases.give_back_all()
 
     def _run(self) -> None:
         while not self._stopped.is_set():

@@ -13,7 +13,7 @@ from sqlalchemy import Table
 
 from lunos.errors import LunosError
 from lunos.pricing import TokenUsage
-from lunos.services import credits, limits
+from lunos.services import credits, leases, limits
 from lunos.services.prepared import database_unavailable
 
 if TYPE_CHECKING:
@@ -126,12 +126,18 @@ class Meter:
         self.started = time.monotonic()
         self.first_output_at = None
         self.reservation_id = None
+        self.leased = None  # admitted on the lease ``reservation_id`` for this worst case
         self.rate_headers = {}
         self.event: UsageRecord | None = None
 
     def admit(self, worst_case_micros: int) -> None:
-        """Rate limits, then the reservation of ``worst_case_micros``; either refusal is raised."""
+        """Rate limits, then the reservation of ``worst_case_micros`` (on a lease of this worker's,
+        or of its own); either refusal is raised."""
         self.rate_headers = limits.admit(self.caller.key_id, self.caller.quota)
+        lease_id = leases.admit(self.caller.account_id, worst_case_micros, self.request_id, self.caller.key)
+        if lease_id is not None:
+            self.reservation_id, self.leased = lease_id, worst_case_micros
+            return
         # Named before it is taken: a reservation whose COMMIT went out but whose answer was
         # lost may exist, and the settlement (which deletes it if it does) must know its id.
         self.reservation_id = self.request_id
@@ -187,7 +193,7 @@ class Meter:
             **tokens,
         )
         try:
-            credits.settle(self.reservation_id, self.caller.account_id, self.event.row())
+            credits.settle(self.reservation_id, self.caller.account_id, self.event.row(), self.leased)
         except BaseException as exc:
             # The database is away, the commit's outcome is unknown, or the settlement was cut
             # short (a shutdown kills what is still running): the settlement waits in this
@@ -195,7 +201,9 @@ class Meter:
             # stays until then. A settlement that can never land is set aside there, logged.
             if not database_unavailable(exc):
                 log.error("could not settle request %s (%r); kept to retry", self.request_id, exc)
-            current_app.extensions["lunos-pending"].keep(self.reservation_id, self.caller.account_id, self.event.row())
+            current_app.extensions["lunos-pending"].keep(
+                self.reservation_id, self.caller.account_id, self.event.row(), self.leased
+            )
             if not isinstance(exc, Exception):
                 raise
         limits.consume_tokens(

@@ -48,10 +48,10 @@ class PendingSettlements:
     def __len__(self) -> int:
         return len(self._items)
 
-    def keep(self, reservation_id: str | None, account_id: int, event: dict) -> None:
+    def keep(self, reservation_id: str | None, account_id: int, event: dict, leased: int | None = None) -> None:
         """Keep a settlement that did not land (the database away, its commit's outcome unknown,
-        cut short), and retry it until it lands."""
-        item = (reservation_id, account_id, {**event, "created_at": event.get("created_at") or utcnow()})
+        cut short), and retry it until it lands (the arguments of ``credits.settle``)."""
+        item = (reservation_id, account_id, {**event, "created_at": event.get("created_at") or utcnow()}, leased)
         with self._lock:
             self._claim_spool()
             self._items.append(item)
@@ -191,12 +191,13 @@ class PendingSettlements:
 
 
 def _line(item) -> str:
-    reservation_id, account_id, event = item
+    reservation_id, account_id, event, leased = item
     return (
         json.dumps(
             {
                 "reservation_id": reservation_id,
                 "account_id": account_id,
+                "leased_micros": leased,
                 "event": {**event, "created_at": event["created_at"].isoformat()},
             }
         )
@@ -215,7 +216,7 @@ def _read(path: Path) -> list:
             record = json.loads(line)
             event = record["event"]
             event["created_at"] = datetime.fromisoformat(event["created_at"])
-            items.append((record["reservation_id"], record["account_id"], event))
+            items.append((record["reservation_id"], record["account_id"], event, record.get("leased_micros")))
         except (ValueError, KeyError, TypeError):  # a line cut by a crash mid-write
             log.error("unreadable line in pending settlements %s: %r", path, line[:200])
     return items

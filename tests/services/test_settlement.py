@@ -45,9 +45,9 @@ def test_a_batch_charges_each_in_turn_and_never_below_zero(app, account):
         credits.reserve(account, 3_000_000, "r2")
         results = credits.settle_many(
             [
-                ("r1", account, event("r1", account, 8_000_000)),
-                ("r2", account, event("r2", account, 3_500_000)),
-                ("r3", account, event("r3", account, 1_000_000)),
+                ("r1", account, event("r1", account, 8_000_000), None),
+                ("r2", account, event("r2", account, 3_500_000), None),
+                ("r3", account, event("r3", account, 1_000_000), None),
             ]
         )
     # Both overran their holds: r1 takes the free dollar too, so r2 finds none left; the rest of
@@ -63,23 +63,26 @@ def test_one_reservation_twice_in_a_batch_settles_once(app, account):
     with app.app_context():
         credits.reserve(account, 1_000_000, "twice")
         results = credits.settle_many(
-            [("twice", account, event("twice", account, 400_000)), ("twice", account, event("twice", account, 400_000))]
+            [
+                ("twice", account, event("twice", account, 400_000), None),
+                ("twice", account, event("twice", account, 400_000), None),
+            ]
         )
         assert results == [True, False]
-        assert credits.settle_many([("twice", account, event("twice", account, 400_000))]) == [False]
+        assert credits.settle_many([("twice", account, event("twice", account, 400_000), None)]) == [False]
     assert money(app, account) == (9_600_000, 9_600_000, 0)
 
 
 def test_an_event_settled_already_spoils_only_itself(app, account):
     with app.app_context():
-        credits.settle_many([(None, account, event("refused-once", account, 0, status="refused"))])
+        credits.settle_many([(None, account, event("refused-once", account, 0, status="refused"), None)])
         credits.reserve(account, 1_000_000, "fine")
         results = credits.settle_many(
             [
-                (None, account, event("refused-once", account, 0, status="refused")),
-                ("fine", account, event("fine", account, 300_000)),
-                (None, account, event("refused-twice", account, 0, status="refused")),
-                (None, account, event("refused-twice", account, 0, status="refused")),
+                (None, account, event("refused-once", account, 0, status="refused"), None),
+                ("fine", account, event("fine", account, 300_000), None),
+                (None, account, event("refused-twice", account, 0, status="refused"), None),
+                (None, account, event("refused-twice", account, 0, status="refused"), None),
             ]
         )
     assert results == [False, True, True, False]
@@ -93,7 +96,7 @@ def test_a_batch_adds_to_its_hours_rollup_row_once_per_row(app, account):
             credits.reserve(account, 100_000, name)
         credits.settle_many(
             [
-                (name, account, event(name, account, 1_000, status=status))
+                (name, account, event(name, account, 1_000, status=status), None)
                 for name, status in (("a", "ok"), ("b", "ok"), ("c", "upstream_error"))
             ]
         )
