@@ -53,6 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     from lunos import config as settings_module
     from lunos.api import register_blueprints
+    from lunos.dashboard.session import CookieSession
     from lunos.errors import register_error_handlers
     from lunos.extensions import db, init_limiter, migrate
     from lunos.gateway import Gateway
@@ -64,6 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metering.check_table(models.UsageEvent.__table__)  # settlement writes every column
     app = Flask(__name__, instance_relative_config=True)
     app.json = JSONProvider(app)
+    app.session_interface = CookieSession()
     settings = settings_module.load_settings(overrides=config)
     app.config.update(settings)
     database_uri = settings_module.database_uri(settings["DATABASE_URL"], app.instance_path)

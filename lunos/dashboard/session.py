@@ -14,12 +14,24 @@ import secrets
 from datetime import UTC, datetime
 
 from flask import abort, current_app, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import delete
 
 from lunos.extensions import db
 from lunos.models import Account, ApiKey, DashboardSession
 from lunos.models.api_key import MANAGEMENT
 from lunos.services.keys import as_utc, authenticate
+
+
+class CookieSession(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, which builds its signer (an itsdangerous serializer over
+    the secret keys) on every request: here only for a request that brings the cookie. An API
+    call brings none, and gets the empty session the stock interface would give it."""
+
+    def open_session(self, app, request):
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def _row_id(session_id: str) -> str:

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lunos.catalog import Endpoint
@@ -47,7 +47,12 @@ class Attempt:
     skipped: str | None = None  # set aside without a call, and why
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        # Every field holds a str, a number, a bool or None: a shallow copy is the whole copy,
+        # without the recursive walk and deepcopy of dataclasses.asdict on each settlement.
+        return {name: getattr(self, name) for name in _ATTEMPT_FIELDS}
+
+
+_ATTEMPT_FIELDS = tuple(f.name for f in fields(Attempt))
 
 
 @dataclass(frozen=True)

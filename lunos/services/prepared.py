@@ -234,7 +234,9 @@ def _open_session():
 
     from lunos.extensions import db  # the unbound extension; a session exists only in an app context
 
-    if not has_app_context():
+    # A request that has not touched the ORM has no session yet: building one (and closing it
+    # at teardown) only to ask whether it is in a transaction would cost more than asking.
+    if not has_app_context() or not db.session.registry.has():
         return None
     session = db.session()
     return session if session.in_transaction() else None
