@@ -402,19 +402,20 @@ def _settle(tx, items):
     existing = {event_id for event_id, rows in zip(event_ids, found) if rows}
     funds = {account_id: list(rows[0]) for account_id, rows in zip(accounts, found)}
 
-    results, settled, leased = [], [], []
+    results, settled, leased, gave = [], [], [], {}
     for reservation_id, account_id, event, lease_hold in items:
         if event["id"] in existing:
             results.append(False)  # settled already
             if lease_hold is not None:  # by an attempt whose outcome was not known: the lease still hears of it
-                leased.append((reservation_id, event["id"], min(event["cost_micros"], lease_hold), True))
+                leased.append((reservation_id, event["id"], True))
+                gave[event["id"]] = min(event["cost_micros"], lease_hold)
             continue
         existing.add(event["id"])
         lease_id = None
         if lease_hold is not None:
             reserved, key_id = (lease_hold, None) if reservation_id in live_leases else (0, None)
             lease_id = reservation_id if reserved else None
-            leased.append((reservation_id, event["id"], 0, bool(reserved)))
+            leased.append((reservation_id, event["id"], bool(reserved)))
         elif reservation_id in held:
             reserved, key_id = held.pop(reservation_id)
         else:  # no hold: the key's spend still moves, if it has a limit
@@ -422,10 +423,9 @@ def _settle(tx, items):
         settled.append((account_id, event, reserved, key_id, lease_id))
         results.append(True)
     if not settled:
-        return results, leased, set()
+        return results, [(lease, request, gave[request], live) for lease, request, live in leased], set()
 
     account_moves, key_moves, lease_moves = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0]), defaultdict(int)
-    gave = {}
     now = utcnow()
     events, entries = [], []
     for account_id, event, reserved, key_id, lease_id in settled:
@@ -470,7 +470,7 @@ def _settle(tx, items):
         )
     tx.run_many(_INSERT_EVENT, events)
     roll_up(tx, events)
-    leased = [(lease_id, request, gave.get(request, given), live) for lease_id, request, given, live in leased]
+    leased = [(lease_id, request, gave.get(request, 0), live) for lease_id, request, live in leased]
     overdrawn = {account_id for account_id, (balance, open_holds) in funds.items() if balance < open_holds}
     return results, leased, overdrawn
 

@@ -5,6 +5,7 @@ reservations' rows, the cached balance the ledger's sum."""
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 import requests
@@ -17,6 +18,7 @@ from lunos.services.chat import worst_case_micros
 from lunos.services.leases import LEASE_MIN_REQUESTS, LEASE_SHARE
 from tests.api.test_chat import chat
 from tests.conftest import money, reservations, usage_events
+from tests.services.test_reservations import event
 from tests.upstream import Reply
 
 BODY = {"model": "test/primary", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
@@ -118,8 +120,8 @@ def test_a_lease_freed_by_release_reservations_is_not_used_again(app, client, au
     with app.app_context():
         lease_id = app.extensions["lunos-leases"].admit(account, worst(app), "in-flight")
         assert lease_id == old
-        assert credits.release_stale(older_than=__import__("datetime").timedelta(seconds=-1)) == 1
-        assert credits.settle(lease_id, account, event("in-flight", account, COST), worst(app))
+        assert credits.release_stale(older_than=timedelta(seconds=-1)) == 1
+        assert credits.settle(lease_id, account, event("in-flight", account, None, COST), worst(app))
     assert reservations(app, account) == {}
     balance, _ = assert_books(app, account)
     [charged] = [e for e in usage_events(app, account) if e.id == "in-flight"]
@@ -138,7 +140,7 @@ def test_a_settlement_kept_in_the_spool_keeps_its_part_at_shutdown(app, client, 
         give_back_all(app)  # "pending" has not settled: its worst case stays held for it
         assert reservations(app, account) == {lease_id: worst(app)}
         assert_books(app, account)
-        assert credits.settle(lease_id, account, event("pending", account, COST), worst(app))
+        assert credits.settle(lease_id, account, event("pending", account, None, COST), worst(app))
     assert reservations(app, account) == {}, "its settlement took its cost, and the rest went back"
     balance, ledger, reserved = money(app, account)
     assert reserved == 0 and balance == ledger
@@ -191,30 +193,3 @@ def test_two_workers_never_admit_more_than_the_balance(start_gunicorn, database_
         process.wait(timeout=30)
     assert reservations(app, account) == {}, "each worker gave its leases back as it stopped"
     assert money(app, account) == (balance, balance, 0)
-
-
-def event(request_id, account, cost):
-    return {
-        "id": request_id,
-        "account_id": account,
-        "key_id": None,
-        "app_id": "unknown",
-        "requested_model": "test/primary",
-        "model": "test/primary",
-        "provider": "fake",
-        "stream": False,
-        "status": "ok",
-        "http_status": 200,
-        "error": None,
-        "usage_estimated": False,
-        "cost_micros": cost,
-        "latency_ms": 5,
-        "ttft_ms": None,
-        "attempts": [],
-        "prompt_tokens": 11,
-        "completion_tokens": 7,
-        "cached_tokens": 0,
-        "cache_write_tokens": 0,
-        "cache_write_1h_tokens": 0,
-        "reasoning_tokens": 0,
-    }
