@@ -10,7 +10,9 @@ from gevent import monkey
 monkey.patch_all()
 
 import os  # noqa: E402
+import signal  # noqa: E402
 
+import gevent  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
@@ -35,8 +37,11 @@ def main():
     port = int(port)
     print(f"Lunos serving on http://{host}:{port} (Ctrl-C to stop)", flush=True)
     housekeeper = housekeeping.start(app)
+    server = WSGIServer((host, port), app, log=None)
+    # A SIGTERM (a process manager's stop) ends as Ctrl-C does: settlements done, leases given back.
+    gevent.signal_handler(signal.SIGTERM, server.stop)
     try:
-        WSGIServer((host, port), app, log=None).serve_forever()
+        server.serve_forever()
     finally:
         housekeeper.stop()
 
