@@ -13,6 +13,9 @@ from tests.conftest import money, reservations, set_plan, usage_events
 from tests.upstream import Reply
 
 
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+
 def settled_event(app, account):
     """The account's one usage event, once the worker has written it (within 5 s), with the
     account's books balanced and no hold left but the worker's lease."""
@@ -100,6 +103,37 @@ def test_two_instances_of_two_workers_share_one_limit_on_redis(start_gunicorn, a
         )
         codes.append(response.status_code)
     assert codes.count(200) == 3 and codes.count(429) == 9, codes
+
+
+def test_tokens_reach_redis_with_the_next_admission_or_soon_after(start_gunicorn, app, auth, account):
+    """Under gevent on Redis a worker sends a key's counted tokens with its next admission, or
+    on their own shortly after: once the requests are done, the token window holds every
+    token billed, on both workers, and none twice."""
+    url = os.environ.get("LUNOS_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("token counting on Redis skipped: LUNOS_TEST_REDIS_URL is not set")
+    store = redis.Redis.from_url(url)
+    for key in store.scan_iter("LIMITS:*lunos-key:*"):
+        store.delete(key)
+    base = start_gunicorn(workers=2, LUNOS_REDIS_URL=url)
+    with requests.Session() as kept_alive:  # one connection: every admission after the first folds
+        for _ in range(6):
+            assert kept_alive.post(f"{base}/v1/chat/completions", headers=auth, json=CHAT, timeout=10).ok
+    for _ in range(6):  # new connections: spread over both workers
+        response = requests.post(
+            f"{base}/v1/chat/completions", headers={**auth, "Connection": "close"}, json=CHAT, timeout=10
+        )
+        assert response.ok
+
+    def counted():
+        return sum(int(store.get(key)) for key in store.scan_iter("LIMITS:LIMITER/tokens/lunos-key:*"))
+
+    deadline = time.monotonic() + 5
+    while (len(usage_events(app, account)) < 12 or counted() == 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    billed = sum(e.prompt_tokens + e.completion_tokens for e in usage_events(app, account))
+    time.sleep(0.5)  # past FOLD_S: whatever a worker still held has been sent
+    assert billed > 0 and counted() == billed
 
 
 def test_an_oversized_chunked_body_is_413_under_gunicorn(start_gunicorn, auth):

@@ -7,8 +7,9 @@ display prefix are stored, so a database leak does not leak usable keys.
 import hashlib
 import hmac
 import secrets
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -111,25 +112,47 @@ class KeyCache:
     """What a key's lookup found, kept by this worker for ``ttl_s`` (``LUNOS_KEY_CACHE_S``, at
     most a second): a revoked, disabled or expired key, or a suspended account, is refused on
     every worker and instance within that. Changes made through this worker clear it at once.
-    Unknown keys are never kept (guessing must not fill it); it is emptied when full."""
+    Unknown keys are never kept (guessing must not fill it); it is emptied when full.
+
+    One lookup per key is in flight at a time: a burst of requests with one key, arriving as its
+    row expires, waits for that lookup instead of each taking a pooled connection for it."""
 
     MAX_KEYS = 10_000
+    FETCH_WAIT_S = 10.0  # a lookup in flight longer than this is not waited for
 
     def __init__(self, ttl_s: float):
         self.ttl_s = ttl_s
         self._found: dict[str, tuple[float, tuple]] = {}
+        self._fetching: dict[str, threading.Event] = {}
 
     def get(self, secret_hash: str) -> tuple | None:
         hit = self._found.get(secret_hash)
         return hit[1] if hit and time.monotonic() - hit[0] < self.ttl_s else None
 
-    def put(self, secret_hash: str, row: tuple, read_at: float) -> None:
-        """``read_at``: when the lookup was sent (time.monotonic()), so the row's age counts
-        the wait for its answer too."""
-        if self.ttl_s > 0:
-            if len(self._found) >= self.MAX_KEYS:
-                self._found.clear()
-            self._found[secret_hash] = (read_at, row)
+    def lookup(self, secret_hash: str, fetch: Callable[[], tuple | None]) -> tuple | None:
+        """The kept row, or ``fetch()``'s (None: no such key), kept when found."""
+        row = self.get(secret_hash)
+        if row is not None or self.ttl_s <= 0:
+            return row if row is not None else fetch()
+        fetching = self._fetching.get(secret_hash)
+        if fetching is not None:
+            fetching.wait(self.FETCH_WAIT_S)
+            row = self.get(secret_hash)
+            if row is not None:
+                return row
+        done = self._fetching[secret_hash] = threading.Event()
+        try:
+            read_at = time.monotonic()  # when it was sent: the row's age counts the wait for it
+            row = fetch()
+            if row is not None:
+                if len(self._found) >= self.MAX_KEYS:
+                    self._found.clear()
+                self._found[secret_hash] = (read_at, row)
+            return row
+        finally:
+            if self._fetching.get(secret_hash) is done:
+                del self._fetching[secret_hash]
+            done.set()
 
     def clear(self) -> None:
         self._found.clear()
@@ -147,17 +170,10 @@ def authenticate(secret: str | None, server_secret: str) -> KeyIdentity:
         raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer sk-lunos-...' or 'X-API-Key'.")
     if not secret.startswith(KEY_PREFIX):
         raise AuthenticationFailed("Incorrect API key provided.")
-    secret_hash, cache = hash_secret(secret, server_secret), key_cache()
-    row = cache.get(secret_hash)
+    secret_hash = hash_secret(secret, server_secret)
+    row = key_cache().lookup(secret_hash, lambda: _look_up(secret_hash))
     if row is None:
-        # The connection goes back to the pool at once: rate limits come next, and a Redis
-        # round trip (or any other yield) must not keep it, nor SQLite's read snapshot, open.
-        read_at = time.monotonic()
-        found = read(db.engine, _LOOKUP, {"secret_hash": secret_hash})
-        if not found:
-            raise AuthenticationFailed("Incorrect API key provided.")
-        row = found[0]
-        cache.put(secret_hash, row, read_at)
+        raise AuthenticationFailed("Incorrect API key provided.")
     *identity, past_due_since, revoked_at, expires_at, disabled, suspended, available = row
     if revoked_at is not None:
         raise AuthenticationFailed("This API key has been revoked.")
@@ -168,6 +184,13 @@ def authenticate(secret: str | None, server_secret: str) -> KeyIdentity:
     if suspended:
         raise PermissionDenied("This account is suspended: contact the operator of this gateway.")
     return KeyIdentity(*identity, as_utc(past_due_since), int(available or 0))
+
+
+def _look_up(secret_hash: str) -> tuple | None:
+    # The connection goes back to the pool at once: rate limits come next, and a Redis round
+    # trip (or any other yield) must not keep it, nor SQLite's read snapshot, open.
+    found = read(db.engine, _LOOKUP, {"secret_hash": secret_hash})
+    return found[0] if found else None
 
 
 def require_kind(key: KeyIdentity, kind: str) -> None:

@@ -3,7 +3,8 @@
 The storage is Redis when LUNOS_REDIS_URL is set, so every worker and instance shares one count;
 memory otherwise (per process). Token limits are weighted by actual tokens: a request is
 admitted while the window still has room (``test``, which counts nothing), and its tokens are
-counted when it ends.
+counted when it ends. On Redis under gevent a worker sends a key's tokens with that key's next
+admission, in the same round trip, or on their own after ``FOLD_S`` when no admission came.
 """
 
 import math
@@ -12,8 +13,10 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 
+import gevent
 import redis
 from flask import current_app
+from gevent import monkey
 from limits import RateLimitItemPerMinute
 from limits.storage import RedisStorage, Storage
 
@@ -23,6 +26,9 @@ from lunos.extensions import limiter
 
 STORAGE_ERRORS = (redis.RedisError, ConnectionError, OSError)
 MEMORY_STORAGE_URI = "lunos-memory://"
+# How long a key's counted tokens may wait in a worker for that key's next admission to carry
+# them to Redis. Under load the next one comes within milliseconds: a round trip per request saved.
+FOLD_S = 0.1
 
 
 class FixedWindowMemoryStorage(Storage):
@@ -116,16 +122,23 @@ def _headers(windows):
     return headers
 
 
-# One round trip to Redis admits a request: the token window is read (a request refused for
-# tokens spends no request), the request window counted, and both windows' counts and time to
-# reset come back. The same keys and fixed windows as limits' own Redis storage (its INCR with
-# an expiry set on the first hit), so Flask-Limiter's storage reads and counts them as its own.
+# One round trip to Redis admits a request: the tokens of earlier requests that this worker has
+# not sent yet are counted, the token window is read (a request refused for tokens spends no
+# request), the request window counted, and both windows' counts and time to reset come back.
+# The same keys and fixed windows as limits' own Redis storage (its INCR with an expiry set on
+# the first hit), so Flask-Limiter's storage reads and counts them as its own.
 _ADMIT = """
 local requests_limit, tokens_limit, expiry_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local unsent = tonumber(ARGV[4])
 local spent = ''
 local tokens_used, tokens_ttl = 0, -2
 if tokens_limit > 0 then
-  tokens_used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if unsent > 0 then
+    tokens_used = redis.call('INCRBY', KEYS[2], unsent)
+    if tokens_used == unsent then redis.call('PEXPIRE', KEYS[2], expiry_ms) end
+  else
+    tokens_used = tonumber(redis.call('GET', KEYS[2]) or '0')
+  end
   tokens_ttl = redis.call('PTTL', KEYS[2])
   if tokens_used >= tokens_limit then spent = 'tokens' end
 end
@@ -178,11 +191,22 @@ def _admit_redis(storage, key_id, items):
         f"{storage.key_prefix}:{item.key_for(kind, identity)}" if item else f"{storage.key_prefix}:unused"
         for kind, item in (("requests", requests_item), ("tokens", tokens_item))
     ]
-    script = _script(storage)
-    requests_used, requests_ttl, tokens_used, tokens_ttl, spent = script(
-        keys=keys,
-        args=[requests_item.amount if requests_item else 0, tokens_item.amount if tokens_item else 0, int(60 * 1000)],
-    )
+    script, unsent = _script(storage), _unsent(storage)
+    folded = unsent.pop(key_id, 0) if tokens_item else 0
+    try:
+        requests_used, requests_ttl, tokens_used, tokens_ttl, spent = script(
+            keys=keys,
+            args=[
+                requests_item.amount if requests_item else 0,
+                tokens_item.amount if tokens_item else 0,
+                int(60 * 1000),
+                folded,
+            ],
+        )
+    except STORAGE_ERRORS:
+        if folded:
+            _keep_unsent(storage, key_id, tokens_item, folded)
+        raise
     for kind, item, used, ttl_ms in (
         ("requests", requests_item, requests_used, requests_ttl),
         ("tokens", tokens_item, tokens_used, tokens_ttl),
@@ -223,12 +247,39 @@ def _admit_memory(storage, key_id, items):
 
 
 def consume_tokens(key_id: int, quota: Quota, tokens: int) -> None:
-    """Count a finished request's tokens, off the request's path (a greenlet of its own under
-    gevent: a Redis round trip nobody waits for). A storage failure here must not undo its
-    billing; the next admission reports the storage as down."""
+    """Count a finished request's tokens, off the request's path: on Redis under gevent with the
+    key's next admission (``_keep_unsent``), otherwise at once (a greenlet of its own under
+    gevent: a round trip nobody waits for). A storage failure here must not undo its billing;
+    the next admission reports the storage as down."""
     item = quota.items.get("tokens")
-    if tokens > 0 and item is not None:
+    if tokens <= 0 or item is None:
+        return
+    storage = limiter.storage
+    if isinstance(storage, RedisStorage) and monkey.is_module_patched("threading"):
+        _keep_unsent(storage, key_id, item, tokens)
+    else:
         background(_hit, item, _identity(key_id), tokens)
+
+
+def _unsent(storage) -> dict[int, int]:
+    """Tokens per key this worker has counted and not sent to ``storage`` yet."""
+    unsent = current_app.extensions.setdefault("lunos-unsent-tokens", {})
+    return unsent.setdefault(id(storage), {})
+
+
+def _keep_unsent(storage, key_id, item, tokens):
+    unsent = _unsent(storage)
+    waiting = unsent.get(key_id, 0)
+    unsent[key_id] = waiting + tokens
+    if not waiting:  # the key's next admission takes them, or this sends them: the first of the two
+        background(_send_unsent, unsent, key_id, item)
+
+
+def _send_unsent(unsent, key_id, item):
+    gevent.sleep(FOLD_S)  # a graceful shutdown waits for it (background.drain)
+    tokens = unsent.pop(key_id, 0)
+    if tokens:
+        _hit(item, _identity(key_id), tokens)
 
 
 def _hit(item, identity, tokens):

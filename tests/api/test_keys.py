@@ -150,3 +150,46 @@ def test_a_worker_keeps_a_key_lookup_at_most_its_cache_time(make_app, account, a
     assert chat(second.test_client(), headers).status_code == 200, "the other: its copy, for now"
     time.sleep(0.35)
     assert chat(second.test_client(), headers).status_code == 401
+
+
+def test_a_burst_with_one_key_waits_for_one_lookup():
+    """Requests that find a key's row expired at once share one lookup; a lookup that fails
+    leaves the others to look it up themselves, and an unknown key is never kept."""
+    import threading
+    import time
+
+    cache, calls, lock = keys.KeyCache(ttl_s=5), [], threading.Lock()
+
+    def fetch(row):
+        def slow():
+            with lock:
+                calls.append(row)
+            time.sleep(0.2)
+            if row == "broken":
+                raise RuntimeError("database away")
+            return row
+
+        return slow
+
+    def burst(secret_hash, row, n=20):
+        results = []
+
+        def one():
+            try:
+                results.append(cache.lookup(secret_hash, fetch(row)))
+            except RuntimeError as exc:
+                results.append(str(exc))
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    assert burst("a", ("row-a",)) == [("row-a",)] * 20 and len(calls) == 1
+    calls.clear()
+    assert burst("unknown", None, n=3) == [None] * 3 and len(calls) == 3
+    calls.clear()
+    assert burst("b", "broken", n=3) == ["database away"] * 3 and len(calls) == 3
+    assert cache.get("unknown") is None and cache.get("b") is None
