@@ -1,9 +1,11 @@
 """Two or more source trees of the gateway against each other, in one run, rounds alternating:
 python bench/ab.py --variant A=/path/to/tree --variant B=/path/to/other [--rounds 4] [--no-stack]
+    [--database-url URL --redis-url URL]
 
 The scenarios and settings of bench/run.py (one gevent worker each, the same upstream), with the
 stack floor (bench/stack_floor.py) measured in every round beside them as the drift reference.
-Every tree gets its own SQLite database, account and key. Rounds alternate the order of the
+Every tree gets its own SQLite database, account and key; with --database-url they share that
+database (their migrations must agree) and each has an account and key of its own. Rounds alternate the order of the
 variants (A B, then B A, ...), since a shared machine drifts within a run; every round is printed.
 """
 
@@ -33,7 +35,7 @@ def setup(tree, env):
     """Migrate the tree's database and give it an account and a key; the key."""
     flask = [sys.executable, "-m", "flask", "--app", "app"]
     subprocess.run([*flask, "db", "upgrade"], cwd=tree, env=env, check=True, capture_output=True)
-    account = f"bench-{int(time.time())}"
+    account = f"bench-{time.time_ns()}"
     subprocess.run(
         [*flask, "lunos", "create-account", account, "--credits", "1000000"],
         cwd=tree,
@@ -72,6 +74,8 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--no-stack", action="store_true", help="leave the stack floor out")
+    parser.add_argument("--database-url", help="one database for every variant (default: SQLite each)")
+    parser.add_argument("--redis-url")
     args = parser.parse_args()
     variants = [tuple(v.split("=", 1)) for v in args.variant]
 
@@ -88,6 +92,8 @@ def main():
         "LUNOS_LOG_LEVEL": "WARNING",
         "LUNOS_AUTO_MIGRATE": "false",
     }
+    if args.redis_url:
+        base["LUNOS_REDIS_URL"] = args.redis_url
     processes, servers = [], []
     try:
         upstream = subprocess.Popen([sys.executable, str(BENCH / "upstream.py"), str(up_port)])
@@ -108,7 +114,8 @@ def main():
             servers.append(("stack", port, gunicorn_worker(stack.pid), "none"))
         for name, tree in variants:
             port = free_port()
-            env = {**base, "LUNOS_DATABASE_URL": f"sqlite:///{tmp}/{name}.db", "LUNOS_BIND": f"127.0.0.1:{port}"}
+            database = args.database_url or f"sqlite:///{tmp}/{name}.db"
+            env = {**base, "LUNOS_DATABASE_URL": database, "LUNOS_BIND": f"127.0.0.1:{port}"}
             key = setup(tree, env)
             gateway = start(tree, env, ["wsgi:app"], tmp / f"{name}.log")
             processes.append(gateway)

@@ -12,7 +12,6 @@ import requests
 from tests.conftest import money, reservations, set_plan, usage_events
 from tests.upstream import Reply
 
-
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
 

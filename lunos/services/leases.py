@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 LEASE_SHARE = 4  # a lease holds at most this fraction (1/4) of the account's available balance
 LEASE_MIN_REQUESTS = 8  # and, when the account allows, at least this many of the request's worst case
 TAKE_WAIT_S = 10.0  # how long requests wait for a lease another request of theirs is taking
+# A burst that the new lease cannot hold takes the next one (each sized to the demand it saw),
+# up to this many times before a request holds its own reservation.
+TAKE_ROUNDS = 4
 LOW_RETRY_S = 1.0  # after a lease was refused, requests of that account hold their own meanwhile
 
 
@@ -82,25 +85,27 @@ class Leases:
         its own reservation."""
         if worst_micros <= 0:
             return None
-        lease_id = self._admit_in_memory(account_id, worst_micros, request_id)
-        if lease_id is not None:
-            return lease_id
-        with self._lock:
-            if self._low_until.get(account_id, 0.0) > time.monotonic():
-                return None
-            taking = self._taking.get(account_id)
-            leads = taking is None
-            if leads:
-                taking = self._taking[account_id] = threading.Event()
-        if not leads:  # another request is taking the next lease: wait for it, then try it
-            taking.wait(TAKE_WAIT_S)
-            return self._admit_in_memory(account_id, worst_micros, request_id)
-        try:
-            return self._take(account_id, worst_micros, request_id)
-        finally:
+        for _ in range(TAKE_ROUNDS):
+            lease_id = self._admit_in_memory(account_id, worst_micros, request_id)
+            if lease_id is not None:
+                return lease_id
             with self._lock:
-                del self._taking[account_id]
-            taking.set()
+                if self._low_until.get(account_id, 0.0) > time.monotonic():
+                    return None
+                taking = self._taking.get(account_id)
+                leads = taking is None
+                if leads:
+                    taking = self._taking[account_id] = threading.Event()
+            if not leads:  # another request is taking the next lease: wait for it, then try it
+                taking.wait(TAKE_WAIT_S)
+                continue
+            try:
+                return self._take(account_id, worst_micros, request_id)
+            finally:
+                with self._lock:
+                    del self._taking[account_id]
+                taking.set()
+        return None
 
     def _admit_in_memory(self, account_id, worst, request_id):
         with self._lock:

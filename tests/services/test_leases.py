@@ -169,6 +169,26 @@ def test_concurrent_requests_share_one_lease(app, live_server, auth, account, up
     assert_books(app, account)
 
 
+def test_a_burst_larger_than_a_lease_takes_the_next_lease_instead_of_holding_its_own(
+    app, live_server, auth, account, upstream
+):
+    """Requests that waited for a lease and did not fit in it take the next one, sized to the
+    demand: while the whole burst is in flight, every hold is a lease."""
+    burst = 4 * LEASE_MIN_REQUESTS
+    upstream.script("primary", Reply(wait_s=1.0))
+    sent = threading.Thread(target=post_at_once, args=(live_server, auth, burst))
+    sent.start()
+    deadline = time.monotonic() + 10
+    while len(upstream.seen) < burst and time.monotonic() < deadline:
+        time.sleep(0.02)
+    held = reservations(app, account)
+    sent.join()
+    assert len(upstream.seen) == burst
+    assert held and all(hold.startswith("lease:") for hold in held), held
+    assert len(held) < burst / LEASE_MIN_REQUESTS, "each lease larger than the last"
+    assert_books(app, account)
+
+
 def test_two_workers_never_admit_more_than_the_balance(start_gunicorn, database_url, app, auth, account, upstream):
     """Across two gunicorn workers, each leasing: never more admitted than the balance covers, the
     books exact while the leases are out, and nothing held once the workers stopped."""
