@@ -174,16 +174,29 @@ def workers_scenario(ctx):
             extra = pool_env(ctx, workers) if kind == "gateway" else {}
             server = ctx.start(kind, workers, extra)
             ctx.throughput(server, 32, 2)  # warm-up: every worker's pools filled
-            cpu = [cpu_seconds(pid) for pid in server["pids"]]
+            cpu, machine = [cpu_seconds(pid) for pid in server["pids"]], machine_busy_s()
             r16 = ctx.throughput(server, 16, ctx.args.seconds)
             # How busy each worker was at 16 connections: a worker short of a core waits on something.
             r16["cpu_share"] = [
                 round((cpu_seconds(pid) - before) / ctx.args.seconds, 2) for pid, before in zip(server["pids"], cpu)
             ]
+            # And the machine: what the workers leave of its cores goes to the load generator, the
+            # upstream, PostgreSQL and Redis; when none is left, more workers cannot go faster.
+            r16["machine_busy"] = round((machine_busy_s() - machine) / ctx.args.seconds, 2)
             r32 = ctx.throughput(server, 32, ctx.args.seconds)
             ctx.stop(server)
             results[f"{kind} x{workers}"] = {"workers": workers, "pools": extra, "c16": r16, "c32": r32}
     return results
+
+
+def machine_busy_s():
+    """CPU time every core of the machine has spent busy so far, in seconds (Linux; 0 elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def report_workers(results):
@@ -198,6 +211,7 @@ def report_workers(results):
             ratio = r[c]["rps"] / first[kind][c]["rps"] if first[kind][c]["rps"] else 0
             line += f"{r[c]['rps']:>10.1f} ({r[c]['errors']}) {ratio:>6.2f}x"
         line += f"  workers' CPU at 16: {'/'.join(f'{c:.2f}' for c in r['c16']['cpu_share'])} cores"
+        line += f", machine {r['c16']['machine_busy']:.2f} of {os.cpu_count()}"
         print(line + (f"  pools {r['pools']}" if r["pools"] else ""))
 
 

@@ -317,6 +317,12 @@ def _checked_out(engine):
         wrapped = DBAPIError.instance(None, None, exc, errors, connection_invalidated=lost)
         wrapped.retry_safe = lost and not (state.tx is not None and state.tx.committing)
         raise wrapped from None
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            # Cut short while it may be mid-exchange with the server (a greenlet killed at
+            # shutdown, a timeout): its protocol state is unknown, so nobody else gets it.
+            connection.invalidate()
+        raise
     finally:
         if ours and connection.is_valid:
             try:

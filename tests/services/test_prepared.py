@@ -63,6 +63,28 @@ def test_an_exception_in_the_block_undoes_what_was_sent(one_connection_app, acco
         assert refs() == set()
 
 
+def test_a_transaction_cut_short_discards_its_connection(one_connection_app, account):
+    """A block left by what is not an error (a greenlet killed at shutdown) may have left the
+    connection mid-exchange: it is not pooled again, and the next transaction gets a new one."""
+
+    class Killed(BaseException):
+        pass
+
+    with one_connection_app.app_context():
+        before = read(db.engine, _BACKEND_PID, {})[0][0] if db.engine.dialect.name == "postgresql" else None
+        with pytest.raises(Killed):
+            with transaction(db.engine) as tx:
+                tx.run_many(_INSERT_ENTRY, [entry(account, "cut")])
+                raise Killed
+        with transaction(db.engine) as tx:
+            tx.run_many(_INSERT_ENTRY, [entry(account, "next")])
+        assert db.engine.pool.checkedout() == 0
+        assert refs() == {"next"}
+        db.session.remove()
+        if before is not None:
+            assert read(db.engine, _BACKEND_PID, {})[0][0] != before, "a new connection"
+
+
 def test_the_connection_goes_back_to_the_orm_in_a_transaction(one_connection_app, account):
     with one_connection_app.app_context():
         with pytest.raises(sa.exc.IntegrityError):
