@@ -82,13 +82,19 @@ def test_non_streaming_under_gevent(start_gunicorn, auth):
     assert answer["choices"][0]["message"]["content"] == "Hello from upstream"
 
 
-def test_two_instances_of_two_workers_share_one_limit_on_redis(start_gunicorn, app, auth, account):
+def redis_without_limits(what):
+    """The test Redis (its URL and a client) with no key's rate-limit counts in it."""
     url = os.environ.get("LUNOS_TEST_REDIS_URL")
     if not url:
-        pytest.skip("shared rate limit skipped: LUNOS_TEST_REDIS_URL is not set")
+        pytest.skip(f"{what} skipped: LUNOS_TEST_REDIS_URL is not set")
     store = redis.Redis.from_url(url)
     for key in store.scan_iter("LIMITS:*lunos-key:*"):
         store.delete(key)
+    return url, store
+
+
+def test_two_instances_of_two_workers_share_one_limit_on_redis(start_gunicorn, app, auth, account):
+    url, store = redis_without_limits("shared rate limit")
     set_plan(app, account, "echo-only")  # 3 requests a minute
     instances = [start_gunicorn(workers=2, LUNOS_REDIS_URL=url) for _ in range(2)]
     codes = []
@@ -108,12 +114,7 @@ def test_tokens_reach_redis_with_the_next_admission_or_soon_after(start_gunicorn
     """Under gevent on Redis a worker sends a key's counted tokens with its next admission, or
     on their own shortly after: once the requests are done, the token window holds every
     token billed, on both workers, and none twice."""
-    url = os.environ.get("LUNOS_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("token counting on Redis skipped: LUNOS_TEST_REDIS_URL is not set")
-    store = redis.Redis.from_url(url)
-    for key in store.scan_iter("LIMITS:*lunos-key:*"):
-        store.delete(key)
+    url, store = redis_without_limits("token counting on Redis")
     base = start_gunicorn(workers=2, LUNOS_REDIS_URL=url)
     with requests.Session() as kept_alive:  # one connection: every admission after the first folds
         for _ in range(6):
