@@ -174,16 +174,19 @@ def test_a_burst_larger_than_a_lease_takes_the_next_lease_instead_of_holding_its
 ):
     """Requests that waited for a lease and did not fit in it take the next one, sized to the
     demand: while the whole burst is in flight, every hold is a lease."""
-    burst = 4 * LEASE_MIN_REQUESTS
+    burst, codes = 4 * LEASE_MIN_REQUESTS, []
     upstream.script("primary", Reply(wait_s=1.0))
-    sent = threading.Thread(target=post_at_once, args=(live_server, auth, burst))
+    sent = threading.Thread(target=lambda: codes.extend(post_at_once(live_server, auth, burst)))
     sent.start()
     deadline = time.monotonic() + 10
     while len(upstream.seen) < burst and time.monotonic() < deadline:
         time.sleep(0.02)
     held = reservations(app, account)
     sent.join()
-    assert len(upstream.seen) == burst
+    assert codes == [200] * burst
+    # At least: on a loaded machine an answer can pass the test upstream's 1.5 s timeout and be
+    # asked for again, still under the same hold.
+    assert len(upstream.seen) >= burst
     assert held and all(hold.startswith("lease:") for hold in held), held
     assert len(held) < burst / LEASE_MIN_REQUESTS, "each lease larger than the last"
     assert_books(app, account)
