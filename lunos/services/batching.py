@@ -51,13 +51,21 @@ class GroupCommit:
             follows = self._leading
             self._leading = True
         if follows:
-            ticket.done.wait()
+            try:
+                ticket.done.wait()
+            except BaseException:  # stopped while it waited (its greenlet killed): out of the queue
+                with self._lock:
+                    if ticket in self._pending:
+                        self._pending.remove(ticket)
+                    if ticket.leads:
+                        self._hand_on()
+                raise
             if not ticket.leads:
                 return ticket.outcome()
-        self._lead()
+        self._lead(ticket)
         return ticket.outcome()
 
-    def _lead(self):
+    def _lead(self, own):
         batch = []
         try:
             if monkey.is_module_patched("threading"):
@@ -79,9 +87,15 @@ class GroupCommit:
                     ticket.error = RuntimeError("the batch was interrupted")
                 ticket.done.set()
             with self._lock:
-                if self._pending:
-                    successor = self._pending[0]
-                    successor.leads = True
-                    successor.done.set()
-                else:
-                    self._leading = False
+                if own in self._pending:  # stopped in its yield, before it took the batch
+                    self._pending.remove(own)
+                self._hand_on()
+
+    def _hand_on(self):
+        """Under the lock: the first caller queued leads the next batch, or nobody leads."""
+        if self._pending:
+            successor = self._pending[0]
+            successor.leads = True
+            successor.done.set()
+        else:
+            self._leading = False

@@ -1,6 +1,10 @@
 """Group commit: callers who arrive while a batch runs share the next one, and each gets its own outcome."""
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +103,72 @@ def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_runs():
     with pytest.raises(RuntimeError, match="database down"):
         group.submit("a")
     assert group.submit("b") == "b", "leadership was handed back after the failure"
+
+
+LEADER_STOPPED = r"""
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from lunos.services.batching import GroupCommit
+
+batches = []
+group = GroupCommit(lambda items: batches.append(list(items)) or [item * 2 for item in items])
+leader = gevent.spawn(group.submit, 1)
+followers = [gevent.spawn(group.submit, n) for n in (2, 3)]
+# From the hub, once all three have queued and before the leader's yield ends: stop it there,
+# as a worker that stops kills its greenlets.
+gevent.get_hub().loop.run_callback(lambda: leader.throw(gevent.GreenletExit))
+gevent.joinall(followers, timeout=5)
+assert leader.dead and batches == [[2, 3]], batches
+assert [follower.value for follower in followers] == [4, 6]
+"""
+
+
+FOLLOWER_STOPPED = r"""
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from gevent.event import Event
+from lunos.services.batching import GroupCommit
+
+release, batches = Event(), []
+
+def run_batch(items):
+    batches.append(list(items))
+    release.wait(5)
+    return [item * 2 for item in items]
+
+group = GroupCommit(run_batch)
+leader = gevent.spawn(group.submit, 1)
+gevent.sleep(0.05)  # its batch runs, held
+followers = [gevent.spawn(group.submit, n) for n in (2, 3)]
+gevent.sleep(0.05)  # both wait for the next batch, 2 first in line to lead it
+followers[0].kill()
+release.set()
+gevent.joinall([leader, followers[1]], timeout=5)
+assert (leader.value, followers[1].value) == (2, 6), (leader.value, followers[1].value)
+assert batches == [[1], [3]], batches
+"""
+
+
+def run_under_gevent(script):
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_caller_stopped_while_it_waits_leaves_the_queue():
+    """A caller whose greenlet is killed while it waits for the next batch neither holds up the
+    callers behind it (it was first in line to lead) nor has its item run."""
+    run_under_gevent(FOLLOWER_STOPPED)
+
+
+def test_a_leader_stopped_before_it_took_the_batch_hands_it_on():
+    """Under gevent the leader yields before it takes the batch; stopped there, the callers
+    queued behind it still run, in the next batch, instead of waiting for ever."""
+    run_under_gevent(LEADER_STOPPED)
