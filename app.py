@@ -38,8 +38,20 @@ def main():
     print(f"Lunos serving on http://{host}:{port} (Ctrl-C to stop)", flush=True)
     housekeeper = housekeeping.start(app)
     server = WSGIServer((host, port), app, log=None)
-    # A SIGTERM (a process manager's stop) ends as Ctrl-C does: settlements done, leases given back.
-    gevent.signal_handler(signal.SIGTERM, server.stop)
+    # Ctrl-C and a SIGTERM (a process manager's stop) stop the server from the event loop, not
+    # as an exception raised in whatever greenlet runs: settlements finish, leases are given back.
+    # A second Ctrl-C quits at once.
+    stopping = []
+
+    def stop():
+        if stopping:
+            os._exit(130)
+        stopping.append(True)
+        print("Stopping: settling what is pending (Ctrl-C again to quit at once)", flush=True)
+        server.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop)
     try:
         server.serve_forever()
     finally:
