@@ -40,10 +40,13 @@ def _plain(value):
 @bp.get("/usage")
 @require_key
 def usage():
+    answer_format = request.args.get("format", "json")
+    if answer_format not in ("json", "csv"):
+        raise InvalidRequest("'format' is json (the default) or csv", param="format")
     usage_filter = analytics.confine_to_key(analytics.make_filter(g.caller.account_id, request.args), own_key_only())
     group_by = request.args.get("group_by", "day")
     rows = analytics.aggregate(usage_filter, group_by)
-    if request.args.get("format") == "csv":
+    if answer_format == "csv":
         dims = analytics.parse_group_by(group_by)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=(*dims, *CSV_COLUMNS[1:]), extrasaction="ignore")

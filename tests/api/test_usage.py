@@ -81,6 +81,12 @@ def test_usage_csv_export(client, auth, traffic):
     assert all(Decimal(r["cost"]) > 0 for r in rows)
 
 
+def test_a_format_other_than_json_or_csv_is_a_400_naming_it(client, auth):
+    assert client.get("/v1/usage?format=json", headers=auth).status_code == 200
+    response = client.get("/v1/usage?format=xml", headers=auth)
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "format"
+
+
 def test_a_generation_without_an_id_is_a_400_naming_it(client, auth):
     response = client.get("/v1/generation", headers=auth)
     assert response.status_code == 400 and response.get_json()["error"]["param"] == "id"
