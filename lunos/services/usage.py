@@ -6,6 +6,7 @@ from lunos.errors import NotFound
 from lunos.extensions import db
 from lunos.models import UsageEvent
 from lunos.money import usd
+from lunos.services.keys import as_utc
 
 COMPLETION_PREFIX = "chatcmpl-"
 
@@ -14,7 +15,7 @@ def summary(event: UsageEvent) -> dict:
     """What every view of a usage event shows."""
     return {
         "id": COMPLETION_PREFIX + event.id,
-        "created_at": event.created_at.isoformat(),
+        "created_at": as_utc(event.created_at).isoformat(),  # SQLite gives its times back naive
         "model": event.model,
         "requested_model": event.requested_model,
         "provider": event.provider,

@@ -2,6 +2,7 @@
 
 import csv
 import io
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -127,6 +128,7 @@ def test_events_page_with_a_cursor(client, auth, traffic):
     assert client.get("/v1/usage/events?limit=0", headers=auth).status_code == 400
     apps_b = client.get("/v1/usage/events?app=app-b", headers=auth).get_json()["data"]
     assert {e["status"] for e in apps_b} == {"ok", "upstream_error"}
+    assert all(datetime.fromisoformat(e["created_at"]).utcoffset() == timedelta(0) for e in apps_b), "UTC, said so"
 
 
 def test_apps_registered_and_seen(client, manager, traffic):
