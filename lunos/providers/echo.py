@@ -133,11 +133,17 @@ class EchoProvider(Provider):
             "model": model.upstream_model,
         }
 
-        def chunk(delta, finish_reason=None):
-            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        choices = range(body.get("n") or 1)
 
-        yield chunk({"role": "assistant", "content": ""})
+        def chunk(index, delta, finish_reason=None):
+            return {
+                **base,
+                "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+
+        # Each of the n choices in turn, word by word, as OpenAI interleaves them.
+        yield from (chunk(i, {"role": "assistant", "content": ""}) for i in choices)
         for word in re.findall(r"\s*\S+\s*", text):
-            yield chunk({"content": word})
-        yield chunk({}, finish_reason)
-        yield {**base, "choices": [], "usage": _usage({**body, "n": 1}, text)}  # one choice streamed
+            yield from (chunk(i, {"content": word}) for i in choices)
+        yield from (chunk(i, {}, finish_reason) for i in choices)
+        yield {**base, "choices": [], "usage": _usage(body, text)}

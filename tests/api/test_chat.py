@@ -312,3 +312,20 @@ def test_the_echo_model_stops_at_the_output_limit_like_an_upstream(app, client, 
         else:
             assert response.get_json()["choices"][0]["finish_reason"] == "length"
         assert 0 < usage_events(app, account)[-1].completion_tokens <= limit
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_echo_model_answers_n_choices_and_bills_them_all(app, client, auth, account, stream):
+    body = {"model": "test/echo", "n": 2, "stream": stream, "messages": [{"role": "user", "content": "one two"}]}
+    response = chat(client, auth, **body)
+    assert response.status_code == 200
+    if stream:
+        texts = {}
+        for event in sse_events(response):
+            for choice in event.get("choices", []) if isinstance(event, dict) else ():
+                texts[choice["index"]] = texts.get(choice["index"], "") + (choice["delta"].get("content") or "")
+    else:
+        texts = {c["index"]: c["message"]["content"] for c in response.get_json()["choices"]}
+    assert texts == {0: "one two", 1: "one two"}
+    one_choice = chat(client, auth, **{**body, "n": 1, "stream": False}).get_json()["usage"]["completion_tokens"]
+    assert usage_events(app, account)[-2].completion_tokens == 2 * one_choice
