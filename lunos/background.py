@@ -4,6 +4,7 @@ for (``drain``); without gevent (tests, the CLI), done at once, so it is done wh
 goes on."""
 
 import logging
+import time
 from collections.abc import Callable
 
 import gevent
@@ -32,8 +33,11 @@ def _logged(fn, *args):
 def drain(timeout_s: float) -> None:
     """Wait (up to ``timeout_s``) for what was left to run in the background, then stop what
     still runs: a settlement stopped so keeps its record in the spool (services/metering.py)."""
-    if _running:
-        gevent.joinall(list(_running), timeout=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    # Until none is left: work finishing now may leave more behind it (a settlement counts its
+    # tokens, which a greenlet of its own sends a moment later).
+    while _running and time.monotonic() < deadline:
+        gevent.joinall(list(_running), timeout=deadline - time.monotonic())
     if _running:
         log.warning("stopping %d background tasks still running at shutdown", len(_running))
         gevent.killall(list(_running), timeout=1)

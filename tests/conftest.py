@@ -410,6 +410,19 @@ def live_server(app):
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_under_gevent(script):
+    """Run ``script`` in a Python process of its own (it patches the standard library for
+    gevent, which this one must not); fail with its output unless it exits 0."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -108,14 +108,27 @@ def create_key(
     return key, secret
 
 
+class _Flight:
+    """One lookup in flight, and what it found, for the callers that wait for it."""
+
+    __slots__ = ("done", "generation", "row")
+
+    def __init__(self, generation: int):
+        self.done = threading.Event()
+        self.generation = generation
+        self.row = None
+
+
 class KeyCache:
     """What a key's lookup found, kept by this worker for ``ttl_s`` (``LUNOS_KEY_CACHE_S``, at
     most a second): a revoked, disabled or expired key, or a suspended account, is refused on
-    every worker and instance within that. Changes made through this worker clear it at once.
+    every worker and instance within that. Changes made through this worker clear it at once,
+    and a lookup that was in flight when they did is neither kept nor shared.
     Unknown keys are never kept (guessing must not fill it); it is emptied when full.
 
     One lookup per key is in flight at a time: a burst of requests with one key, arriving as its
-    row expires, waits for that lookup instead of each taking a pooled connection for it."""
+    row expires, takes what that lookup found instead of each taking a pooled connection for it.
+    A lookup that failed or found nothing is not shared: each caller looks for itself."""
 
     MAX_KEYS = 10_000
     FETCH_WAIT_S = 10.0  # a lookup in flight longer than this is not waited for
@@ -123,7 +136,8 @@ class KeyCache:
     def __init__(self, ttl_s: float):
         self.ttl_s = ttl_s
         self._found: dict[str, tuple[float, tuple]] = {}
-        self._fetching: dict[str, threading.Event] = {}
+        self._fetching: dict[str, _Flight] = {}
+        self._generation = 0  # bumped by clear(): what was read before it is stale
 
     def get(self, secret_hash: str) -> tuple | None:
         hit = self._found.get(secret_hash)
@@ -131,30 +145,32 @@ class KeyCache:
 
     def lookup(self, secret_hash: str, fetch: Callable[[], tuple | None]) -> tuple | None:
         """The kept row, or ``fetch()``'s (None: no such key), kept when found."""
+        if self.ttl_s <= 0:
+            return fetch()
         row = self.get(secret_hash)
-        if row is not None or self.ttl_s <= 0:
-            return row if row is not None else fetch()
-        fetching = self._fetching.get(secret_hash)
-        if fetching is not None:
-            fetching.wait(self.FETCH_WAIT_S)
-            row = self.get(secret_hash)
-            if row is not None:
-                return row
-        done = self._fetching[secret_hash] = threading.Event()
+        if row is not None:
+            return row
+        flight = self._fetching.get(secret_hash)
+        if flight is not None and flight.done.wait(self.FETCH_WAIT_S) and flight.generation == self._generation:
+            if flight.row is not None:
+                return flight.row
+        flight = self._fetching[secret_hash] = _Flight(self._generation)
         try:
             read_at = time.monotonic()  # when it was sent: the row's age counts the wait for it
             row = fetch()
-            if row is not None:
+            if row is not None and flight.generation == self._generation:
                 if len(self._found) >= self.MAX_KEYS:
                     self._found.clear()
                 self._found[secret_hash] = (read_at, row)
+                flight.row = row
             return row
         finally:
-            if self._fetching.get(secret_hash) is done:
+            if self._fetching.get(secret_hash) is flight:
                 del self._fetching[secret_hash]
-            done.set()
+            flight.done.set()
 
     def clear(self) -> None:
+        self._generation += 1
         self._found.clear()
 
 

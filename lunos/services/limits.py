@@ -204,6 +204,9 @@ def _admit_redis(storage, key_id, items):
             ],
         )
     except STORAGE_ERRORS:
+        # Kept for the next trip. When the script ran and only its answer was lost (redis-py
+        # may also have sent it again), these tokens count twice: a limit errs on the strict
+        # side; billing never reads these counts.
         if folded:
             _keep_unsent(storage, key_id, tokens_item, folded)
         raise

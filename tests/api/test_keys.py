@@ -193,3 +193,32 @@ def test_a_burst_with_one_key_waits_for_one_lookup():
     calls.clear()
     assert burst("b", "broken", n=3) == ["database away"] * 3 and len(calls) == 3
     assert cache.get("unknown") is None and cache.get("b") is None
+    calls.clear()
+    cache.ttl_s = 0.1  # a lookup slower than the cache keeps a row: its waiters still take its row
+    assert burst("c", ("row-c",), n=10) == [("row-c",)] * 10 and len(calls) == 1
+
+
+def test_a_lookup_in_flight_when_the_cache_is_cleared_is_neither_kept_nor_shared():
+    """A key changed through this worker (revoked, say) clears the cache: a lookup that began
+    before is not kept, and a request that waited for it looks the key up again."""
+    import threading
+
+    cache, release, answers = keys.KeyCache(ttl_s=5), threading.Event(), {}
+
+    def before_the_change():
+        release.wait(5)
+        return ("valid",)
+
+    first = threading.Thread(target=lambda: answers.update(first=cache.lookup("k", before_the_change)))
+    first.start()
+    while "k" not in cache._fetching:
+        threading.Event().wait(0.001)
+    cache.clear()
+    second = threading.Thread(target=lambda: answers.update(second=cache.lookup("k", lambda: ("revoked",))))
+    second.start()
+    threading.Event().wait(0.05)  # the second waits for the lookup in flight
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert answers == {"first": ("valid",), "second": ("revoked",)}
+    assert cache.get("k") == ("revoked",)

@@ -1,14 +1,11 @@
 """Group commit: callers who arrive while a batch runs share the next one, and each gets its own outcome."""
 
-import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from lunos.services.batching import GroupCommit
+from tests.conftest import run_under_gevent
 
 
 class Recorder:
@@ -151,15 +148,35 @@ assert batches == [[1], [3]], batches
 """
 
 
-def run_under_gevent(script):
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+HANDED_THE_LEAD_AND_STOPPED = r"""
+from gevent import monkey
+monkey.patch_all()
+import gevent
+from lunos.services.batching import GroupCommit
+
+batches, followers = [], []
+
+def run_batch(items):
+    batches.append(list(items))
+    if len(batches) == 1:
+        gevent.sleep(0.1)  # 2 and 3 queue for the next batch meanwhile
+        # Stop 2 as it is handed the lead, before it can take it.
+        gevent.get_hub().loop.run_callback(lambda: followers[0].throw(gevent.GreenletExit))
+    return [item * 2 for item in items]
+
+group = GroupCommit(run_batch)
+leader = gevent.spawn(group.submit, 1)
+gevent.sleep(0.02)
+followers += [gevent.spawn(group.submit, n) for n in (2, 3)]
+gevent.joinall([leader, followers[1]], timeout=5)
+assert followers[0].dead and isinstance(followers[0].value, gevent.GreenletExit), followers[0].value
+assert (leader.value, followers[1].value) == (2, 6), (leader.value, followers[1].value)
+assert batches == [[1], [3]], batches
+"""
+
+
+def test_a_caller_handed_the_lead_as_it_is_stopped_hands_it_on():
+    run_under_gevent(HANDED_THE_LEAD_AND_STOPPED)
 
 
 def test_a_caller_stopped_while_it_waits_leaves_the_queue():

@@ -132,6 +132,37 @@ def test_a_lease_freed_by_release_reservations_is_not_used_again(app, client, au
     assert_books(app, account)
 
 
+def test_requests_waiting_for_a_lease_that_failed_go_their_own_way(app, account, monkeypatch):
+    """A lease that cannot be taken (the database is away, say) fails its request, and those
+    that waited for it hold their own reservations at once instead of each trying to take the
+    next lease after the one before it failed."""
+    leases, tried = app.extensions["lunos-leases"], []
+
+    def away(*args):
+        tried.append(args)
+        time.sleep(0.2)  # the waiters queue behind it meanwhile
+        raise ConnectionError("database away")
+
+    monkeypatch.setattr(credits, "take_lease", away)
+    outcomes = []
+
+    def admit(request_id):
+        with app.app_context():
+            try:
+                outcomes.append(leases.admit(account, worst(app), request_id))
+            except ConnectionError as exc:
+                outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=admit, args=(f"r{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)
+    for thread in threads:
+        thread.join(10)
+    assert sorted(outcomes, key=str) == [None, None, None, "database away"]
+    assert len(tried) == 1, "one attempt at the lease, not one per waiter"
+
+
 def test_a_settlement_kept_in_the_spool_keeps_its_part_at_shutdown(app, client, auth, account):
     assert chat(client, auth, **BODY).status_code == 200
     with app.app_context():
