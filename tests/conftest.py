@@ -430,7 +430,19 @@ def free_port():
 
 
 @pytest.fixture
-def start_gunicorn(app, database_url, catalog_path, plans_path, tmp_path_factory):
+def server_env(app, database_url, catalog_path, plans_path):
+    """The environment of a server process that serves this test's database, catalog and plans."""
+    return {
+        **os.environ,
+        "LUNOS_DATABASE_URL": database_url,
+        "LUNOS_CATALOG": catalog_path,
+        "LUNOS_PLANS": plans_path,
+        "LUNOS_SECRET_KEY": app.config["SECRET_KEY"],
+    }
+
+
+@pytest.fixture
+def start_gunicorn(server_env, tmp_path_factory):
     """start(workers=1, **env) -> base URL of a gunicorn serving wsgi:app on this test's database."""
     processes = []
 
@@ -438,11 +450,7 @@ def start_gunicorn(app, database_url, catalog_path, plans_path, tmp_path_factory
         port = free_port()
         # Small pools: every worker of every instance shares PostgreSQL's 100 connections.
         env = {
-            **os.environ,
-            "LUNOS_DATABASE_URL": database_url,
-            "LUNOS_CATALOG": catalog_path,
-            "LUNOS_PLANS": plans_path,
-            "LUNOS_SECRET_KEY": app.config["SECRET_KEY"],
+            **server_env,
             "LUNOS_STREAM_KEEPALIVE_S": "0.1",
             "LUNOS_WORKERS": str(workers),
             "LUNOS_DB_POOL_SIZE": "4",

@@ -1,7 +1,6 @@
 """The development server (``python app.py``): it serves, and Ctrl-C or a SIGTERM stops it
 cleanly, with what it settled written and its lease given back."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,17 +13,9 @@ from tests.conftest import ROOT, free_port, reservations, usage_events
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_the_development_server_stops_cleanly(app, database_url, catalog_path, plans_path, auth, account, signum):
+def test_the_development_server_stops_cleanly(app, server_env, auth, account, signum):
     port = free_port()
-    env = {
-        **os.environ,
-        "LUNOS_DATABASE_URL": database_url,
-        "LUNOS_CATALOG": catalog_path,
-        "LUNOS_PLANS": plans_path,
-        "LUNOS_SECRET_KEY": app.config["SECRET_KEY"],
-        "LUNOS_PORT": str(port),
-        "LUNOS_AUTO_MIGRATE": "false",
-    }
+    env = {**server_env, "LUNOS_PORT": str(port), "LUNOS_AUTO_MIGRATE": "false"}
     server = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
