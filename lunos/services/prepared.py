@@ -255,8 +255,11 @@ def _joined(engine, session):
     except errors as exc:
         session.rollback()
         raise DBAPIError.instance(None, None, exc, errors) from None
-    except BaseException:
-        session.rollback()
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            session.rollback()
+        else:  # cut short, perhaps mid-exchange (see _checked_out): its connection is not pooled again
+            session.invalidate()
         raise
 
 

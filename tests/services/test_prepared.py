@@ -85,6 +85,30 @@ def test_a_transaction_cut_short_discards_its_connection(one_connection_app, acc
             assert read(db.engine, _BACKEND_PID, {})[0][0] != before, "a new connection"
 
 
+def test_a_transaction_cut_short_in_the_orms_discards_its_connection(one_connection_app, account):
+    """The same when the block ran in the request's open ORM transaction: its writes are undone
+    and its connection is not pooled again."""
+
+    class Killed(BaseException):
+        pass
+
+    with one_connection_app.app_context():
+        postgresql = db.engine.dialect.name == "postgresql"
+        db.session.add(LedgerEntry(**entry(account, "orm")))
+        db.session.flush()  # the session's transaction is open, on its pooled connection
+        before = db.session.execute(sa.select(sa.func.pg_backend_pid())).scalar() if postgresql else None
+        with pytest.raises(Killed):
+            with transaction(db.engine) as tx:
+                tx.run_many(_INSERT_ENTRY, [entry(account, "cut")])
+                raise Killed
+        db.session.remove()
+        assert db.engine.pool.checkedout() == 0
+        if before is not None:
+            assert read(db.engine, _BACKEND_PID, {})[0][0] != before, "a new connection"
+        assert refs() == set()
+        db.session.remove()
+
+
 def test_the_connection_goes_back_to_the_orm_in_a_transaction(one_connection_app, account):
     with one_connection_app.app_context():
         with pytest.raises(sa.exc.IntegrityError):
