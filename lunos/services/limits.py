@@ -203,7 +203,7 @@ def _admit_redis(storage, key_id, items):
                 folded,
             ],
         )
-    except STORAGE_ERRORS:
+    except BaseException:  # a storage error, or the worker stopping (GreenletExit) mid-trip
         # Kept for the next trip. When the script ran and only its answer was lost (redis-py
         # may also have sent it again), these tokens count twice: a limit errs on the strict
         # side; billing never reads these counts.
