@@ -21,10 +21,10 @@ import requests
 import sqlalchemy as sa
 from flask_migrate import upgrade
 from werkzeug.serving import make_server
-from werkzeug.wsgi import ClosingIterator
 
 from lunos import create_app
 from lunos.extensions import db, limiter
+from lunos.in_flight import InFlight
 from lunos.models import Account, LedgerEntry, Reservation, UsageEvent
 from lunos.services import accounts, keys
 from tests.fake_http import stop
@@ -366,34 +366,6 @@ def usage_events(app, account_id=None):
         return events
 
 
-class InFlight:
-    """WSGI middleware counting the requests whose response has not been closed yet: a stream a
-    client walked away from settles in the server's thread after the client returned."""
-
-    def __init__(self, app):
-        self.app = app
-        self.count = 0
-        self.lock = threading.Lock()
-
-    def __call__(self, environ, start_response):
-        with self.lock:
-            self.count += 1
-        try:
-            return ClosingIterator(self.app(environ, start_response), [self._done])
-        except BaseException:
-            self._done()
-            raise
-
-    def _done(self):
-        with self.lock:
-            self.count -= 1
-
-    def wait_idle(self, timeout_s=15):
-        deadline = time.monotonic() + timeout_s
-        while self.count and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-
 @pytest.fixture
 def live_server(app):
     """The app on a real loopback HTTP server, for real clients (the openai SDK, raw sockets).
@@ -403,7 +375,7 @@ def live_server(app):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
-    in_flight.wait_idle()
+    in_flight.wait_idle(timeout_s=15)
     stop(server)
 
 

@@ -1,33 +1,43 @@
 """The development server (``python app.py``): it serves, and Ctrl-C or a SIGTERM stops it
 cleanly, with what it settled written and its lease given back."""
 
+import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import requests
 
 from tests.conftest import ROOT, free_port, reservations, usage_events
+from tests.upstream import Reply
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_the_development_server_stops_cleanly(app, server_env, auth, account, signum):
+def start_development_server(server_env):
+    """(process, base URL) of ``python app.py`` on this test's database, once it is ready."""
     port = free_port()
     env = {**server_env, "LUNOS_PORT": str(port), "LUNOS_AUTO_MIGRATE": "false"}
     server = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"{base}/readyz", timeout=1).ok:
+                return server, base
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise AssertionError(server.communicate(timeout=5)) from None
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_development_server_stops_cleanly(app, server_env, auth, account, signum):
+    server, base = start_development_server(server_env)
     try:
-        while True:
-            try:
-                if requests.get(f"{base}/readyz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None, server.communicate(timeout=5)
-                time.sleep(0.1)
         body = {"model": "test/echo", "messages": [{"role": "user", "content": "hi"}]}
         for _ in range(3):
             assert requests.post(f"{base}/v1/chat/completions", json=body, headers=auth, timeout=10).ok
@@ -40,4 +50,47 @@ def test_the_development_server_stops_cleanly(app, server_env, auth, account, si
     assert server.returncode == 0, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert len(usage_events(app, account)) == 3, "what it answered is settled"
+    assert reservations(app, account) == {}, "its lease was given back"
+
+
+def test_the_development_server_finishes_what_it_is_answering_before_it_stops(
+    app, server_env, auth, account, upstream
+):
+    """A stop lets the answers under way finish, streamed or not, settles them and gives the
+    lease back; a connection kept alive with nothing asked does not hold the stop up."""
+    upstream.script("primary", Reply(wait_s=1.5, words=("late", " but", " whole")))
+    upstream.script("backup", Reply(chunk_delay_s=0.3, words=tuple(f"w{i} " for i in range(6))))
+    server, base = start_development_server(server_env)
+    try:
+        with requests.Session() as idle:  # a connection kept alive, asking nothing more
+            assert idle.get(f"{base}/readyz", timeout=5).ok
+            answers = {}
+
+            def ask(model, stream):
+                body = {"model": f"test/{model}", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}
+                response = requests.post(f"{base}/v1/chat/completions", json=body, headers=auth, timeout=20)
+                answers[model] = (response.status_code, response.text)
+
+            askers = [threading.Thread(target=ask, args=args) for args in (("primary", False), ("backup", True))]
+            for asker in askers:
+                asker.start()
+            deadline = time.monotonic() + 10
+            while len(upstream.seen) < 2:
+                assert time.monotonic() < deadline, "both requests reached the upstream"
+                time.sleep(0.02)
+            server.send_signal(signal.SIGTERM)
+            for asker in askers:
+                asker.join(timeout=20)
+            out, err = server.communicate(timeout=20)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err
+    status, text = answers["primary"]
+    assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == "late but whole"
+    status, text = answers["backup"]
+    assert status == 200 and "w5" in text and text.endswith("data: [DONE]\n\n"), text
+    events = usage_events(app, account)
+    assert sorted(event.status for event in events) == ["ok", "ok"], [event.status for event in events]
     assert reservations(app, account) == {}, "its lease was given back"
