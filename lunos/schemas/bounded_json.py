@@ -75,6 +75,13 @@ def _with_lone_surrogates_replaced(data: bytes, error: orjson.JSONDecodeError, m
     if error.msg.startswith("depth limit"):  # deeper than orjson goes, so deeper than max_depth
         top = _top_level_key(repaired[: error.pos])
         raise _too_deep(max_depth, [top] if top is not None else [])
+    if "UTF-8" in error.msg:  # orjson says "surrogates not allowed" of any byte that is not UTF-8
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(
+                f"The request body is not valid UTF-8 (at byte {exc.start}): send JSON text encoded as UTF-8."
+            ) from None
     raise InvalidRequest(
         f"We could not parse the JSON body of your request ({error.msg}): send a JSON "
         f"object with Content-Type: application/json."

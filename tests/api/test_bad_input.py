@@ -140,8 +140,12 @@ def test_an_escaped_backslash_before_u_is_text_not_a_surrogate(client, auth, ups
 
 
 def test_bytes_that_are_not_utf8_are_400(client, auth):
-    body = b'{"messages": [{"role": "user", "content": "\xed\xa0\x80 \xff"}]}'
-    error_of(post_json_text(client, "/v1/chat/completions", body, auth), 400)
+    for body, at in [
+        (b'{"messages": [{"role": "user", "content": "\xed\xa0\x80 \xff"}]}', 43),  # an encoded surrogate
+        (b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', 46),  # Latin-1
+    ]:
+        error = error_of(post_json_text(client, "/v1/chat/completions", body, auth), 400)
+        assert error["message"].startswith(f"The request body is not valid UTF-8 (at byte {at})"), error
 
 
 def test_a_body_that_is_not_an_object_is_400(client, auth):
