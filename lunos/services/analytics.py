@@ -114,7 +114,7 @@ def _bucket(group_by, dialect):
 
 def parse_group_by(value: str | None) -> tuple[str, ...]:
     """One dimension, or two joined by a comma (``app,day``: per app, per day)."""
-    dims = tuple(part.strip() for part in (value or "day").split(","))
+    dims = tuple(part.strip() for part in ("day" if value is None else value).split(","))
     if not 1 <= len(dims) <= 2 or len(set(dims)) != len(dims) or any(d not in GROUPS for d in dims):
         raise InvalidRequest(f"group_by is one or two of {', '.join(GROUPS)}, comma-separated", param="group_by")
     return dims

@@ -104,6 +104,8 @@ def test_usage_per_app_per_day(client, auth, traffic):
     [
         ("group_by=week", "group_by"),
         ("group_by=app,app", "group_by"),
+        ("group_by=", "group_by"),
+        ("group_by=app,", "group_by"),
         ("from=2026-02-01&to=2026-01-01", "from"),
         ("from=yesterday", "from"),
         ("key=abc", "key"),
