@@ -61,7 +61,7 @@ def describe(account):
         "suspended": account.suspended,
         "flagged": account.flagged,
         "flag_reason": account.flag_reason,
-        "created_at": account.created_at.isoformat(),
+        "created_at": keys.as_utc(account.created_at).isoformat(),
     }
 
 

@@ -10,6 +10,7 @@ from lunos.errors import InvalidRequest
 from lunos.extensions import db
 from lunos.gateway import current_gateway
 from lunos.models import Account
+from lunos.services.keys import as_utc
 
 bp = Blueprint("billing", __name__, url_prefix="/v1/billing")
 
@@ -66,7 +67,7 @@ def subscription():
             "effective_plan": g.caller.plan.name,
             "status": account.subscription_status,
             "subscription_id": account.stripe_subscription_id,
-            "past_due_since": account.past_due_since.isoformat() if account.past_due_since else None,
+            "past_due_since": as_utc(account.past_due_since).isoformat() if account.past_due_since else None,
             "restricted": g.caller.plan.name != (account.plan or plans.default),
         }
     )

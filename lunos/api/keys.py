@@ -32,7 +32,7 @@ def describe(key):
         "name": key.name,
         "kind": key.kind,
         "prefix": key.prefix,
-        "created_at": key.created_at.isoformat(),
+        "created_at": keys.as_utc(key.created_at).isoformat(),
         "expires_at": keys.as_utc(key.expires_at).isoformat() if key.expires_at else None,
         "revoked": key.revoked_at is not None,
         "disabled": key.disabled,

@@ -1,5 +1,7 @@
 """The operator's /admin API."""
 
+from datetime import datetime, timedelta
+
 import pytest
 
 from tests.api.test_chat import chat
@@ -27,8 +29,9 @@ def test_wrong_token_is_401(admin_client):
 def test_accounts_credits_plans_and_suspension(admin_client, auth, account):
     created = admin_client.post("/admin/accounts", headers=HEADERS, json={"name": "newco", "credits_usd": 3})
     assert created.status_code == 201 and created.get_json()["balance"] == 3.0
-    names = [a["name"] for a in admin_client.get("/admin/accounts", headers=HEADERS).get_json()["data"]]
-    assert {"acme", "newco"} <= set(names)
+    listed = admin_client.get("/admin/accounts", headers=HEADERS).get_json()["data"]
+    assert {"acme", "newco"} <= {a["name"] for a in listed}
+    assert all(datetime.fromisoformat(a["created_at"]).utcoffset() == timedelta(0) for a in listed), "times say UTC"
 
     body = {"usd": "1.5", "reason": "support", "reference": "ticket-42"}
     first = admin_client.post(f"/admin/accounts/{account}/credits", headers=HEADERS, json=body).get_json()

@@ -32,6 +32,7 @@ def test_create_list_update_revoke(client, admin):
     assert created["key"].startswith("sk-lunos-") and created["kind"] == "inference"
     listed = client.get("/v1/keys", headers=admin).get_json()["data"]
     assert created["id"] in [k["id"] for k in listed] and all("key" not in k for k in listed)
+    assert all(datetime.fromisoformat(k["created_at"]).utcoffset() == timedelta(0) for k in listed), "times say UTC"
     assert chat(client, headers).status_code == 200
     patched = client.patch(f"/v1/keys/{created['id']}", headers=admin, json={"name": "renamed", "disabled": True})
     assert patched.get_json()["name"] == "renamed" and patched.get_json()["disabled"] is True
