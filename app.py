@@ -57,12 +57,14 @@ def main():
             os._exit(130)
         stopping.append(True)
         print("Stopping: finishing and settling what is under way (Ctrl-C again to quit at once)", flush=True)
-        in_flight.draining = True
-        server.close()
-        if not in_flight.wait_idle(graceful_s):
-            print(f"Stopping: answers still running after {graceful_s} s are cut short", flush=True)
-        server.stop(timeout=0)  # what is left: connections kept alive with nothing asked
-        stopped.set()
+        try:
+            in_flight.draining = True
+            server.close()
+            if not in_flight.wait_idle(graceful_s):
+                print(f"Stopping: answers still running after {graceful_s} s are cut short", flush=True)
+            server.stop(timeout=0)  # what is left: connections kept alive with nothing asked
+        finally:
+            stopped.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stop)
@@ -71,6 +73,7 @@ def main():
         stopped.wait()
     finally:
         housekeeper.stop()
+
 
 if __name__ == "__main__":
     main()

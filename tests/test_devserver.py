@@ -15,10 +15,10 @@ from tests.conftest import ROOT, free_port, reservations, usage_events
 from tests.upstream import Reply
 
 
-def start_development_server(server_env):
+def start_development_server(server_env, **extra_env):
     """(process, base URL) of ``python app.py`` on this test's database, once it is ready."""
     port = free_port()
-    env = {**server_env, "LUNOS_PORT": str(port), "LUNOS_AUTO_MIGRATE": "false"}
+    env = {**server_env, "LUNOS_PORT": str(port), "LUNOS_AUTO_MIGRATE": "false", **extra_env}
     server = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -93,4 +93,33 @@ def test_the_development_server_finishes_what_it_is_answering_before_it_stops(
     assert status == 200 and "w5" in text and text.endswith("data: [DONE]\n\n"), text
     events = usage_events(app, account)
     assert sorted(event.status for event in events) == ["ok", "ok"], [event.status for event in events]
+    assert reservations(app, account) == {}, "its lease was given back"
+
+
+def test_a_stream_still_running_after_the_graceful_timeout_is_cut_short_and_billed(
+    app, server_env, auth, account, upstream
+):
+    upstream.script("backup", Reply(chunk_delay_s=0.5, words=tuple(f"w{i} " for i in range(40))))
+    server, base = start_development_server(server_env, LUNOS_GRACEFUL_TIMEOUT_S="1")
+    try:
+        body = {"model": "test/backup", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        with requests.post(f"{base}/v1/chat/completions", json=body, headers=auth, stream=True, timeout=20) as answer:
+            lines = answer.iter_lines()
+            while b"w1" not in next(lines):
+                pass
+            server.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            with pytest.raises(requests.exceptions.ChunkedEncodingError):
+                for _ in lines:
+                    pass
+        out, err = server.communicate(timeout=20)
+        assert time.monotonic() - started < 10, "the stop did not wait for the whole stream"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err
+    assert "cut short" in out
+    [event] = usage_events(app, account)
+    assert event.status == "interrupted" and event.completion_tokens > 0 and event.cost_micros > 0
     assert reservations(app, account) == {}, "its lease was given back"
