@@ -53,9 +53,7 @@ def test_the_development_server_stops_cleanly(app, server_env, auth, account, si
     assert reservations(app, account) == {}, "its lease was given back"
 
 
-def test_the_development_server_finishes_what_it_is_answering_before_it_stops(
-    app, server_env, auth, account, upstream
-):
+def test_the_development_server_finishes_what_it_is_answering_before_it_stops(app, server_env, auth, account, upstream):
     """A stop lets the answers under way finish, streamed or not, settles them and gives the
     lease back; a connection kept alive with nothing asked does not hold the stop up."""
     upstream.script("primary", Reply(wait_s=1.5, words=("late", " but", " whole")))
