@@ -3,7 +3,7 @@ checks every hand-parsed input shares (ids, text that is stored)."""
 
 import re
 
-from marshmallow import ValidationError
+from marshmallow import ValidationError, fields
 
 from lunos.errors import InvalidRequest
 
@@ -24,6 +24,15 @@ def no_nul(value: str) -> None:
     """A marshmallow validator: PostgreSQL's text cannot hold NUL."""
     if "\x00" in value:
         raise ValidationError("must not contain NUL characters")
+
+
+class StrictBoolean(fields.Field):
+    """true or false, and nothing else: marshmallow's Boolean also takes "yes", "off", 0 and 1."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            return value
+        raise ValidationError("must be true or false")
 
 
 def text(value, param: str, *, max_length: int, required: bool = True) -> str | None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from marshmallow import INCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from lunos.errors import InvalidRequest
-from lunos.schemas import load
+from lunos.schemas import StrictBoolean, load
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # Each part type and the key that holds its payload: a string for text and refusal, an object
@@ -75,13 +75,6 @@ class StringOrList(fields.Field):
         if isinstance(value, list) and len(value) <= self.max_items and all(isinstance(v, str) for v in value):
             return value
         raise ValidationError(f"must be a string or a list of at most {self.max_items} strings")
-
-
-class StrictBoolean(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            return value
-        raise ValidationError("must be true or false")
 
 
 class ToolChoice(fields.Field):

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from lunos.models.api_key import INFERENCE, LIMIT_RESETS, MANAGEMENT
-from lunos.schemas import APP_ID, no_nul
+from lunos.schemas import APP_ID, StrictBoolean, no_nul
 
 INT32_MAX = 2**31 - 1  # requests_per_minute is a 32-bit column
 LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=UTC)
@@ -39,7 +39,7 @@ class KeyFields(Schema):
 
     name = fields.String(validate=[validate.Length(min=1, max=100), no_nul])
     expires_at = Expiry(allow_none=True, default_timezone=None)
-    disabled = fields.Boolean()
+    disabled = StrictBoolean()
     requests_per_minute = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, INT32_MAX))
     allowed_models = fields.List(
         fields.String(validate=[validate.Length(min=1, max=200), no_nul]),

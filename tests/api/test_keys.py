@@ -112,6 +112,9 @@ def test_credit_limit_caps_a_key_and_resets_with_its_window(app, client, admin, 
         ({"allowed_apps": ["bad app"]}, "allowed_apps"),
         ({"requests_per_minute": 0}, "requests_per_minute"),
         ({"colour": "blue"}, "colour"),
+        ({"disabled": "yes"}, "disabled"),
+        ({"disabled": "false"}, "disabled"),
+        ({"disabled": 0}, "disabled"),
     ],
 )
 def test_bad_key_settings_are_400(client, admin, body, param):
