@@ -56,12 +56,13 @@ def usage():
         return Response(
             out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
         )
+    counted_from, counted_to = usage_filter.hours()  # what the hourly sums cover, not what was asked
     return jsonify(
         {
             "object": "list",
             "group_by": group_by,
-            "from": usage_filter.start.isoformat(),
-            "to": usage_filter.end.isoformat(),
+            "from": counted_from.isoformat(),
+            "to": counted_to.isoformat(),
             "data": rows,
         }
     )

@@ -52,7 +52,13 @@ class UsageFilter:
 
     def rollup_clauses(self) -> list[ColumnElement[bool]]:
         """The same filter on the hourly rollup: every hour that overlaps [start, end)."""
-        return self._match(UsageHourly, UsageHourly.hour, self.start.replace(minute=0, second=0, microsecond=0))
+        return self._match(UsageHourly, UsageHourly.hour, self.hours()[0])
+
+    def hours(self) -> tuple[datetime, datetime]:
+        """The whole hours the rollup sums over: from the hour of ``start`` to the end of the hour
+        of ``end`` (``end`` itself when it is on the hour)."""
+        first, last = (moment.replace(minute=0, second=0, microsecond=0) for moment in (self.start, self.end))
+        return first, last if last == self.end else last + timedelta(hours=1)
 
 
 def parse_time(value: str, param: str) -> datetime:
@@ -70,8 +76,8 @@ def parse_time(value: str, param: str) -> datetime:
 def make_filter(account_id: int, args: Mapping[str, str], now: datetime | None = None) -> UsageFilter:
     """The filter that query ``args`` name (from, to, app, model, key); InvalidRequest naming the
     arg that is wrong."""
-    end = parse_time(args["to"], "to") if args.get("to") else (now or datetime.now(UTC))
-    start = parse_time(args["from"], "from") if args.get("from") else max(end - timedelta(days=30), EARLIEST)
+    end = parse_time(args["to"], "to") if "to" in args else (now or datetime.now(UTC))
+    start = parse_time(args["from"], "from") if "from" in args else max(end - timedelta(days=30), EARLIEST)
     if start >= end:
         raise InvalidRequest("'from' must be before 'to'", param="from")
     if end - start > MAX_RANGE:

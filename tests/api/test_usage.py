@@ -108,6 +108,8 @@ def test_usage_per_app_per_day(client, auth, traffic):
         ("group_by=app,", "group_by"),
         ("from=2026-02-01&to=2026-01-01", "from"),
         ("from=yesterday", "from"),
+        ("from=", "from"),
+        ("to=", "to"),
         ("key=abc", "key"),
     ],
 )
@@ -157,3 +159,15 @@ def test_accounts_never_see_each_other(client, auth, manager, other_manager, tra
     assert client.get("/v1/balance", headers=other_manager).get_json()["balance"] == 5.0
     mine = {row["group"] for row in client.get("/v1/usage?group_by=app", headers=auth).get_json()["data"]}
     assert "secret-app" in mine
+
+
+@pytest.mark.parametrize(
+    "window, counted",
+    [
+        (("2026-01-01T10:05:00Z", "2026-01-01T10:10:00Z"), ("2026-01-01T10:00:00+00:00", "2026-01-01T11:00:00+00:00")),
+        (("2026-01-01T10:00:00Z", "2026-01-01T12:00:00Z"), ("2026-01-01T10:00:00+00:00", "2026-01-01T12:00:00+00:00")),
+    ],
+)
+def test_the_answer_names_the_whole_hours_it_sums(client, auth, window, counted):
+    answer = client.get(f"/v1/usage?from={window[0]}&to={window[1]}", headers=auth).get_json()
+    assert (answer["from"], answer["to"]) == counted
