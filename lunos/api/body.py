@@ -1,11 +1,11 @@
 """The JSON body of a request, within the configured bounds, or an OpenAI-shaped 400 (413 when
-it is over ``LUNOS_MAX_BODY_BYTES``)."""
+it is over ``LUNOS_MAX_BODY_BYTES``, 415 when it comes compressed)."""
 
 from typing import Any
 
 from flask import current_app, request
 from gunicorn.http.errors import ParseException
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from lunos.errors import InvalidRequest
 from lunos.schemas import bounded_json
@@ -26,6 +26,9 @@ def json_object() -> dict:
 
 
 def _raw_body() -> bytes:
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):  # a compressed body would be read as broken JSON
+        raise UnsupportedMediaType(f"Content-Encoding '{encoding}' is not accepted: send the body uncompressed.")
     try:
         data = request.get_data(cache=True)
     except (OSError, ParseException):  # gunicorn's reader: broken chunked framing, a body cut short

@@ -3,6 +3,7 @@ OpenAI-shaped 4xx naming its param (404 for unknown ids and models), never a 5xx
 OpenAI accepts, Lunos accepts."""
 
 import base64
+import gzip
 import json
 import socket
 import threading
@@ -146,6 +147,15 @@ def test_bytes_that_are_not_utf8_are_400(client, auth):
     ]:
         error = error_of(post_json_text(client, "/v1/chat/completions", body, auth), 400)
         assert error["message"].startswith(f"The request body is not valid UTF-8 (at byte {at})"), error
+
+
+def test_a_compressed_body_is_415_and_an_identity_one_is_read(client, auth):
+    body = json.dumps({"model": "test/echo", "messages": HI}).encode()
+    for encoding, packed in [("gzip", gzip.compress(body)), ("br", body)]:
+        response = post_json_text(client, "/v1/chat/completions", packed, {**auth, "Content-Encoding": encoding})
+        assert f"'{encoding}' is not accepted" in error_of(response, 415)["message"]
+    response = post_json_text(client, "/v1/chat/completions", body, {**auth, "Content-Encoding": "identity"})
+    assert response.status_code == 200
 
 
 def test_a_body_that_is_not_an_object_is_400(client, auth):
