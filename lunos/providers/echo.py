@@ -35,6 +35,22 @@ def _usage(body, text):
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _check_context(model, body):
+    """A prompt over the model's context is refused, as OpenAI refuses it (and then bills nothing)."""
+    prompt = estimate_prompt(body)
+    if prompt > model.context_length:
+        raise ProviderError.from_status(
+            400,
+            {
+                "message": f"This model's maximum context length is {model.context_length} tokens. "
+                f"However, your messages resulted in {prompt} tokens. Please reduce the length of the messages.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            },
+        )
+
+
 def _within_limit(model, body, text):
     """The echo cut to the output limit (the request's, within the endpoint's), as an upstream
     would: (text, finish_reason)."""
@@ -101,6 +117,7 @@ class EchoProvider(Provider):
         }
 
     def complete(self, model: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        _check_context(model, body)
         text, finish_reason = _within_limit(model, body, _answer(body))
         choices = [
             {
@@ -121,6 +138,7 @@ class EchoProvider(Provider):
         }
 
     def open_stream(self, model: Endpoint, body: dict[str, Any]) -> ChunkStream:
+        _check_context(model, body)
         return ChunkStream([chunk] for chunk in self._chunks(model, body))
 
     @staticmethod

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import usage_events
+from tests.conftest import money, usage_events
 from tests.upstream import Reply
 
 
@@ -298,7 +298,7 @@ def test_images_and_tools_pass_through(client, auth, upstream):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_echo_model_stops_at_the_output_limit_like_an_upstream(app, client, auth, account, stream):
-    words = "alpha beta gamma delta " * 2000  # about 11,500 tokens; the model allows 1,000
+    words = "alpha beta gamma delta " * 1000  # about 5,750 tokens; the model answers 1,000 at most
     for asked, limit in ((None, 1000), (3, 3)):
         body = {"model": "test/echo", "stream": stream, "messages": [{"role": "user", "content": words}]}
         if asked:
@@ -312,6 +312,24 @@ def test_the_echo_model_stops_at_the_output_limit_like_an_upstream(app, client, 
         else:
             assert response.get_json()["choices"][0]["finish_reason"] == "length"
         assert 0 < usage_events(app, account)[-1].completion_tokens <= limit
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_echo_model_refuses_a_prompt_over_its_context_and_bills_nothing(app, client, auth, account, stream):
+    words = "alpha beta gamma delta " * 1500  # about 8,600 tokens; the model's context is 8,000
+    response = chat(client, auth, model="test/echo", stream=stream, messages=[{"role": "user", "content": words}])
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert (error["code"], error["param"], error["type"]) == (
+        "context_length_exceeded",
+        "messages",
+        "invalid_request_error",
+    )
+    assert "maximum context length is 8000 tokens" in error["message"]
+    [event] = usage_events(app, account)
+    assert event.status == "upstream_error" and event.cost_micros == 0
+    balance, ledger, reserved = money(app, account)
+    assert balance == ledger == 10_000_000 and reserved == 0
 
 
 @pytest.mark.parametrize("stream", [False, True])
