@@ -16,7 +16,7 @@ import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 from gevent.pool import Pool  # noqa: E402
-from gevent.pywsgi import WSGIServer  # noqa: E402
+from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
 from lunos import create_app  # noqa: E402
 from lunos.in_flight import InFlight  # noqa: E402
@@ -24,6 +24,8 @@ from lunos.services import housekeeping  # noqa: E402
 from lunos.services.demo import ensure_demo_key  # noqa: E402
 
 app = create_app()
+# A day is as good as waiting for ever; gevent cannot time waits of much more than 9e9 s.
+MAX_GRACEFUL_S = 86400
 
 
 def main():
@@ -38,33 +40,47 @@ def main():
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise SystemExit(f"LUNOS_PORT must be a port number (1 to 65535), not {port!r}")
     port = int(port)
-    graceful_s = os.environ.get("LUNOS_GRACEFUL_TIMEOUT_S", "600")
-    if not (graceful_s.isascii() and graceful_s.isdigit() and int(graceful_s) > 0):
-        raise SystemExit(f"LUNOS_GRACEFUL_TIMEOUT_S must be a whole number of at least 1, not {graceful_s!r}")
+    graceful_s = os.environ.get("LUNOS_GRACEFUL_TIMEOUT_S", "600").strip()
+    if not (graceful_s.isascii() and graceful_s.isdigit() and 0 < int(graceful_s) <= MAX_GRACEFUL_S):
+        raise SystemExit(
+            f"LUNOS_GRACEFUL_TIMEOUT_S must be a whole number from 1 to {MAX_GRACEFUL_S}, not {graceful_s!r}"
+        )
     graceful_s = int(graceful_s)
     print(f"Lunos serving on http://{host}:{port} (Ctrl-C to stop)", flush=True)
     housekeeper = housekeeping.start(app)
     in_flight = InFlight(app)
-    server = WSGIServer((host, port), in_flight, log=None, spawn=Pool())
+
+    class Handler(WSGIHandler):
+        def handle_one_response(self):
+            super().handle_one_response()
+            if in_flight.draining:  # an answer begun before the stop: no next request on its connection
+                self.close_connection = True
+
+    server = WSGIServer((host, port), in_flight, log=None, spawn=Pool(), handler_class=Handler)
     # Ctrl-C and a SIGTERM (a process manager's stop) stop the server from the event loop, not
     # as an exception raised in whatever greenlet runs: the answers under way finish (for up to
     # LUNOS_GRACEFUL_TIMEOUT_S), settlements are written, leases are given back.
     # A second Ctrl-C quits at once.
-    stopping, stopped = [], gevent.event.Event()
+    stopping, stopped, failed = [], gevent.event.Event(), []
 
     def stop():
         if stopping:
             os._exit(130)
         stopping.append(True)
-        print("Stopping: finishing and settling what is under way (Ctrl-C again to quit at once)", flush=True)
         try:
             in_flight.draining = True
             server.close()
+            print("Stopping: finishing and settling what is under way (Ctrl-C again to quit at once)", flush=True)
             if not in_flight.wait_idle(graceful_s):
                 print(f"Stopping: answers still running after {graceful_s} s are cut short", flush=True)
-            server.stop(timeout=0)  # what is left: connections kept alive with nothing asked
+        except BaseException as exc:
+            failed.append(exc)
+            raise
         finally:
-            stopped.set()
+            try:
+                server.stop(timeout=0)  # what is left: connections kept alive with nothing asked
+            finally:
+                stopped.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stop)
@@ -73,6 +89,8 @@ def main():
         stopped.wait()
     finally:
         housekeeper.stop()
+    if failed:
+        raise SystemExit(f"Stopping failed: {failed[0]!r}")
 
 
 if __name__ == "__main__":

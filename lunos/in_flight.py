@@ -2,8 +2,6 @@
 
 import threading
 
-from werkzeug.wsgi import ClosingIterator
-
 
 class InFlight:
     """WSGI middleware counting the requests whose response has not been closed yet: a streamed
@@ -20,7 +18,7 @@ class InFlight:
         with self._changed:
             self.count += 1
         try:
-            return ClosingIterator(self.app(environ, self._start_response(start_response)), [self._done])
+            return _Counted(self.app(environ, self._start_response(start_response)), self._done)
         except BaseException:
             self._done()
             raise
@@ -43,3 +41,20 @@ class InFlight:
         """True once no request is being answered; False if some still are after ``timeout_s``."""
         with self._changed:
             return self._changed.wait_for(lambda: not self.count, timeout_s)
+
+
+class _Counted:
+    """A response body that is counted done when the server closes it, even if its own close fails."""
+
+    def __init__(self, body, done):
+        self.body, self.done = body, done
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self):
+        try:
+            if hasattr(self.body, "close"):
+                self.body.close()
+        finally:
+            self.done()

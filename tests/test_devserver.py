@@ -11,6 +11,7 @@ import time
 import pytest
 import requests
 
+from lunos.in_flight import InFlight
 from tests.conftest import ROOT, free_port, reservations, usage_events
 from tests.upstream import Reply
 
@@ -121,3 +122,19 @@ def test_a_stream_still_running_after_the_graceful_timeout_is_cut_short_and_bill
     [event] = usage_events(app, account)
     assert event.status == "interrupted" and event.completion_tokens > 0 and event.cost_micros > 0
     assert reservations(app, account) == {}, "its lease was given back"
+
+
+def test_an_answer_whose_close_fails_is_still_counted_done():
+    class Body:
+        def __iter__(self):
+            return iter([b"x"])
+
+        def close(self):
+            raise RuntimeError("close failed")
+
+    in_flight = InFlight(lambda environ, start_response: Body())
+    body = in_flight({}, lambda *args: None)
+    assert in_flight.count == 1
+    with pytest.raises(RuntimeError):
+        body.close()
+    assert in_flight.count == 0 and in_flight.wait_idle(0), "a stop would wait for it forever"
