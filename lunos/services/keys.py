@@ -86,8 +86,10 @@ Moment = TypeVar("Moment", datetime, None)  # as_utc gives back a datetime for a
 
 
 def as_utc(moment: Moment) -> Moment:
-    # SQLite hands back naive datetimes; they were written as UTC.
-    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+    # SQLite hands back naive datetimes, written as UTC; PostgreSQL aware ones, in its session's zone.
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def create_key(
