@@ -36,14 +36,18 @@ def _usage(body, text):
 
 
 def _check_context(model, body):
-    """A prompt over the model's context is refused, as OpenAI refuses it (and then bills nothing)."""
+    """A prompt that, with the output asked for, is over the model's context is refused, as
+    OpenAI refuses it (and then bills nothing)."""
     prompt = estimate_prompt(body)
-    if prompt > model.context_length:
+    asked = max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0)
+    if prompt + asked > model.context_length:
+        output = f" ({prompt} in the messages, {asked} in the completion)" if asked else " in the messages"
         raise ProviderError.from_status(
             400,
             {
                 "message": f"This model's maximum context length is {model.context_length} tokens. "
-                f"However, your messages resulted in {prompt} tokens. Please reduce the length of the messages.",
+                f"However, you requested {prompt + asked} tokens{output}. Please reduce the length of the "
+                "messages or completion.",
                 "type": "invalid_request_error",
                 "param": "messages",
                 "code": "context_length_exceeded",

@@ -316,20 +316,22 @@ def test_the_echo_model_stops_at_the_output_limit_like_an_upstream(app, client, 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_the_echo_model_refuses_a_prompt_over_its_context_and_bills_nothing(app, client, auth, account, stream):
-    words = "alpha beta gamma delta " * 1500  # about 8,600 tokens; the model's context is 8,000
-    response = chat(client, auth, model="test/echo", stream=stream, messages=[{"role": "user", "content": words}])
-    assert response.status_code == 400
-    error = response.get_json()["error"]
-    assert (error["code"], error["param"], error["type"]) == (
-        "context_length_exceeded",
-        "messages",
-        "invalid_request_error",
-    )
-    assert "maximum context length is 8000 tokens" in error["message"]
-    [event] = usage_events(app, account)
-    assert event.status == "upstream_error" and event.cost_micros == 0
+    # The model's context is 8,000 tokens: about 8,600 in the messages, or 5,750 and 3,000 asked for.
+    for words, output in (
+        ("alpha beta gamma delta " * 1500, {}),
+        ("alpha beta gamma delta " * 1000, {"max_tokens": 3000}),
+    ):
+        messages = [{"role": "user", "content": words}]
+        response = chat(client, auth, model="test/echo", stream=stream, messages=messages, **output)
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert (error["code"], error["param"]) == ("context_length_exceeded", "messages")
+        assert error["type"] == "invalid_request_error" and "maximum context length is 8000 tokens" in error["message"]
+    refused = usage_events(app, account)
+    assert [(event.status, event.cost_micros) for event in refused] == [("upstream_error", 0)] * 2
     balance, ledger, reserved = money(app, account)
     assert balance == ledger == 10_000_000 and reserved == 0
+    assert chat(client, auth, model="test/echo", stream=stream, messages=messages, max_tokens=2000).status_code == 200
 
 
 @pytest.mark.parametrize("stream", [False, True])
