@@ -349,7 +349,10 @@ class Poller(threading.Thread):
         if database_url and database_url.startswith("postgresql"):
             import psycopg
 
-            self.pg = psycopg.connect(database_url, autocommit=True)
+            # The gateway's URL may name SQLAlchemy's driver (postgresql+psycopg://); libpq does not.
+            self.pg = psycopg.connect(
+                database_url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True
+            )
         if redis_url:
             import redis
 
