@@ -47,7 +47,7 @@ class KeyFields(Schema):
         validate=validate.Length(max=100),
     )
     allowed_apps = fields.List(fields.String(), allow_none=True, validate=[validate.Length(max=100), _app_ids])
-    credit_limit_usd = fields.Decimal(allow_none=True, places=6, validate=validate.Range(min=0))
+    credit_limit_usd = fields.Decimal(allow_none=True, validate=validate.Range(min=0))  # rounded by usd_to_micros
     credit_limit_reset = fields.String(allow_none=True, validate=validate.OneOf(LIMIT_RESETS))
 
 

@@ -122,6 +122,19 @@ def test_bad_key_settings_are_400(client, admin, body, param):
     assert response.status_code == 400 and response.get_json()["error"]["param"] == param
 
 
+@pytest.mark.parametrize("amount", [1e300, "1e300", 1e20])
+def test_a_credit_limit_too_large_says_so(client, admin, amount):
+    response = client.post("/v1/keys", headers=admin, json={"credit_limit_usd": amount})
+    error = response.get_json()["error"]
+    assert response.status_code == 400 and error["param"] == "credit_limit_usd"
+    assert "USD is beyond" in error["message"], error
+
+
+def test_a_credit_limit_is_kept_to_the_micro_dollar(client, admin):
+    created, _headers = new_key(client, admin, credit_limit_usd="0.0000015")
+    assert created["credit_limit_usd"] == 0.000002  # half-even, to the micro-USD
+
+
 def test_keys_of_another_account_are_invisible(app, client, admin):
     with app.app_context():
         other = accounts.create_account("other-keys", 1_000_000)
