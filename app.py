@@ -19,13 +19,15 @@ from gevent.pool import Pool  # noqa: E402
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
 from lunos import create_app  # noqa: E402
+from lunos.config import ConfigError  # noqa: E402
 from lunos.in_flight import InFlight  # noqa: E402
 from lunos.services import housekeeping  # noqa: E402
 from lunos.services.demo import ensure_demo_key  # noqa: E402
 
-app = create_app()
-# A day is as good as waiting for ever; gevent cannot time waits of much more than 9e9 s.
-MAX_GRACEFUL_S = 86400
+try:
+    app = create_app()
+except ConfigError as exc:  # a bad LUNOS_* value: its message, not a traceback
+    raise SystemExit(str(exc)) from None
 
 
 def main():
@@ -40,12 +42,7 @@ def main():
     if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise SystemExit(f"LUNOS_PORT must be a port number (1 to 65535), not {port!r}")
     port = int(port)
-    graceful_s = os.environ.get("LUNOS_GRACEFUL_TIMEOUT_S", "600").strip()
-    if not (graceful_s.isascii() and graceful_s.isdigit() and 0 < int(graceful_s) <= MAX_GRACEFUL_S):
-        raise SystemExit(
-            f"LUNOS_GRACEFUL_TIMEOUT_S must be a whole number from 1 to {MAX_GRACEFUL_S}, not {graceful_s!r}"
-        )
-    graceful_s = int(graceful_s)
+    graceful_s = app.config["GRACEFUL_TIMEOUT_S"]
     print(f"Lunos serving on http://{host}:{port} (Ctrl-C to stop)", flush=True)
     housekeeper = housekeeping.start(app)
     in_flight = InFlight(app)

@@ -132,6 +132,8 @@ SETTINGS = [
     Setting("HEARTBEAT_S", _positive(float), 15.0, "how often a worker proves its holds alive"),
     Setting("LEASE_S", _between_float(0.0, 60.0), 2.0, "seconds of an account's demand a worker leases; 0: no leases"),
     Setting("AUTO_MIGRATE", _bool, True, "migrate the schema when the development server starts"),
+    # gunicorn.conf.py reads it too, for the workers; gevent cannot time waits much over 9e9 s.
+    Setting("GRACEFUL_TIMEOUT_S", _int_between(1, 10**9), 600, "how long a stop lets the answers under way finish"),
     Setting("LOG_LEVEL", str, "INFO", "logging level"),
 ]
 

@@ -1,6 +1,7 @@
 """The development server (``python app.py``): it serves, and Ctrl-C or a SIGTERM stops it
 cleanly, with what it settled written and its lease given back."""
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -16,38 +17,41 @@ from tests.conftest import ROOT, free_port, reservations, usage_events
 from tests.upstream import Reply
 
 
-def start_development_server(server_env, **extra_env):
-    """(process, base URL) of ``python app.py`` on this test's database, once it is ready."""
+@contextlib.contextmanager
+def development_server(server_env, **extra_env):
+    """(process, base URL) of ``python app.py`` on this test's database, once it is ready; the
+    process is killed on the way out if it is still running."""
     port = free_port()
     env = {**server_env, "LUNOS_PORT": str(port), "LUNOS_AUTO_MIGRATE": "false", **extra_env}
     server = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{base}/readyz", timeout=1).ok:
-                return server, base
-        except requests.ConnectionError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise AssertionError(server.communicate(timeout=5)) from None
-            time.sleep(0.1)
+    try:
+        while True:
+            try:
+                if requests.get(f"{base}/readyz", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    server.kill()
+                    raise AssertionError(server.communicate(timeout=5)) from None
+                time.sleep(0.1)
+        yield server, base
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_the_development_server_stops_cleanly(app, server_env, auth, account, signum):
-    server, base = start_development_server(server_env)
-    try:
+    with development_server(server_env) as (server, base):
         body = {"model": "test/echo", "messages": [{"role": "user", "content": "hi"}]}
         for _ in range(3):
             assert requests.post(f"{base}/v1/chat/completions", json=body, headers=auth, timeout=10).ok
         server.send_signal(signum)  # at once: the last settlements may still be running
         out, err = server.communicate(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     assert server.returncode == 0, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert len(usage_events(app, account)) == 3, "what it answered is settled"
@@ -59,8 +63,7 @@ def test_the_development_server_finishes_what_it_is_answering_before_it_stops(ap
     lease back; a connection kept alive with nothing asked does not hold the stop up."""
     upstream.script("primary", Reply(wait_s=1.5, words=("late", " but", " whole")))
     upstream.script("backup", Reply(chunk_delay_s=0.3, words=tuple(f"w{i} " for i in range(6))))
-    server, base = start_development_server(server_env)
-    try:
+    with development_server(server_env) as (server, base):
         with requests.Session() as idle:  # a connection kept alive, asking nothing more
             assert idle.get(f"{base}/readyz", timeout=5).ok
             answers = {}
@@ -81,10 +84,6 @@ def test_the_development_server_finishes_what_it_is_answering_before_it_stops(ap
             for asker in askers:
                 asker.join(timeout=20)
             out, err = server.communicate(timeout=20)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     assert server.returncode == 0, err
     status, text = answers["primary"]
     assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == "late but whole"
@@ -99,8 +98,7 @@ def test_a_stream_still_running_after_the_graceful_timeout_is_cut_short_and_bill
     app, server_env, auth, account, upstream
 ):
     upstream.script("backup", Reply(chunk_delay_s=0.5, words=tuple(f"w{i} " for i in range(40))))
-    server, base = start_development_server(server_env, LUNOS_GRACEFUL_TIMEOUT_S="1")
-    try:
+    with development_server(server_env, LUNOS_GRACEFUL_TIMEOUT_S="1") as (server, base):
         body = {"model": "test/backup", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         with requests.post(f"{base}/v1/chat/completions", json=body, headers=auth, stream=True, timeout=20) as answer:
             lines = answer.iter_lines()
@@ -113,10 +111,6 @@ def test_a_stream_still_running_after_the_graceful_timeout_is_cut_short_and_bill
                     pass
         out, err = server.communicate(timeout=20)
         assert time.monotonic() - started < 10, "the stop did not wait for the whole stream"
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     assert server.returncode == 0, err
     assert "cut short" in out
     [event] = usage_events(app, account)

@@ -26,7 +26,7 @@ def json_object() -> dict:
 
 
 def _raw_body() -> bytes:
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    encoding = request.environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
     if encoding not in ("", "identity"):  # a compressed body would be read as broken JSON
         raise UnsupportedMediaType(f"Content-Encoding '{encoding}' is not accepted: send the body uncompressed.")
     try:

@@ -35,11 +35,15 @@ def _usage(body, text):
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _asked_output(body):
+    """The most output tokens the request asks for (0: it names no limit)."""
+    return max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0)
+
+
 def _check_context(model, body):
     """A prompt that, with the output asked for, is over the model's context is refused, as
     OpenAI refuses it (and then bills nothing)."""
-    prompt = estimate_prompt(body)
-    asked = max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0)
+    prompt, asked = estimate_prompt(body), _asked_output(body)
     if prompt + asked > model.context_length:
         output = f" ({prompt} in the messages, {asked} in the completion)" if asked else " in the messages"
         raise ProviderError.from_status(
@@ -58,7 +62,7 @@ def _check_context(model, body):
 def _within_limit(model, body, text):
     """The echo cut to the output limit (the request's, within the endpoint's), as an upstream
     would: (text, finish_reason)."""
-    asked = max(body.get("max_completion_tokens") or 0, body.get("max_tokens") or 0)
+    asked = _asked_output(body)
     limit = min(asked or model.max_output_tokens, model.max_output_tokens)
     if estimate_text(text) <= limit:
         return text, "stop"
